@@ -1,0 +1,28 @@
+//! Every environment variable Stigmer reads, declared once.
+//!
+//! Code reads variables through these constants so that a renamed variable is renamed
+//! everywhere, and so that the documentation in `docs/configuration.md` has one list to follow.
+
+/// Names of the environment variables Stigmer reads.
+pub struct EnvVars;
+
+impl EnvVars {
+    /// The home directory (default `~/.stigmer`).
+    pub const STIGMER_HOME: &'static str = "STIGMER_HOME";
+    /// Port of the API server (`server.port`).
+    pub const STIGMER_SERVER_PORT: &'static str = "STIGMER_SERVER_PORT";
+    /// Port of the managed Temporal frontend (`temporal.port`).
+    pub const STIGMER_TEMPORAL_PORT: &'static str = "STIGMER_TEMPORAL_PORT";
+    /// Port of the managed Temporal web UI (`temporal.ui_port`).
+    pub const STIGMER_TEMPORAL_UI_PORT: &'static str = "STIGMER_TEMPORAL_UI_PORT";
+    /// Path of the `temporal` CLI to run for managed Temporal.
+    pub const STIGMER_TEMPORAL_BIN: &'static str = "STIGMER_TEMPORAL_BIN";
+    /// Address (`host:port`) of an existing Temporal cluster; Stigmer then manages none.
+    pub const TEMPORAL_ADDRESS: &'static str = "TEMPORAL_ADDRESS";
+    /// Temporal namespace (`temporal.namespace`).
+    pub const TEMPORAL_NAMESPACE: &'static str = "TEMPORAL_NAMESPACE";
+    /// A `tracing` filter directive that overrides `logs.level` for every component.
+    pub const STIGMER_LOG: &'static str = "STIGMER_LOG";
+    /// Disables colour in human output (<https://no-color.org>).
+    pub const NO_COLOR: &'static str = "NO_COLOR";
+}

@@ -1,0 +1,356 @@
+//! The supervisor → runner launch contract.
+//!
+//! The original system broke repeatedly because the daemon wrote one set of environment variable
+//! names and the runner read another, silently falling back to wrong defaults. Here the contract
+//! is one type: the supervisor builds a [`RunnerLaunchSpec`], [`RunnerLaunchSpec::to_env`] turns
+//! it into variables, and the runner parses them back with [`RunnerLaunchSpec::from_env`], which
+//! refuses a missing, malformed or unknown `STIGMER_*` variable and names it. Process and
+//! container runners use the same variables.
+
+use crate::secret::Secret;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+/// Which runner a process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunnerRole {
+    Agent,
+    Workflow,
+}
+
+impl RunnerRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunnerRole::Agent => "agent",
+            RunnerRole::Workflow => "workflow",
+        }
+    }
+
+    fn parse(value: &str) -> Option<RunnerRole> {
+        match value {
+            "agent" => Some(RunnerRole::Agent),
+            "workflow" => Some(RunnerRole::Workflow),
+            _ => None,
+        }
+    }
+}
+
+/// Everything a runner needs to start, and nothing else.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RunnerLaunchSpec {
+    /// Which runner this is.
+    pub role: RunnerRole,
+    /// The Stigmer home the runner belongs to.
+    pub home: PathBuf,
+    /// Temporal frontend, `host:port`.
+    pub temporal_address: String,
+    /// Temporal namespace.
+    pub temporal_namespace: String,
+    /// The task queue to poll.
+    pub task_queue: String,
+    /// The worker identity Temporal reports for this process; unique per launch, so the
+    /// supervisor can tell this process's pollers from those of a previous one.
+    pub worker_identity: String,
+    /// The API server, `http://host:port`.
+    pub api_endpoint: String,
+    /// The per-home API token.
+    pub api_token: Secret,
+    /// Root of the per-session workspaces.
+    pub workspace_dir: PathBuf,
+    /// `tracing` filter directive, e.g. `info`.
+    pub log_filter: String,
+}
+
+const ROLE: &str = "STIGMER_RUNNER_ROLE";
+const HOME: &str = "STIGMER_HOME";
+const TEMPORAL_ADDRESS: &str = "STIGMER_TEMPORAL_ADDRESS";
+const TEMPORAL_NAMESPACE: &str = "STIGMER_TEMPORAL_NAMESPACE";
+const TASK_QUEUE: &str = "STIGMER_TASK_QUEUE";
+const WORKER_IDENTITY: &str = "STIGMER_WORKER_IDENTITY";
+const API_ENDPOINT: &str = "STIGMER_API_ENDPOINT";
+const API_TOKEN: &str = "STIGMER_API_TOKEN";
+const WORKSPACE_DIR: &str = "STIGMER_WORKSPACE_DIR";
+const LOG: &str = "STIGMER_LOG";
+
+impl RunnerLaunchSpec {
+    /// The variables of the contract; a runner accepts no other `STIGMER_*` variable.
+    pub const VARIABLES: [&'static str; 10] = [
+        ROLE,
+        HOME,
+        TEMPORAL_ADDRESS,
+        TEMPORAL_NAMESPACE,
+        TASK_QUEUE,
+        WORKER_IDENTITY,
+        API_ENDPOINT,
+        API_TOKEN,
+        WORKSPACE_DIR,
+        LOG,
+    ];
+
+    /// The environment variables that carry this spec.
+    pub fn to_env(&self) -> Vec<(String, String)> {
+        let pairs = [
+            (ROLE, self.role.as_str().to_owned()),
+            (HOME, path_string(&self.home)),
+            (TEMPORAL_ADDRESS, self.temporal_address.clone()),
+            (TEMPORAL_NAMESPACE, self.temporal_namespace.clone()),
+            (TASK_QUEUE, self.task_queue.clone()),
+            (WORKER_IDENTITY, self.worker_identity.clone()),
+            (API_ENDPOINT, self.api_endpoint.clone()),
+            (API_TOKEN, self.api_token.expose().to_owned()),
+            (WORKSPACE_DIR, path_string(&self.workspace_dir)),
+            (LOG, self.log_filter.clone()),
+        ];
+        pairs
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect()
+    }
+
+    /// Parses the spec from a process environment. Variables that do not start with
+    /// `STIGMER_` are ignored; every contract variable must be present and valid, and any other
+    /// `STIGMER_*` variable is an error, because it means the writer and the reader disagree.
+    pub fn from_env(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, LaunchSpecError> {
+        let mut stigmer_vars: BTreeMap<String, String> = vars
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("STIGMER_"))
+            .collect();
+        if let Some(unknown) = stigmer_vars
+            .keys()
+            .find(|name| !Self::VARIABLES.contains(&name.as_str()))
+        {
+            return Err(LaunchSpecError::Unknown {
+                name: unknown.clone(),
+                suggestion: closest_variable(unknown),
+            });
+        }
+        let mut take = |name: &'static str| -> Result<String, LaunchSpecError> {
+            match stigmer_vars.remove(name) {
+                Some(value) if !value.trim().is_empty() => Ok(value),
+                Some(_) => Err(LaunchSpecError::Invalid {
+                    name,
+                    value: String::new(),
+                    expected: "a non-empty value",
+                }),
+                None => Err(LaunchSpecError::Missing { name }),
+            }
+        };
+        let role_value = take(ROLE)?;
+        let role = RunnerRole::parse(&role_value).ok_or(LaunchSpecError::Invalid {
+            name: ROLE,
+            value: role_value,
+            expected: "`agent` or `workflow`",
+        })?;
+        let home = PathBuf::from(take(HOME)?);
+        let temporal_address = take(TEMPORAL_ADDRESS)?;
+        if !looks_like_host_port(&temporal_address) {
+            return Err(LaunchSpecError::Invalid {
+                name: TEMPORAL_ADDRESS,
+                value: temporal_address,
+                expected: "`host:port`",
+            });
+        }
+        let temporal_namespace = take(TEMPORAL_NAMESPACE)?;
+        let task_queue = take(TASK_QUEUE)?;
+        let worker_identity = take(WORKER_IDENTITY)?;
+        let api_endpoint = take(API_ENDPOINT)?;
+        if !(api_endpoint.starts_with("http://") || api_endpoint.starts_with("https://")) {
+            return Err(LaunchSpecError::Invalid {
+                name: API_ENDPOINT,
+                value: api_endpoint,
+                expected: "an `http://host:port` URL",
+            });
+        }
+        let api_token = Secret::new(take(API_TOKEN)?);
+        let workspace_dir = PathBuf::from(take(WORKSPACE_DIR)?);
+        let log_filter = take(LOG)?;
+        Ok(RunnerLaunchSpec {
+            role,
+            home,
+            temporal_address,
+            temporal_namespace,
+            task_queue,
+            worker_identity,
+            api_endpoint,
+            api_token,
+            workspace_dir,
+            log_filter,
+        })
+    }
+}
+
+/// Written out field by field so that a new secret field has to be considered here.
+impl fmt::Debug for RunnerLaunchSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunnerLaunchSpec")
+            .field("role", &self.role)
+            .field("home", &self.home)
+            .field("temporal_address", &self.temporal_address)
+            .field("temporal_namespace", &self.temporal_namespace)
+            .field("task_queue", &self.task_queue)
+            .field("worker_identity", &self.worker_identity)
+            .field("api_endpoint", &self.api_endpoint)
+            .field("api_token", &self.api_token)
+            .field("workspace_dir", &self.workspace_dir)
+            .field("log_filter", &self.log_filter)
+            .finish()
+    }
+}
+
+/// Why a runner refused its environment.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LaunchSpecError {
+    #[error(
+        "environment variable {name} is missing: the supervisor must set every variable of the runner launch contract"
+    )]
+    Missing { name: &'static str },
+    #[error("environment variable {name}={value:?} is invalid: expected {expected}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error(
+        "environment variable {name} is not part of the runner launch contract{}",
+        suggestion.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default()
+    )]
+    Unknown {
+        name: String,
+        suggestion: Option<String>,
+    },
+}
+
+fn closest_variable(name: &str) -> Option<String> {
+    RunnerLaunchSpec::VARIABLES
+        .iter()
+        .map(|candidate| (strsim::jaro_winkler(name, candidate), candidate))
+        .filter(|(score, _)| *score > 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| (*candidate).to_owned())
+}
+
+fn looks_like_host_port(value: &str) -> bool {
+    value
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+fn path_string(path: &std::path::Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> RunnerLaunchSpec {
+        RunnerLaunchSpec {
+            role: RunnerRole::Agent,
+            home: PathBuf::from("/tmp/home"),
+            temporal_address: "127.0.0.1:7233".into(),
+            temporal_namespace: "default".into(),
+            task_queue: "agent_execution_runner".into(),
+            worker_identity: "agent-runner@1234".into(),
+            api_endpoint: "http://127.0.0.1:7234".into(),
+            api_token: Secret::new("token-value"),
+            workspace_dir: PathBuf::from("/tmp/home/workspace"),
+            log_filter: "info".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip_through_the_environment() {
+        let spec = sample();
+        let env = spec.to_env();
+        let names: Vec<&str> = env.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, RunnerLaunchSpec::VARIABLES);
+        // Unrelated variables (PATH, HOME) are ignored.
+        let mut with_noise = env.clone();
+        with_noise.push(("PATH".into(), "/usr/bin".into()));
+        assert_eq!(RunnerLaunchSpec::from_env(with_noise).unwrap(), spec);
+    }
+
+    #[test]
+    fn every_missing_variable_is_named() {
+        for missing in RunnerLaunchSpec::VARIABLES {
+            let env = sample()
+                .to_env()
+                .into_iter()
+                .filter(|(name, _)| name != missing);
+            let error = RunnerLaunchSpec::from_env(env).unwrap_err();
+            assert_eq!(error, LaunchSpecError::Missing { name: missing });
+            assert!(error.to_string().contains(missing));
+        }
+    }
+
+    #[test]
+    fn an_unknown_variable_is_refused_with_a_suggestion() {
+        let mut env = sample().to_env();
+        env.push(("STIGMER_TEMPORAL_ADRESS".into(), "x:1".into()));
+        let error = RunnerLaunchSpec::from_env(env).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "environment variable STIGMER_TEMPORAL_ADRESS is not part of the runner launch contract (did you mean STIGMER_TEMPORAL_ADDRESS?)"
+        );
+        let mut env = sample().to_env();
+        env.push(("STIGMER_BACKEND_URL".into(), "http://x".into()));
+        let error = RunnerLaunchSpec::from_env(env).unwrap_err();
+        assert!(
+            matches!(error, LaunchSpecError::Unknown { ref name, .. } if name == "STIGMER_BACKEND_URL")
+        );
+    }
+
+    #[test]
+    fn malformed_values_are_refused() {
+        let replace = |name: &str, value: &str| -> Vec<(String, String)> {
+            sample()
+                .to_env()
+                .into_iter()
+                .map(|(n, v)| {
+                    if n == name {
+                        (n, value.to_owned())
+                    } else {
+                        (n, v)
+                    }
+                })
+                .collect()
+        };
+        assert!(matches!(
+            RunnerLaunchSpec::from_env(replace(ROLE, "python")),
+            Err(LaunchSpecError::Invalid { name: ROLE, .. })
+        ));
+        assert!(matches!(
+            RunnerLaunchSpec::from_env(replace(TEMPORAL_ADDRESS, "localhost")),
+            Err(LaunchSpecError::Invalid {
+                name: TEMPORAL_ADDRESS,
+                ..
+            })
+        ));
+        assert!(matches!(
+            RunnerLaunchSpec::from_env(replace(API_ENDPOINT, "localhost:50051")),
+            Err(LaunchSpecError::Invalid {
+                name: API_ENDPOINT,
+                ..
+            })
+        ));
+        assert!(matches!(
+            RunnerLaunchSpec::from_env(replace(TASK_QUEUE, " ")),
+            Err(LaunchSpecError::Invalid {
+                name: TASK_QUEUE,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn debug_output_redacts_the_token() {
+        let printed = format!("{:?}", sample());
+        assert!(!printed.contains("token-value"), "{printed}");
+        assert!(printed.contains("127.0.0.1:7233"));
+    }
+}

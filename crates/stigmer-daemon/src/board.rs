@@ -1,0 +1,137 @@
+//! The supervisor's view of each component, shared between the unit tasks (which write it) and
+//! the API (which reads it for `stigmer server status`).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
+use stigmer_config::Component;
+use stigmer_proto::daemon::v1::ComponentStatus;
+
+/// Where a component is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComponentState {
+    Starting,
+    Running,
+    Restarting,
+    Failed,
+    Stopped,
+}
+
+impl ComponentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentState::Starting => "starting",
+            ComponentState::Running => "running",
+            ComponentState::Restarting => "restarting",
+            ComponentState::Failed => "failed",
+            ComponentState::Stopped => "stopped",
+        }
+    }
+}
+
+/// How a component runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    Process,
+    External,
+}
+
+impl RunMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunMode::Process => "process",
+            RunMode::External => "external",
+        }
+    }
+}
+
+/// One component's record.
+#[derive(Clone, Debug)]
+pub struct ComponentRecord {
+    pub state: ComponentState,
+    pub mode: RunMode,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    /// When the current process started (for uptime).
+    pub since: Option<Instant>,
+    pub last_exit: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+impl ComponentRecord {
+    pub fn new(mode: RunMode) -> Self {
+        ComponentRecord {
+            state: ComponentState::Starting,
+            mode,
+            pid: None,
+            restarts: 0,
+            since: None,
+            last_exit: None,
+            endpoint: None,
+        }
+    }
+}
+
+/// All components, behind one lock (never held across an await).
+#[derive(Default)]
+pub struct Board {
+    records: Mutex<BTreeMap<Component, ComponentRecord>>,
+}
+
+impl Board {
+    pub fn insert(&self, component: Component, record: ComponentRecord) {
+        self.lock().insert(component, record);
+    }
+
+    /// Changes one component's record in place.
+    pub fn update(&self, component: Component, change: impl FnOnce(&mut ComponentRecord)) {
+        if let Some(record) = self.lock().get_mut(&component) {
+            change(record);
+        }
+    }
+
+    #[cfg(test)]
+    pub fn get(&self, component: Component) -> Option<ComponentRecord> {
+        self.lock().get(&component).cloned()
+    }
+
+    /// The status of every component, in the order `server`, `temporal`, runners.
+    pub fn snapshot(&self) -> Vec<ComponentStatus> {
+        let records = self.lock();
+        [
+            Component::Server,
+            Component::Temporal,
+            Component::AgentRunner,
+            Component::WorkflowRunner,
+        ]
+        .into_iter()
+        .filter_map(|component| {
+            let record = records.get(&component)?;
+            Some(ComponentStatus {
+                name: component.name().to_owned(),
+                state: record.state.as_str().to_owned(),
+                pid: record.pid.map(i64::from),
+                container_id: None,
+                mode: record.mode.as_str().to_owned(),
+                restarts: record.restarts,
+                uptime_secs: match record.state {
+                    ComponentState::Running => {
+                        record.since.map(|since| since.elapsed().as_secs() as i64)
+                    }
+                    _ => None,
+                },
+                last_exit: record.last_exit.clone(),
+                endpoint: record.endpoint.clone(),
+            })
+        })
+        .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Component, ComponentRecord>> {
+        // A panic while holding this lock cannot leave a record half-written in a way that
+        // matters more than losing status, so a poisoned lock is simply taken over.
+        self.records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

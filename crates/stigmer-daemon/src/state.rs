@@ -1,0 +1,184 @@
+//! What a daemon owns, on disk: the lock that says "running" and the state file that says what
+//! it started.
+//!
+//! The OS file lock on `run/daemon.lock` is the only source of truth for "a daemon is running":
+//! the kernel releases it when the daemon dies, however it dies, so a stale lock can never block
+//! a start. `run/state.json` records endpoints and every child's pid and start time, so the next
+//! daemon can reap exactly what a crashed one left behind.
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+use stigmer_config::{Component, StigmerHome};
+
+/// The daemon's exclusive lock, held for its whole life and released by the kernel at exit.
+pub struct DaemonLock {
+    _lock: Flock<std::fs::File>,
+}
+
+impl DaemonLock {
+    /// Takes the lock, or returns `None` when another process holds it.
+    pub fn try_acquire(path: &Path) -> std::io::Result<Option<DaemonLock>> {
+        let file = open_lock_file(path)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(DaemonLock { _lock: lock })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, errno)) => Err(std::io::Error::other(format!(
+                "cannot lock {}: {errno}",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// True when some process holds the daemon lock of this home.
+pub fn is_locked(path: &Path) -> bool {
+    if !path.exists() {
+        return false;
+    }
+    match open_lock_file(path) {
+        // Taking a shared lock succeeds only when nobody holds the exclusive one; it is dropped
+        // (released) immediately.
+        Ok(file) => Flock::lock(file, FlockArg::LockSharedNonblock).is_err(),
+        Err(_) => false,
+    }
+}
+
+fn open_lock_file(path: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(parent) = path.parent() {
+        fs_err::create_dir_all(parent)?;
+    }
+    let file = fs_err::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)?;
+    Ok(file.into_parts().0)
+}
+
+/// `run/state.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunState {
+    pub daemon_pid: u32,
+    pub daemon_start_time: u64,
+    /// When the daemon started, RFC 3339.
+    pub started_at: String,
+    /// The API server, `127.0.0.1:port`.
+    pub server_address: Option<String>,
+    /// Temporal's frontend, `host:port`.
+    pub temporal_address: Option<String>,
+    pub temporal_ui: Option<String>,
+    /// Children alive right now.
+    pub children: Vec<ChildRecord>,
+}
+
+/// One child process as the daemon started it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildRecord {
+    pub component: Component,
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+impl RunState {
+    /// Reads the state file; a missing or unreadable file is `None` (it is advisory).
+    pub fn load(home: &StigmerHome) -> Option<RunState> {
+        let text = fs_err::read_to_string(home.state_file()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Writes the state file atomically (write a temporary file, then rename over).
+    pub fn save(&self, home: &StigmerHome) -> std::io::Result<()> {
+        let path = home.state_file();
+        let temporary = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        let mut file = fs_err::File::create(&temporary)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        fs_err::rename(&temporary, &path)
+    }
+}
+
+/// Reads the per-home API token, creating it (mode 0600) on first use.
+pub fn ensure_api_token(home: &StigmerHome) -> std::io::Result<String> {
+    let path = home.token_file();
+    if let Ok(token) = fs_err::read_to_string(&path) {
+        let token = token.trim().to_owned();
+        if token.len() >= 32 {
+            return Ok(token);
+        }
+    }
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(&mut fs_err::File::open("/dev/urandom")?, &mut bytes)?;
+    let token: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    let temporary = path.with_extension("tmp");
+    {
+        use fs_err::os::unix::fs::OpenOptionsExt;
+        let mut file = fs_err::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&temporary)?;
+        file.write_all(token.as_bytes())?;
+    }
+    fs_err::rename(&temporary, &path)?;
+    Ok(token)
+}
+
+/// Reads the API token, if the daemon has created one.
+pub fn read_api_token(home: &StigmerHome) -> Option<String> {
+    fs_err::read_to_string(home.token_file())
+        .ok()
+        .map(|token| token.trim().to_owned())
+        .filter(|token| !token.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_is_exclusive_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/daemon.lock");
+        assert!(!is_locked(&path));
+        let lock = DaemonLock::try_acquire(&path).unwrap().expect("free lock");
+        assert!(is_locked(&path));
+        assert!(DaemonLock::try_acquire(&path).unwrap().is_none());
+        drop(lock);
+        assert!(!is_locked(&path));
+        assert!(DaemonLock::try_acquire(&path).unwrap().is_some());
+    }
+
+    #[test]
+    fn state_round_trips_and_token_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let home = StigmerHome::new(dir.path());
+        home.create_dirs().unwrap();
+        let state = RunState {
+            daemon_pid: 42,
+            children: vec![ChildRecord {
+                component: Component::AgentRunner,
+                pid: 43,
+                start_time: 7,
+            }],
+            ..RunState::default()
+        };
+        state.save(&home).unwrap();
+        assert_eq!(RunState::load(&home), Some(state));
+
+        let token = ensure_api_token(&home).unwrap();
+        assert_eq!(token.len(), 64);
+        assert_eq!(ensure_api_token(&home).unwrap(), token);
+        assert_eq!(read_api_token(&home), Some(token));
+        let mode = fs_err::metadata(home.token_file())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,426 @@
+//! Supervision of one child process: start it, capture its output, decide when it is ready,
+//! restart it with backoff when it dies, stop it on request.
+//!
+//! Every child is started in its own process group with a parent-death signal, so it dies with
+//! the daemon even when the daemon is killed with SIGKILL, and a stop reaches anything it forked.
+
+use crate::board::{Board, ComponentState};
+use crate::policy::{RestartDecision, RestartPolicy};
+use crate::process;
+use crate::state::ChildRecord;
+use nix::sys::signal::Signal;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use stigmer_config::{Component, SupervisorSettings};
+use stigmer_logs::{SharedLogFile, Stream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+/// How many of a child's last output lines are kept for its exit record.
+const LAST_LINES: usize = 8;
+/// How often readiness is probed.
+const READY_POLL: Duration = Duration::from_millis(25);
+
+/// A boxed future returned by a readiness probe.
+pub type ProbeFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+/// What one launch of a child looks like.
+pub struct Launch {
+    pub command: Command,
+    /// Answers true once this launch is ready (polling its queue, answering health checks).
+    pub probe: Box<dyn Fn() -> ProbeFuture + Send + Sync>,
+}
+
+/// Builds the launch for a generation (1 for the first start, 2 after the first restart, ...).
+pub type LaunchFactory = Box<dyn Fn(u64) -> Launch + Send + Sync>;
+
+/// Called whenever the set of children changes, to keep `run/state.json` current.
+pub type ChildrenChanged = Arc<dyn Fn(Component, Option<ChildRecord>) + Send + Sync>;
+
+/// Everything a unit needs from the daemon.
+pub struct UnitContext {
+    pub component: Component,
+    pub board: Arc<Board>,
+    pub log: SharedLogFile,
+    pub supervisor: SupervisorSettings,
+    pub children_changed: ChildrenChanged,
+    /// Set to true once the first launch became ready.
+    pub ready: watch::Sender<bool>,
+}
+
+/// Runs `factory`'s child until `stop` becomes true, restarting it as the policy says.
+pub async fn supervise(
+    context: UnitContext,
+    factory: LaunchFactory,
+    mut stop: watch::Receiver<bool>,
+) {
+    let component = context.component;
+    let mut policy = RestartPolicy::new(&context.supervisor);
+    let mut generation = 0u64;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        generation += 1;
+        let launch = factory(generation);
+        let last_lines = Arc::new(Mutex::new(VecDeque::with_capacity(LAST_LINES)));
+        let started_at = Instant::now();
+        let mut child = match spawn(launch.command, &context, &last_lines) {
+            Ok(child) => child,
+            Err(error) => {
+                let reason = format!("could not be started: {error}");
+                tracing::error!(unit = %component, error = %error, "Child could not be started.");
+                context.board.update(component, |record| {
+                    record.state = ComponentState::Failed;
+                    record.last_exit = Some(reason);
+                });
+                break;
+            }
+        };
+        let pid = child.id();
+        let start_time = pid.and_then(process::start_time).unwrap_or(0);
+        if let Some(pid) = pid {
+            (context.children_changed)(
+                component,
+                Some(ChildRecord {
+                    component,
+                    pid,
+                    start_time,
+                }),
+            );
+        }
+        context.board.update(component, |record| {
+            record.pid = pid;
+            record.since = Some(started_at);
+            if record.state != ComponentState::Restarting {
+                record.state = ComponentState::Starting;
+            }
+        });
+        tracing::info!(unit = %component, pid, generation, "Child started.");
+
+        let outcome =
+            run_until_exit(&mut child, &context, &launch.probe, started_at, &mut stop).await;
+        (context.children_changed)(component, None);
+        let Some(status) = outcome else {
+            // Stopped on request.
+            context.board.update(component, |record| {
+                record.state = ComponentState::Stopped;
+                record.pid = None;
+            });
+            return;
+        };
+
+        let ran_for = started_at.elapsed();
+        let description = process::describe_exit(status);
+        let lines: Vec<String> = lock(&last_lines).iter().cloned().collect();
+        let last_exit = if lines.is_empty() {
+            description.clone()
+        } else {
+            format!("{description}; last output: {}", lines.join(" | "))
+        };
+        let decision = policy.on_exit(Instant::now(), ran_for, status.code());
+        match &decision {
+            RestartDecision::Restart(delay) => {
+                tracing::warn!(
+                    unit = %component,
+                    pid,
+                    reason = %description,
+                    last_lines = ?lines,
+                    ran_for_ms = ran_for.as_millis() as u64,
+                    delay_ms = delay.as_millis() as u64,
+                    "Child exited; restart scheduled."
+                );
+                context.board.update(component, |record| {
+                    record.state = ComponentState::Restarting;
+                    record.pid = None;
+                    record.since = None;
+                    record.restarts += 1;
+                    record.last_exit = Some(last_exit);
+                });
+                tokio::select! {
+                    () = tokio::time::sleep(*delay) => {}
+                    () = until_true(&mut stop) => {}
+                }
+            }
+            RestartDecision::GiveUp(reason) => {
+                tracing::error!(
+                    unit = %component,
+                    pid,
+                    reason = %description,
+                    last_lines = ?lines,
+                    "Child failed for good: {reason}."
+                );
+                context.board.update(component, |record| {
+                    record.state = ComponentState::Failed;
+                    record.pid = None;
+                    record.since = None;
+                    record.last_exit = Some(format!("{last_exit} (given up: {reason})"));
+                });
+                break;
+            }
+        }
+    }
+    // Failed or stopped before a launch: wait for the stop request so the daemon's shutdown
+    // sequence stays uniform.
+    until_true(&mut stop).await;
+    context.board.update(component, |record| {
+        if record.state != ComponentState::Failed {
+            record.state = ComponentState::Stopped;
+        }
+    });
+}
+
+/// Waits for the child to exit (returning its status) while probing readiness, or stops it when
+/// asked (returning `None`).
+async fn run_until_exit(
+    child: &mut Child,
+    context: &UnitContext,
+    probe: &(dyn Fn() -> ProbeFuture + Send + Sync),
+    started_at: Instant,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<std::process::ExitStatus> {
+    let component = context.component;
+    let mut ready = false;
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                return Some(status.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0)));
+            }
+            () = until_true(stop) => {
+                stop_child(child, component, Duration::from_secs(context.supervisor.stop_timeout_secs)).await;
+                return None;
+            }
+            () = tokio::time::sleep(READY_POLL), if !ready => {
+                if probe().await {
+                    ready = true;
+                    let ready_ms = started_at.elapsed().as_millis() as u64;
+                    tracing::info!(unit = %component, ready_ms, "Child ready.");
+                    context.board.update(component, |record| {
+                        record.state = ComponentState::Running;
+                    });
+                    context.ready.send_replace(true);
+                }
+            }
+        }
+    }
+}
+
+/// SIGTERM to the child's process group, a grace period, then SIGKILL.
+pub async fn stop_child(child: &mut Child, component: Component, grace: Duration) {
+    let Some(pid) = child.id() else { return };
+    process::signal_group(pid, Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        tracing::warn!(unit = %component, pid, grace_secs = grace.as_secs(), "Child ignored SIGTERM; killing it.");
+        process::signal_group(pid, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+    // Anything left in the group (a grandchild) goes too.
+    process::signal_group(pid, Signal::SIGKILL);
+    tracing::info!(unit = %component, pid, "Child stopped.");
+}
+
+fn spawn(
+    mut command: Command,
+    context: &UnitContext,
+    last_lines: &Arc<Mutex<VecDeque<String>>>,
+) -> std::io::Result<Child> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    die_with_parent(&mut command);
+    let mut child = command.spawn()?;
+    if let Some(stdout) = child.stdout.take() {
+        capture(stdout, Stream::Stdout, context, last_lines.clone());
+    }
+    if let Some(stderr) = child.stderr.take() {
+        capture(stderr, Stream::Stderr, context, last_lines.clone());
+    }
+    Ok(child)
+}
+
+/// Makes the kernel send SIGKILL to the child when the daemon dies, however it dies.
+#[cfg(target_os = "linux")]
+#[expect(
+    unsafe_code,
+    reason = "pre_exec is the only way to run code between fork and exec"
+)]
+fn die_with_parent(command: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec; it only calls prctl and getppid,
+    // which are async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            // The daemon may have died between fork and prctl; then nobody would signal us.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other("the daemon exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
+
+/// Copies each output line of a child into its component's log, and keeps the last few lines.
+fn capture(
+    reader: impl AsyncRead + Unpin + Send + 'static,
+    stream: Stream,
+    context: &UnitContext,
+    last_lines: Arc<Mutex<VecDeque<String>>>,
+) {
+    let log = context.log.clone();
+    let component = context.component.name();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(reader).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let Some(record) =
+                stigmer_logs::capture_line(component, stream, &line, chrono::Utc::now())
+            else {
+                continue;
+            };
+            {
+                let mut last = lock(&last_lines);
+                if last.len() == LAST_LINES {
+                    last.pop_front();
+                }
+                last.push_back(record.message.clone());
+            }
+            let _ = log.write_record(&record);
+        }
+    });
+}
+
+/// Completes once the flag becomes true (or its sender is gone).
+pub async fn until_true(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(dir: &std::path::Path) -> (UnitContext, Arc<Board>, watch::Receiver<bool>) {
+        let board = Arc::new(Board::default());
+        board.insert(
+            Component::AgentRunner,
+            crate::board::ComponentRecord::new(crate::board::RunMode::Process),
+        );
+        let (ready, ready_rx) = watch::channel(false);
+        let context = UnitContext {
+            component: Component::AgentRunner,
+            board: board.clone(),
+            log: SharedLogFile::open(dir.join("agent-runner.log"), Default::default()).unwrap(),
+            supervisor: SupervisorSettings {
+                backoff_initial_ms: 10,
+                backoff_max_ms: 40,
+                max_restarts: 3,
+                stop_timeout_secs: 5,
+                ..SupervisorSettings::default()
+            },
+            children_changed: Arc::new(|_, _| {}),
+            ready,
+        };
+        (context, board, ready_rx)
+    }
+
+    fn shell(script: &'static str, ready: bool) -> LaunchFactory {
+        Box::new(move |_generation| {
+            let mut command = Command::new("/bin/sh");
+            command.arg("-c").arg(script);
+            Launch {
+                command,
+                probe: Box::new(move || Box::pin(async move { ready })),
+            }
+        })
+    }
+
+    async fn wait_for(
+        board: &Board,
+        deadline: Duration,
+        check: impl Fn(&crate::board::ComponentRecord) -> bool,
+    ) {
+        let until = Instant::now() + deadline;
+        loop {
+            if board
+                .get(Component::AgentRunner)
+                .as_ref()
+                .is_some_and(&check)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "condition not reached: {:?}",
+                board.get(Component::AgentRunner)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_crashing_child_is_restarted_then_failed_with_its_last_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let (context, board, _ready) = context(dir.path());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(supervise(
+            context,
+            shell("echo 'boom: cannot continue' >&2; exit 3", false),
+            stop_rx,
+        ));
+        wait_for(&board, Duration::from_secs(10), |record| {
+            record.state == ComponentState::Failed
+        })
+        .await;
+        let record = board.get(Component::AgentRunner).unwrap();
+        assert_eq!(record.restarts, 3);
+        let last_exit = record.last_exit.unwrap();
+        assert!(last_exit.contains("exited with code 3"), "{last_exit}");
+        assert!(last_exit.contains("boom: cannot continue"), "{last_exit}");
+        assert!(last_exit.contains("given up"), "{last_exit}");
+        let log = fs_err::read_to_string(dir.path().join("agent-runner.log")).unwrap();
+        assert!(log.contains("boom: cannot continue"));
+        stop_tx.send_replace(true);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_ready_child_runs_and_stops_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let (context, board, mut ready) = context(dir.path());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(supervise(context, shell("exec sleep 600", true), stop_rx));
+        tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
+            .await
+            .unwrap()
+            .unwrap();
+        let record = board.get(Component::AgentRunner).unwrap();
+        assert_eq!(record.state, ComponentState::Running);
+        let pid = record.pid.unwrap();
+        stop_tx.send_replace(true);
+        task.await.unwrap();
+        assert_eq!(
+            board.get(Component::AgentRunner).unwrap().state,
+            ComponentState::Stopped
+        );
+        assert!(
+            process::start_time(pid).is_none(),
+            "child {pid} survived the stop"
+        );
+    }
+}

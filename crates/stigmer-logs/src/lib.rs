@@ -1,0 +1,22 @@
+//! The log line format every Stigmer component writes, and the writers that produce it.
+//!
+//! Every line of `$STIGMER_HOME/logs/<component>.log` is one flat JSON object:
+//!
+//! ```json
+//! {"ts":"2026-11-23T05:06:58.123Z","component":"agent-runner","level":"info","message":"Worker polling.","task_queue":"agent_execution_runner"}
+//! ```
+//!
+//! `ts` is RFC 3339 in UTC with milliseconds, `level` is one of `trace`, `debug`, `info`,
+//! `warn`, `error`; any further keys are the line's fields. Our own components write such lines
+//! through the `tracing` layer [`JsonLayer`]; the daemon turns every captured output line of a
+//! child into one with [`capture_line`] (foreign lines get the capture time), and writes them
+//! with size-based rotation ([`RotatingFile`]). The `logs` command merges files by `ts`, so this
+//! format is a contract.
+
+mod layer;
+mod record;
+mod rotate;
+
+pub use layer::{InitError, JsonLayer, LogSink, init};
+pub use record::{Level, LogRecord, Stream, capture_line, format_ts};
+pub use rotate::{RotatingFile, RotationPolicy, SharedLogFile, rotated_paths};

@@ -1,0 +1,97 @@
+//! The API server: tonic gRPC services, hosted in-process by the daemon.
+//!
+//! [`serve`] takes an already bound listener and a shutdown future, so tests start it on port 0
+//! without sleeps. Every service except gRPC health and reflection requires the per-home API
+//! token (`authorization: Bearer <token>`), so other local users cannot drive this user's stack.
+
+use std::future::Future;
+use std::sync::Arc;
+use stigmer_proto::daemon::v1::daemon_service_server::{DaemonService, DaemonServiceServer};
+use stigmer_proto::daemon::v1::{
+    GetStatusRequest, GetStatusResponse, ShutdownRequest, ShutdownResponse,
+};
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+
+/// What the API server needs from the daemon that hosts it.
+pub trait DaemonControl: Send + Sync + 'static {
+    /// A snapshot of the stack.
+    fn status(&self) -> GetStatusResponse;
+    /// Begins an orderly shutdown of the whole stack; returns at once.
+    fn request_shutdown(&self);
+}
+
+/// Errors from serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(String),
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    api_token: String,
+    daemon: Arc<dyn DaemonControl>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<DaemonServiceServer<DaemonApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(stigmer_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|error| ServeError::Reflection(error.to_string()))?;
+    let expected = format!("Bearer {api_token}");
+    let authenticate = move |request: Request<()>| -> Result<Request<()>, Status> {
+        match request.metadata().get("authorization") {
+            Some(value) if value.as_bytes() == expected.as_bytes() => Ok(request),
+            Some(_) => Err(Status::unauthenticated(
+                "the API token does not match this Stigmer home",
+            )),
+            None => Err(Status::unauthenticated(
+                "missing API token: send `authorization: Bearer <token>` (the token is in $STIGMER_HOME/run/api-token)",
+            )),
+        }
+    };
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(DaemonServiceServer::with_interceptor(
+            DaemonApi { daemon },
+            authenticate,
+        ))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
+        .await?;
+    Ok(())
+}
+
+struct DaemonApi {
+    daemon: Arc<dyn DaemonControl>,
+}
+
+#[tonic::async_trait]
+impl DaemonService for DaemonApi {
+    async fn get_status(
+        &self,
+        _request: Request<GetStatusRequest>,
+    ) -> Result<Response<GetStatusResponse>, Status> {
+        Ok(Response::new(self.daemon.status()))
+    }
+
+    async fn shutdown(
+        &self,
+        _request: Request<ShutdownRequest>,
+    ) -> Result<Response<ShutdownResponse>, Status> {
+        tracing::info!("Shutdown requested over the API.");
+        self.daemon.request_shutdown();
+        Ok(Response::new(ShutdownResponse {}))
+    }
+}

@@ -1,0 +1,109 @@
+//! The hidden roles the daemon starts: the daemon itself and the two runners.
+
+use crate::failure::Failure;
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use stigmer_config::{Component, RunnerLaunchSpec, RunnerRole, Settings};
+use stigmer_daemon::EXIT_CONFIG;
+use stigmer_logs::LogSink;
+
+/// `stigmer internal daemon`: reads the settings the CLI resolved from stdin and runs until
+/// SIGTERM/SIGINT or an API shutdown.
+pub async fn daemon() -> Result<ExitCode, Failure> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|error| Failure::new(format!("cannot read the daemon settings: {error}")))?;
+    let settings: Settings = serde_json::from_str(&input)
+        .map_err(|error| Failure::new(format!("invalid daemon settings on stdin: {error}")))?;
+    // Leave the CLI's session so that closing its terminal does not stop the stack.
+    let _ = nix::unistd::setsid();
+    match run_daemon(settings).await {
+        Ok(code) => Ok(code),
+        Err(failure) => {
+            // The CLI that started us reads stderr until the stack is ready and parses this
+            // last line; after that the pipe may be closed, which is fine.
+            let line = serde_json::json!({"error": failure.message, "hint": failure.hint});
+            let _ = writeln!(std::io::stderr(), "{line}");
+            Ok(ExitCode::from(failure.code))
+        }
+    }
+}
+
+/// Runs the daemon in this process with its log in `daemon.log`; shared by `--foreground`.
+pub async fn run_daemon(settings: Settings) -> Result<ExitCode, Failure> {
+    let log = stigmer_daemon::open_daemon_log(&settings)
+        .map_err(|error| Failure::new(format!("cannot open the daemon log: {error}")))?;
+    let filter = settings.logs.level.clone();
+    if let Err(error) = stigmer_logs::init(Component::Daemon.name(), &filter, LogSink::File(log)) {
+        return Err(Failure::new(format!("cannot set up logging: {error}")));
+    }
+    match stigmer_daemon::run(settings, termination()).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(error) => {
+            tracing::error!(error = %error, "Daemon failed.");
+            Err(Failure::from(error))
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the daemon can still be stopped over the API.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+}
+
+/// `stigmer internal agent-runner|workflow-runner`.
+pub async fn runner(role: RunnerRole) -> Result<ExitCode, Failure> {
+    let spec = match RunnerLaunchSpec::from_env(std::env::vars()) {
+        Ok(spec) => spec,
+        Err(error) => {
+            // Logging is configured by the spec, so this goes out plain; the daemon captures
+            // it into the runner's log and records it as the exit reason.
+            let _ = writeln!(std::io::stderr(), "refusing to start: {error}");
+            return Ok(ExitCode::from(EXIT_CONFIG as u8));
+        }
+    };
+    if spec.role != role {
+        let _ = writeln!(
+            std::io::stderr(),
+            "refusing to start: STIGMER_RUNNER_ROLE is {:?} but this is the {} runner",
+            spec.role.as_str(),
+            role.as_str()
+        );
+        return Ok(ExitCode::from(EXIT_CONFIG as u8));
+    }
+    let component = match role {
+        RunnerRole::Agent => Component::AgentRunner,
+        RunnerRole::Workflow => Component::WorkflowRunner,
+    };
+    if let Err(error) = stigmer_logs::init(component.name(), &spec.log_filter, LogSink::Stdout) {
+        let _ = writeln!(std::io::stderr(), "refusing to start: {error}");
+        return Ok(ExitCode::from(EXIT_CONFIG as u8));
+    }
+    tracing::info!(config = ?spec, pid = std::process::id(), "Runner starting.");
+    let result = match role {
+        RunnerRole::Agent => stigmer_agent_runner::run(spec, termination()).await,
+        RunnerRole::Workflow => stigmer_workflow_runner::run(spec, termination()).await,
+    };
+    match result {
+        Ok(()) => {
+            tracing::info!("Runner stopped.");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            tracing::error!(error = %error, "Runner failed.");
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The one place that writes for people: colour only on a terminal and without `NO_COLOR`,
+//! readable without colour.
+
+use std::io::{IsTerminal, Write};
+
+/// Writes human-facing lines to stderr.
+pub struct Printer {
+    color: bool,
+    terminal: bool,
+}
+
+impl Printer {
+    pub fn stderr() -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        Printer {
+            color: terminal && std::env::var_os(stigmer_config::EnvVars::NO_COLOR).is_none(),
+            terminal,
+        }
+    }
+
+    pub fn line(&self, text: &str) {
+        let _ = writeln!(std::io::stderr(), "{text}");
+    }
+
+    /// A step that completed: `✓ text` on a terminal, `text` otherwise.
+    pub fn step(&self, text: &str) {
+        if self.terminal {
+            self.line(&format!("{} {text}", self.paint("32", "✓")));
+        } else {
+            self.line(text);
+        }
+    }
+
+    pub fn error(&self, text: &str) {
+        self.line(&format!("{} {text}", self.paint("1;31", "error:")));
+    }
+
+    pub fn hint(&self, text: &str) {
+        self.line(&format!("{} {text}", self.paint("1;36", "hint:")));
+    }
+
+    pub fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+}
+
+/// Writes data to stdout (tables, JSON); a closed pipe is not an error worth a panic.
+pub fn print_data(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    if !text.ends_with('\n') {
+        let _ = stdout.write_all(b"\n");
+    }
+    let _ = stdout.flush();
+}

