@@ -252,8 +252,8 @@ mod tests {
 
     #[test]
     fn timestamps_have_milliseconds_and_z() {
-        assert_eq!(format_ts(at(1_795_000_000_123)), "2026-11-18T08:26:40.123Z");
-        assert_eq!(format_ts(at(1_795_000_000_000)), "2026-11-18T08:26:40.000Z");
+        assert_eq!(format_ts(at(1_795_000_000_123)), "2026-11-18T11:06:40.123Z");
+        assert_eq!(format_ts(at(1_795_000_000_000)), "2026-11-18T11:06:40.000Z");
     }
 
     #[test]
@@ -271,7 +271,7 @@ mod tests {
         let line = record.to_json_line();
         assert_eq!(
             line,
-            r#"{"ts":"2026-11-18T08:26:40.123Z","component":"agent-runner","level":"warn","message":"say \"hi\"\n","attempt":2,"execution_id":"aex-1"}"#
+            r#"{"ts":"2026-11-18T11:06:40.123Z","component":"agent-runner","level":"warn","message":"say \"hi\"\n","attempt":2,"execution_id":"aex-1"}"#
         );
         assert_eq!(LogRecord::parse(&line), Some(record));
         assert_eq!(LogRecord::parse("plain text"), None);
@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn our_own_lines_keep_their_time_and_fields() {
-        let line = r#"{"ts":"2026-11-18T08:26:40.123Z","component":"x","level":"debug","message":"m","k":1}"#;
+        let line = r#"{"ts":"2026-11-18T11:06:40.123Z","component":"x","level":"debug","message":"m","k":1}"#;
         let record = capture_line("agent-runner", Stream::Stdout, line, at(0)).unwrap();
         assert_eq!(record.ts, at(1_795_000_000_123));
         assert_eq!(record.component, "agent-runner");
