@@ -70,8 +70,8 @@ pub async fn supervise(
         let launch = factory(generation);
         let last_lines = Arc::new(Mutex::new(VecDeque::with_capacity(LAST_LINES)));
         let started_at = Instant::now();
-        let mut child = match spawn(launch.command, &context, &last_lines) {
-            Ok(child) => child,
+        let (mut child, captures) = match spawn(launch.command, &context, &last_lines) {
+            Ok(spawned) => spawned,
             Err(error) => {
                 let reason = format!("could not be started: {error}");
                 tracing::error!(unit = %component, error = %error, "Child could not be started.");
@@ -115,6 +115,14 @@ pub async fn supervise(
             return;
         };
 
+        // Let the capture tasks drain the pipes, so the exit record has the last words. A
+        // grandchild could hold a pipe open, hence the bound.
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            for capture in captures {
+                let _ = capture.await;
+            }
+        })
+        .await;
         let ran_for = started_at.elapsed();
         let description = process::describe_exit(status);
         let lines: Vec<String> = lock(&last_lines).iter().cloned().collect();
@@ -228,7 +236,7 @@ fn spawn(
     mut command: Command,
     context: &UnitContext,
     last_lines: &Arc<Mutex<VecDeque<String>>>,
-) -> std::io::Result<Child> {
+) -> std::io::Result<(Child, Vec<tokio::task::JoinHandle<()>>)> {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -237,13 +245,14 @@ fn spawn(
         .kill_on_drop(true);
     die_with_parent(&mut command);
     let mut child = command.spawn()?;
+    let mut captures = Vec::new();
     if let Some(stdout) = child.stdout.take() {
-        capture(stdout, Stream::Stdout, context, last_lines.clone());
+        captures.push(capture(stdout, Stream::Stdout, context, last_lines.clone()));
     }
     if let Some(stderr) = child.stderr.take() {
-        capture(stderr, Stream::Stderr, context, last_lines.clone());
+        captures.push(capture(stderr, Stream::Stderr, context, last_lines.clone()));
     }
-    Ok(child)
+    Ok((child, captures))
 }
 
 /// Makes the kernel send SIGKILL to the child when the daemon dies, however it dies.
@@ -277,7 +286,7 @@ fn capture(
     stream: Stream,
     context: &UnitContext,
     last_lines: Arc<Mutex<VecDeque<String>>>,
-) {
+) -> tokio::task::JoinHandle<()> {
     let log = context.log.clone();
     let component = context.component.name();
     tokio::spawn(async move {
@@ -297,7 +306,7 @@ fn capture(
             }
             let _ = log.write_record(&record);
         }
-    });
+    })
 }
 
 /// Completes once the flag becomes true (or its sender is gone).

@@ -206,7 +206,10 @@ fn foreign_structured(
 fn guess_level(text: &str) -> Option<Level> {
     let upper = text.to_ascii_uppercase();
     let head: String = upper.chars().take(48).collect();
-    if head.contains("ERROR") || head.contains("LEVEL=ERROR") || head.contains("PANIC") {
+    if ["ERROR", "FATAL", "PANIC"]
+        .iter()
+        .any(|token| head.contains(token))
+    {
         Some(Level::Error)
     } else if head.contains("WARN") {
         Some(Level::Warn)

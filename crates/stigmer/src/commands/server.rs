@@ -215,8 +215,7 @@ async fn wait_ready(
                 return Err(Failure::new(format!("{} failed to start", failed.name))
                     .with_details(details)
                     .with_hint(Some(format!(
-                        "see `stigmer server logs {}` or {}",
-                        failed.name,
+                        "the whole log is {}",
                         home.log_file(component).display()
                     ))));
             }

@@ -387,3 +387,133 @@ fn foreground_mode_stops_everything_on_ctrl_c() {
         assert!(!is_alive(pid), "process {pid} survived Ctrl-C");
     }
 }
+
+/// Writes an executable shell script standing in for `temporal`.
+fn fake_temporal(home: &TestHome, script: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = home.path().join("fake-temporal");
+    std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_component_that_keeps_failing_fails_the_start_with_its_output_and_leaves_nothing() {
+    let mut home = home();
+    home.write_config(&format!(
+        "{}supervisor:\n  max_restarts: 1\n  backoff_initial_ms: 50\n",
+        stigmer_test::TEST_CONFIG
+    ));
+    let binary = fake_temporal(&home, "echo 'fatal: database is locked' >&2; exit 4");
+    home.set_env("STIGMER_TEMPORAL_BIN", &binary);
+    let outcome = home.run(&["server", "start"]);
+    assert_eq!(outcome.code, 1, "{outcome}");
+    assert!(
+        outcome.stderr.contains("temporal failed to start"),
+        "{outcome}"
+    );
+    assert!(
+        outcome
+            .stderr
+            .contains("temporal: exited with code 4; last output: fatal: database is locked"),
+        "{outcome}"
+    );
+    assert!(
+        outcome.stderr.contains("fatal: database is locked"),
+        "{outcome}"
+    );
+    assert_eq!(
+        home.run(&["server", "status"]).code,
+        3,
+        "nothing may be left running"
+    );
+}
+
+#[test]
+fn a_stack_that_is_not_ready_in_time_is_stopped() {
+    let mut home = home();
+    // Alive but never answering: readiness must not be "the process is alive".
+    let binary = fake_temporal(&home, "exec sleep 600");
+    home.set_env("STIGMER_TEMPORAL_BIN", &binary);
+    let outcome = home.run(&["server", "start", "--wait-timeout", "2"]);
+    assert_eq!(outcome.code, 1, "{outcome}");
+    assert!(
+        outcome.stderr.contains("did not become ready in time"),
+        "{outcome}"
+    );
+    assert!(outcome.stderr.contains("temporal is starting"), "{outcome}");
+    let state = home.state().unwrap();
+    assert!(state["children"].as_array().unwrap().is_empty(), "{state}");
+    assert_eq!(home.run(&["server", "status"]).code, 3);
+}
+
+#[test]
+fn too_many_failures_fail_one_component_and_the_rest_keeps_running() {
+    let home = home();
+    home.write_config(&format!(
+        "{}supervisor:\n  max_restarts: 1\n  backoff_initial_ms: 50\n",
+        stigmer_test::TEST_CONFIG
+    ));
+    home.start();
+    let first = pid_of(&home.status(), "agent-runner");
+    stigmer_test::signal(first, Signal::SIGKILL);
+    let second = wait_until(Duration::from_secs(30), "the first restart", || {
+        let component = TestHome::component(&home.status(), "agent-runner");
+        (component["state"] == "running" && component["restarts"] == 1)
+            .then(|| component["pid"].as_u64().unwrap() as u32)
+    });
+    stigmer_test::signal(second, Signal::SIGKILL);
+    let failed = wait_until(Duration::from_secs(30), "agent-runner to fail", || {
+        let component = TestHome::component(&home.status(), "agent-runner");
+        (component["state"] == "failed").then_some(component)
+    });
+    assert!(failed["pid"].is_null());
+    let reason = failed["last_exit"].as_str().unwrap();
+    assert!(reason.contains("given up"), "{reason}");
+    assert!(reason.contains("killed by signal 9"), "{reason}");
+    let status = home.run(&["server", "status"]);
+    assert_eq!(status.code, 0, "{status}");
+    assert!(
+        status.stdout.contains("agent-runner     failed"),
+        "{status}"
+    );
+    let status = home.status();
+    for name in ["server", "temporal", "workflow-runner"] {
+        assert_eq!(TestHome::component(&status, name)["state"], "running");
+    }
+}
+
+#[test]
+fn managed_temporal_is_supervised_like_the_runners() {
+    let home = home();
+    home.start();
+    let before = pid_of(&home.status(), "temporal");
+    assert!(home.path().join("data/temporal.db").exists());
+    stigmer_test::signal(before, Signal::SIGKILL);
+    let component = wait_until(Duration::from_secs(30), "Temporal to be back", || {
+        let component = TestHome::component(&home.status(), "temporal");
+        (component["state"] == "running" && component["restarts"] == 1).then_some(component)
+    });
+    assert_ne!(component["pid"].as_u64().unwrap() as u32, before);
+    assert!(
+        component["last_exit"]
+            .as_str()
+            .unwrap()
+            .contains("signal 9")
+    );
+}
+
+#[test]
+fn restart_replaces_the_daemon() {
+    let home = home();
+    home.start();
+    let before = home.status()["daemon_pid"].clone();
+    let outcome = home.run(&["server", "restart"]);
+    assert_eq!(outcome.code, 0, "{outcome}");
+    let after = home.status();
+    assert_ne!(after["daemon_pid"], before);
+    assert_eq!(
+        TestHome::component(&after, "agent-runner")["state"],
+        "running"
+    );
+}
