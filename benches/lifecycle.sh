@@ -29,7 +29,7 @@ export STIGMER_HOME=$home
 start_ms=(); stop_ms=(); agent_ready=(); workflow_ready=(); temporal_ready=()
 rss_daemon=(); rss_agent=(); rss_workflow=(); rss_temporal=()
 for run in $(seq "$RUNS"); do
-    : > "$home/logs/daemon.log" 2>/dev/null || true
+    mkdir -p "$home/logs"; : > "$home/logs/daemon.log"
     t0=$(now_ms); "$BIN" server start >/dev/null 2>&1; t1=$(now_ms)
     start_ms+=($((t1 - t0)))
     # Idle: let the stack settle for a moment before reading memory.

@@ -1,0 +1,621 @@
+//! Parsing and validating manifest files: multi-document YAML → [`Resource`]s, or every error
+//! found, each naming the file, line, column, document and field.
+
+use crate::kind::Kind;
+use crate::locate::locate;
+use crate::model::*;
+use crate::{is_dns_label, suggest};
+use serde::de::DeserializeOwned;
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// A manifest file's text and the name to show in errors.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+/// One parsed document and where it came from.
+#[derive(Clone, Debug)]
+pub struct ParsedDocument {
+    pub file: String,
+    /// 1-based position of the document in its file.
+    pub index: usize,
+    /// 1-based line where the document starts.
+    pub first_line: usize,
+    /// The document's own text (for locating fields later).
+    pub text: String,
+    pub resource: Resource,
+}
+
+impl ParsedDocument {
+    /// An error about `path` in this document, located in the file.
+    pub fn error_at(&self, path: &str, message: impl Into<String>) -> ManifestError {
+        let (line, column) = match locate(&self.text, path) {
+            Some((line, column)) => (Some(self.first_line + line - 1), Some(column)),
+            None => (Some(self.first_line), None),
+        };
+        ManifestError {
+            file: self.file.clone(),
+            line,
+            column,
+            document: Some(self.index),
+            resource: Some(format!(
+                "{} \"{}\"",
+                self.resource.kind, self.resource.metadata.name
+            )),
+            path: Some(path.to_owned()),
+            message: message.into(),
+        }
+    }
+}
+
+/// A problem with a manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub document: Option<usize>,
+    /// `Agent "hello"` when known.
+    pub resource: Option<String>,
+    /// The field path, e.g. `spec.model.temperature`.
+    pub path: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        f.write_str(": ")?;
+        if let Some(document) = self.document {
+            write!(f, "document {document}")?;
+            if let Some(resource) = &self.resource {
+                write!(f, " ({resource})")?;
+            }
+            f.write_str(": ")?;
+        }
+        if let Some(path) = &self.path {
+            write!(f, "{path}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Parses every document of every source. Returns all documents, or all errors found.
+pub fn parse_sources(sources: &[Source]) -> Result<Vec<ParsedDocument>, Vec<ManifestError>> {
+    let mut documents = Vec::new();
+    let mut errors = Vec::new();
+    for source in sources {
+        let raw_documents = split_documents(&source.text);
+        if raw_documents.iter().all(|doc| is_empty_document(&doc.1)) {
+            errors.push(ManifestError {
+                file: source.name.clone(),
+                line: None,
+                column: None,
+                document: None,
+                resource: None,
+                path: None,
+                message: "the file holds no manifest: expected at least one YAML document with \
+                          apiVersion, kind, metadata and spec"
+                    .into(),
+            });
+            continue;
+        }
+        let mut index = 0;
+        for (first_line, text) in raw_documents {
+            if is_empty_document(&text) {
+                continue;
+            }
+            index += 1;
+            match parse_document(&source.name, index, first_line, &text) {
+                Ok(document) => documents.push(document),
+                Err(mut document_errors) => errors.append(&mut document_errors),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(documents)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Splits YAML text at `---` lines into (first line, text) pairs.
+fn split_documents(text: &str) -> Vec<(usize, String)> {
+    let mut documents = Vec::new();
+    let mut current = String::new();
+    let mut first_line = 1;
+    for (index, line) in text.lines().enumerate() {
+        let trimmed = line.trim_end();
+        if trimmed == "---" || trimmed.starts_with("--- ") || trimmed == "..." {
+            documents.push((first_line, std::mem::take(&mut current)));
+            first_line = index + 2;
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    documents.push((first_line, current));
+    documents
+}
+
+fn is_empty_document(text: &str) -> bool {
+    text.lines().all(|line| {
+        let trimmed = line.trim();
+        trimmed.is_empty() || trimmed.starts_with('#')
+    })
+}
+
+fn parse_document(
+    file: &str,
+    index: usize,
+    first_line: usize,
+    text: &str,
+) -> Result<ParsedDocument, Vec<ManifestError>> {
+    let error = |path: Option<&str>, resource: Option<String>, message: String| {
+        let (line, column) = match path.and_then(|path| locate(text, path)) {
+            Some((line, column)) => (Some(first_line + line - 1), Some(column)),
+            None => (Some(first_line), None),
+        };
+        vec![ManifestError {
+            file: file.to_owned(),
+            line,
+            column,
+            document: Some(index),
+            resource,
+            path: path.map(str::to_owned),
+            message,
+        }]
+    };
+
+    let value: serde_yaml_ng::Value = match serde_yaml_ng::from_str(text) {
+        Ok(value) => value,
+        Err(yaml_error) => {
+            let location = yaml_error.location();
+            return Err(vec![ManifestError {
+                file: file.to_owned(),
+                line: location.as_ref().map(|l| first_line + l.line() - 1),
+                column: location.as_ref().map(|l| l.column()),
+                document: Some(index),
+                resource: None,
+                path: None,
+                message: format!("invalid YAML: {}", strip_location(&yaml_error.to_string())),
+            }]);
+        }
+    };
+    let Some(mapping) = value.as_mapping() else {
+        return Err(error(
+            None,
+            None,
+            "a manifest must be a mapping with apiVersion, kind, metadata and spec".into(),
+        ));
+    };
+    let field = |name: &str| mapping.get(serde_yaml_ng::Value::from(name));
+
+    match field("apiVersion") {
+        None => {
+            return Err(error(
+                None,
+                None,
+                format!("missing apiVersion: expected `apiVersion: {API_VERSION}`"),
+            ));
+        }
+        Some(version) if version.as_str() != Some(API_VERSION) => {
+            return Err(error(
+                Some("apiVersion"),
+                None,
+                format!(
+                    "unknown apiVersion {}: expected {API_VERSION}",
+                    show_value(version)
+                ),
+            ));
+        }
+        Some(_) => {}
+    }
+    let kind = match field("kind") {
+        None => {
+            return Err(error(
+                None,
+                None,
+                "missing kind: expected one of Agent, McpServer, Skill, Environment, Workflow"
+                    .into(),
+            ));
+        }
+        Some(kind_value) => {
+            let text_kind = kind_value.as_str().unwrap_or_default();
+            match Kind::from_manifest(text_kind) {
+                Some(kind) if kind.is_declarable() => kind,
+                Some(kind) => {
+                    return Err(error(
+                        Some("kind"),
+                        None,
+                        format!(
+                            "{kind} resources are created by the system (by `stigmer run`) and \
+                             cannot be applied"
+                        ),
+                    ));
+                }
+                None => {
+                    let hint = Kind::suggest_manifest(text_kind)
+                        .map(|s| format!(" (did you mean {s}?)"))
+                        .unwrap_or_default();
+                    return Err(error(
+                        Some("kind"),
+                        None,
+                        format!(
+                            "unknown kind {}{hint}: expected one of Agent, McpServer, Skill, \
+                             Environment, Workflow",
+                            show_value(kind_value)
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    let name = field("metadata")
+        .and_then(|metadata| metadata.get("name"))
+        .and_then(|name| name.as_str())
+        .map(str::to_owned);
+    let label = name
+        .as_ref()
+        .map(|name| format!("{kind} \"{name}\""))
+        .or_else(|| Some(kind.to_string()));
+
+    let typed = match kind {
+        Kind::Agent => typed::<AgentSpec>(text),
+        Kind::McpServer => typed::<McpServerSpec>(text),
+        Kind::Skill => typed::<SkillSpec>(text),
+        Kind::Environment => typed::<EnvironmentSpec>(text),
+        Kind::Workflow => typed::<WorkflowSpec>(text),
+        Kind::Session | Kind::AgentExecution => unreachable_kind(),
+    };
+    let (metadata, spec) = match typed {
+        Ok(parsed) => parsed,
+        Err(failure) => {
+            let (line, column) = match failure.location {
+                Some((line, column)) => (Some(first_line + line - 1), Some(column)),
+                None => match locate(text, &failure.path) {
+                    Some((line, column)) => (Some(first_line + line - 1), Some(column)),
+                    None => (Some(first_line), None),
+                },
+            };
+            return Err(vec![ManifestError {
+                file: file.to_owned(),
+                line,
+                column,
+                document: Some(index),
+                resource: label,
+                path: (!failure.path.is_empty() && failure.path != ".").then_some(failure.path),
+                message: failure.message,
+            }]);
+        }
+    };
+
+    let document = ParsedDocument {
+        file: file.to_owned(),
+        index,
+        first_line,
+        text: text.to_owned(),
+        resource: Resource {
+            api_version: API_VERSION.to_owned(),
+            kind,
+            metadata: Metadata {
+                name: metadata.name.clone(),
+                labels: metadata.labels.clone(),
+                ..Metadata::default()
+            },
+            spec,
+            status: None,
+        },
+    };
+    let problems = validate(&document.resource);
+    if problems.is_empty() {
+        Ok(document)
+    } else {
+        Err(problems
+            .into_iter()
+            .map(|(path, message)| document.error_at(&path, message))
+            .collect())
+    }
+}
+
+fn unreachable_kind() -> Result<(Metadata, serde_json::Value), TypedFailure> {
+    Err(TypedFailure {
+        path: "kind".into(),
+        location: None,
+        message: "this kind cannot be applied".into(),
+    })
+}
+
+struct TypedFailure {
+    path: String,
+    location: Option<(usize, usize)>,
+    message: String,
+}
+
+/// Deserializes the document with the typed spec `S`, returning the canonical JSON spec.
+fn typed<S: DeserializeOwned + serde::Serialize>(
+    text: &str,
+) -> Result<(Metadata, serde_json::Value), TypedFailure> {
+    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+    match serde_path_to_error::deserialize::<_, TypedManifest<S>>(deserializer) {
+        Ok(manifest) => {
+            let spec = serde_json::to_value(&manifest.spec).map_err(|error| TypedFailure {
+                path: "spec".into(),
+                location: None,
+                message: error.to_string(),
+            })?;
+            Ok((manifest.metadata, spec))
+        }
+        Err(error) => {
+            let path = error.path().to_string();
+            let inner = error.inner();
+            let location = inner.location().map(|l| (l.line(), l.column()));
+            let raw = strip_location(&inner.to_string());
+            Err(TypedFailure {
+                message: explain(&raw),
+                path,
+                location,
+            })
+        }
+    }
+}
+
+/// Rewrites serde's messages into ours: did-you-mean for unknown fields, plain words for types.
+fn explain(raw: &str) -> String {
+    if let Some(rest) = raw.strip_prefix("unknown field `")
+        && let Some((unknown, expected)) = rest.split_once('`')
+    {
+        let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        let hint = suggest(unknown, candidates.iter().copied())
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        let expected = if candidates.is_empty() {
+            "no fields here".to_owned()
+        } else {
+            format!("expected one of {}", candidates.join(", "))
+        };
+        return format!("unknown field `{unknown}`{hint}; {expected}");
+    }
+    if let Some(rest) = raw.strip_prefix("missing field `")
+        && let Some((missing, _)) = rest.split_once('`')
+    {
+        return format!("missing required field `{missing}`");
+    }
+    if let Some(rest) = raw.strip_prefix("unknown variant `")
+        && let Some((unknown, expected)) = rest.split_once('`')
+    {
+        let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        return format!(
+            "unknown value `{unknown}`; expected one of {}",
+            candidates.join(", ")
+        );
+    }
+    if let Some(rest) = raw.strip_prefix("invalid type: ") {
+        return format!("wrong type: {rest}");
+    }
+    raw.to_owned()
+}
+
+/// serde_yaml appends " at line X column Y"; the location is reported separately.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(position) => message[..position].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn show_value(value: &serde_yaml_ng::Value) -> String {
+    match value.as_str() {
+        Some(text) => format!("{text:?}"),
+        None => serde_yaml_ng::to_string(value)
+            .map(|text| text.trim().to_owned())
+            .unwrap_or_else(|_| "?".into()),
+    }
+}
+
+/// Checks one resource on its own (no store): names, values, combinations.
+/// Returns `(field path, message)` pairs.
+pub fn validate(resource: &Resource) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let name = &resource.metadata.name;
+    if !is_dns_label(name) {
+        problems.push(("metadata.name".into(), name_problem(name)));
+    }
+    for key in resource.metadata.labels.keys() {
+        if key.is_empty() || key.len() > 63 {
+            problems.push((
+                format!("metadata.labels.{key}"),
+                "label keys must be 1 to 63 characters".into(),
+            ));
+        }
+    }
+    match resource.kind {
+        Kind::Agent => {
+            if let Ok(spec) = serde_json::from_value::<AgentSpec>(resource.spec.clone()) {
+                validate_agent(&spec, &mut problems);
+            }
+        }
+        Kind::McpServer => {
+            if let Ok(spec) = serde_json::from_value::<McpServerSpec>(resource.spec.clone()) {
+                validate_mcp(&spec, &mut problems);
+            }
+        }
+        Kind::Skill => {
+            if let Ok(spec) = serde_json::from_value::<SkillSpec>(resource.spec.clone())
+                && !spec.files.contains_key("SKILL.md")
+            {
+                problems.push((
+                    "spec.files".into(),
+                    "a skill must contain SKILL.md".into(),
+                ));
+            }
+        }
+        Kind::Environment => {
+            if let Ok(spec) = serde_json::from_value::<EnvironmentSpec>(resource.spec.clone()) {
+                for variable in spec.variables.keys() {
+                    if !is_env_name(variable) {
+                        problems.push((
+                            format!("spec.variables.{variable}"),
+                            format!("{variable:?} is not a valid variable name: use letters, digits and _, not starting with a digit"),
+                        ));
+                    }
+                }
+            }
+        }
+        Kind::Workflow => {
+            if let Ok(spec) = serde_json::from_value::<WorkflowSpec>(resource.spec.clone()) {
+                if spec.tasks.is_empty() {
+                    problems.push(("spec.tasks".into(), "a workflow needs at least one task".into()));
+                }
+                let mut seen = BTreeSet::new();
+                for (index, task) in spec.tasks.iter().enumerate() {
+                    if task.name.trim().is_empty() {
+                        problems.push((format!("spec.tasks[{index}].name"), "task names must not be empty".into()));
+                    } else if !seen.insert(task.name.clone()) {
+                        problems.push((
+                            format!("spec.tasks[{index}].name"),
+                            format!("duplicate task name {:?}: task names must be unique", task.name),
+                        ));
+                    }
+                }
+            }
+        }
+        Kind::Session | Kind::AgentExecution => {}
+    }
+    problems
+}
+
+fn validate_agent(spec: &AgentSpec, problems: &mut Vec<(String, String)>) {
+    if spec.instructions.trim().is_empty() {
+        problems.push(("spec.instructions".into(), "instructions must not be empty".into()));
+    }
+    if let Some(model) = &spec.model {
+        validate_model(model, "spec.model", problems);
+    }
+    if let Some(tools) = &spec.tools {
+        validate_tools(tools, "spec.tools", problems);
+    }
+    if spec.max_turns == Some(0) {
+        problems.push(("spec.maxTurns".into(), "maxTurns must be at least 1".into()));
+    }
+    let mut names = BTreeSet::new();
+    for (index, sub_agent) in spec.sub_agents.iter().enumerate() {
+        let prefix = format!("spec.subAgents[{index}]");
+        if !is_dns_label(&sub_agent.name) {
+            problems.push((format!("{prefix}.name"), name_problem(&sub_agent.name)));
+        } else if !names.insert(sub_agent.name.clone()) {
+            problems.push((
+                format!("{prefix}.name"),
+                format!("duplicate sub-agent name {:?}", sub_agent.name),
+            ));
+        }
+        if sub_agent.instructions.trim().is_empty() {
+            problems.push((format!("{prefix}.instructions"), "instructions must not be empty".into()));
+        }
+        if let Some(model) = &sub_agent.model {
+            validate_model(model, &format!("{prefix}.model"), problems);
+        }
+        if let Some(tools) = &sub_agent.tools {
+            validate_tools(tools, &format!("{prefix}.tools"), problems);
+        }
+    }
+    for name in spec.env.keys() {
+        if !is_env_name(name) {
+            problems.push((
+                format!("spec.env.{name}"),
+                format!("{name:?} is not a valid variable name: use letters, digits and _, not starting with a digit"),
+            ));
+        }
+    }
+}
+
+fn validate_model(model: &ModelSpec, prefix: &str, problems: &mut Vec<(String, String)>) {
+    if let Some(temperature) = model.temperature
+        && !(0.0..=2.0).contains(&temperature)
+    {
+        problems.push((
+            format!("{prefix}.temperature"),
+            format!("temperature {temperature} is out of range: expected 0 to 2"),
+        ));
+    }
+    if model.max_tokens == Some(0) {
+        problems.push((format!("{prefix}.maxTokens"), "maxTokens must be at least 1".into()));
+    }
+    if let Some(name) = &model.name
+        && name.trim().is_empty()
+    {
+        problems.push((format!("{prefix}.name"), "the model name must not be empty".into()));
+    }
+}
+
+fn validate_tools(tools: &[String], prefix: &str, problems: &mut Vec<(String, String)>) {
+    for (index, tool) in tools.iter().enumerate() {
+        if !BUILTIN_TOOLS.contains(&tool.as_str()) {
+            let hint = suggest(tool, BUILTIN_TOOLS.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            problems.push((
+                format!("{prefix}[{index}]"),
+                format!(
+                    "unknown built-in tool `{tool}`{hint}; expected one of {}",
+                    BUILTIN_TOOLS.join(", ")
+                ),
+            ));
+        }
+    }
+}
+
+fn validate_mcp(spec: &McpServerSpec, problems: &mut Vec<(String, String)>) {
+    match (&spec.stdio, &spec.http) {
+        (Some(_), Some(_)) => problems.push((
+            "spec".into(),
+            "both `stdio` and `http` are set: an MCP server has exactly one transport".into(),
+        )),
+        (None, None) => problems.push((
+            "spec".into(),
+            "no transport: set exactly one of `stdio` (command, args, env) or `http` (url, headers)"
+                .into(),
+        )),
+        (Some(stdio), None) => {
+            if stdio.command.trim().is_empty() {
+                problems.push(("spec.stdio.command".into(), "the command must not be empty".into()));
+            }
+        }
+        (None, Some(http)) => {
+            if !(http.url.starts_with("http://") || http.url.starts_with("https://")) {
+                problems.push((
+                    "spec.http.url".into(),
+                    format!("{:?} is not an http:// or https:// URL", http.url),
+                ));
+            }
+        }
+    }
+}
+
+fn name_problem(name: &str) -> String {
+    if name.is_empty() {
+        "the name must not be empty".into()
+    } else if name.len() > 63 {
+        format!("the name is {} characters long: at most 63 are allowed", name.len())
+    } else {
+        format!(
+            "{name:?} is not a valid name: use lowercase letters, digits and '-', starting and \
+             ending with a letter or digit (like `my-agent`)"
+        )
+    }
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}

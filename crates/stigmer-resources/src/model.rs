@@ -1,0 +1,295 @@
+//! The resource envelope and the spec of each declarable kind.
+//!
+//! Manifests are parsed into the typed specs here (unknown fields are errors); the stored and
+//! transmitted form is the envelope [`Resource`] with the spec as canonical JSON, re-serialized
+//! from the typed spec, so two manifests that mean the same thing compare equal.
+
+use crate::kind::Kind;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The only API version.
+pub const API_VERSION: &str = "agentic.stigmer.ai/v1";
+
+/// Built-in tools an agent may list in `spec.tools` (all are offered when it lists none).
+pub const BUILTIN_TOOLS: [&str; 7] = [
+    "write_todos",
+    "ls",
+    "read_file",
+    "write_file",
+    "edit_file",
+    "glob",
+    "grep",
+];
+
+/// What secret values look like in `get` output.
+pub const MASK: &str = "****";
+
+/// A stored resource: the envelope with a canonical JSON spec.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resource {
+    pub api_version: String,
+    pub kind: Kind,
+    pub metadata: Metadata,
+    pub spec: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}
+
+/// `metadata`: the user sets `name` and `labels`; the server sets the rest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+}
+
+/// A manifest document with a typed spec (only for parsing).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct TypedManifest<S> {
+    #[serde(rename = "apiVersion")]
+    pub _api_version: String,
+    #[serde(rename = "kind")]
+    pub _kind: String,
+    pub metadata: Metadata,
+    pub spec: S,
+    /// Accepted (so that `get -o yaml` output applies again) and ignored.
+    #[serde(default, rename = "status")]
+    pub _status: Option<serde_yaml_ng::Value>,
+}
+
+/// `spec` of an Agent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub instructions: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
+    /// Built-in tool names; absent means all built-ins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skills: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sub_agents: Vec<SubAgentSpec>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, EnvVarSpec>,
+    /// Upper bound on model turns of one execution (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_turns: Option<u32>,
+}
+
+/// Which model an agent uses.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Provider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+}
+
+/// LLM providers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Ollama,
+    Openai,
+    Anthropic,
+}
+
+/// An inline sub-agent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubAgentSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub instructions: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skills: Vec<String>,
+}
+
+/// A runtime variable an agent declares.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVarSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
+}
+
+/// `spec` of an McpServer: exactly one transport.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpServerSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdio: Option<StdioTransport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpTransport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled_tools: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StdioTransport {
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpTransport {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// `spec` of a Skill: the content of a folder holding `SKILL.md`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SkillSpec {
+    pub description: String,
+    /// Relative path → text content; `SKILL.md` is always present.
+    pub files: BTreeMap<String, String>,
+    /// `sha256:<hex>` over the files; computed, never trusted from input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<String>,
+}
+
+/// `spec` of an Environment.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvironmentSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub variables: BTreeMap<String, EnvironmentVariable>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvironmentVariable {
+    pub value: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
+}
+
+/// `spec` of a Workflow: validated structurally (tasks with unique names) until workflows run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkflowSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub tasks: Vec<WorkflowTask>,
+}
+
+/// One task: a name plus whatever its type needs (interpreted by the workflow runner).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowTask {
+    pub name: String,
+    #[serde(flatten)]
+    pub body: BTreeMap<String, serde_json::Value>,
+}
+
+impl Resource {
+    /// The same resource with secret values replaced by [`MASK`], for output.
+    pub fn masked(&self) -> Resource {
+        let mut copy = self.clone();
+        match self.kind {
+            Kind::Environment => {
+                if let Some(variables) = copy
+                    .spec
+                    .get_mut("variables")
+                    .and_then(|v| v.as_object_mut())
+                {
+                    for variable in variables.values_mut() {
+                        if variable.get("secret").and_then(|s| s.as_bool()) == Some(true) {
+                            variable["value"] = serde_json::Value::from(MASK);
+                        }
+                    }
+                }
+            }
+            Kind::Agent => {
+                if let Some(env) = copy.spec.get_mut("env").and_then(|v| v.as_object_mut()) {
+                    for variable in env.values_mut() {
+                        if variable.get("secret").and_then(|s| s.as_bool()) == Some(true)
+                            && variable.get("default").is_some()
+                        {
+                            variable["default"] = serde_json::Value::from(MASK);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        copy
+    }
+
+    /// Names this resource refers to, as `(kind, name, field path)`.
+    pub fn references(&self) -> Vec<(Kind, String, String)> {
+        let mut found = Vec::new();
+        if self.kind != Kind::Agent {
+            return found;
+        }
+        let mut collect = |value: &serde_json::Value, prefix: &str| {
+            for (field, kind) in [("mcpServers", Kind::McpServer), ("skills", Kind::Skill)] {
+                for (index, name) in value
+                    .get(field)
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    if let Some(name) = name.as_str() {
+                        found.push((kind, name.to_owned(), format!("{prefix}{field}[{index}]")));
+                    }
+                }
+            }
+        };
+        collect(&self.spec, "spec.");
+        for (index, sub_agent) in self
+            .spec
+            .get("subAgents")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            collect(sub_agent, &format!("spec.subAgents[{index}]."));
+        }
+        found
+    }
+}

@@ -1,0 +1,195 @@
+//! The SQLite [`Store`]: one file, WAL mode, a versioned schema migrated on open.
+
+use crate::{Store, StoreError};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use stigmer_resources::{Kind, Resource};
+
+/// Schema migrations, in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: resources keyed by kind and name, the envelope as JSON.
+    "CREATE TABLE resources (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        id TEXT NOT NULL UNIQUE,
+        data TEXT NOT NULL,
+        PRIMARY KEY (kind, name)
+    ) WITHOUT ROWID;",
+];
+
+/// Resources in a SQLite file.
+pub struct SqliteStore {
+    path: PathBuf,
+    connection: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating, mode 0600) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let backend = |error: rusqlite::Error| StoreError::Backend {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        };
+        if !path.exists() {
+            create_private(path).map_err(|error| StoreError::Backend {
+                path: path.display().to_string(),
+                message: error.to_string(),
+            })?;
+        }
+        let mut connection = Connection::open(path).map_err(backend)?;
+        connection
+            .pragma_update(None, "journal_mode", "wal")
+            .map_err(backend)?;
+        connection
+            .pragma_update(None, "synchronous", "normal")
+            .map_err(backend)?;
+        connection
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        let version: i64 = connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(backend)?;
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::TooNew {
+                path: path.display().to_string(),
+                found: version,
+                supported,
+            });
+        }
+        let transaction = connection.transaction().map_err(backend)?;
+        for migration in &MIGRATIONS[version as usize..] {
+            transaction.execute_batch(migration).map_err(backend)?;
+        }
+        transaction
+            .pragma_update(None, "user_version", supported)
+            .map_err(backend)?;
+        transaction.commit().map_err(backend)?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            connection: Mutex::new(connection),
+        })
+    }
+
+    /// Opens an existing database without writing to it (for `apply --dry-run` without a
+    /// daemon); `None` when there is no database yet.
+    pub fn open_read_only(path: &Path) -> Result<Option<SqliteStore>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let connection = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|error| StoreError::Backend {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        })?;
+        Ok(Some(SqliteStore {
+            path: path.to_path_buf(),
+            connection: Mutex::new(connection),
+        }))
+    }
+
+    fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn backend(&self, error: rusqlite::Error) -> StoreError {
+        StoreError::Backend {
+            path: self.path.display().to_string(),
+            message: error.to_string(),
+        }
+    }
+}
+
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use fs_err::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent() {
+        fs_err::create_dir_all(parent)?;
+    }
+    fs_err::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+}
+
+fn decode(data: &str) -> Result<Resource, StoreError> {
+    serde_json::from_str(data).map_err(|error| StoreError::Corrupt(error.to_string()))
+}
+
+impl Store for SqliteStore {
+    fn get(&self, kind: Kind, name: &str) -> Result<Option<Resource>, StoreError> {
+        let data: Option<String> = self
+            .connection()
+            .query_row(
+                "SELECT data FROM resources WHERE kind = ?1 AND name = ?2",
+                params![kind.as_str(), name],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|error| self.backend(error))?;
+        data.as_deref().map(decode).transpose()
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<Resource>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare_cached("SELECT data FROM resources WHERE kind = ?1 ORDER BY name")
+            .map_err(|error| self.backend(error))?;
+        let rows = statement
+            .query_map(params![kind.as_str()], |row| row.get::<_, String>(0))
+            .map_err(|error| self.backend(error))?;
+        let mut resources = Vec::new();
+        for row in rows {
+            resources.push(decode(&row.map_err(|error| self.backend(error))?)?);
+        }
+        Ok(resources)
+    }
+
+    fn put_all(&self, resources: &[Resource]) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        let transaction = connection
+            .transaction()
+            .map_err(|error| self.backend(error))?;
+        {
+            let mut statement = transaction
+                .prepare_cached(
+                    "INSERT INTO resources (kind, name, id, data) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (kind, name) DO UPDATE SET id = excluded.id, data = excluded.data",
+                )
+                .map_err(|error| self.backend(error))?;
+            for resource in resources {
+                let data = serde_json::to_string(resource)
+                    .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+                let id = resource.metadata.id.clone().unwrap_or_default();
+                statement
+                    .execute(params![
+                        resource.kind.as_str(),
+                        resource.metadata.name,
+                        id,
+                        data
+                    ])
+                    .map_err(|error| self.backend(error))?;
+            }
+        }
+        transaction.commit().map_err(|error| self.backend(error))
+    }
+
+    fn delete(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
+        let removed = self
+            .connection()
+            .execute(
+                "DELETE FROM resources WHERE kind = ?1 AND name = ?2",
+                params![kind.as_str(), name],
+            )
+            .map_err(|error| self.backend(error))?;
+        Ok(removed > 0)
+    }
+}
