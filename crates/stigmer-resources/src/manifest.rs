@@ -360,6 +360,11 @@ fn typed<S: DeserializeOwned + serde::Serialize>(
             let inner = error.inner();
             let location = inner.location().map(|l| (l.line(), l.column()));
             let raw = strip_location(&inner.to_string());
+            // serde_yaml prefixes the message with the field path, which we report separately.
+            let raw = match raw.split_once(": ") {
+                Some((head, rest)) if !head.is_empty() && !head.contains(' ') => rest.to_owned(),
+                _ => raw,
+            };
             Err(TypedFailure {
                 message: explain(&raw),
                 path,
@@ -399,8 +404,18 @@ fn explain(raw: &str) -> String {
             candidates.join(", ")
         );
     }
-    if let Some(rest) = raw.strip_prefix("invalid type: ") {
-        return format!("wrong type: {rest}");
+    if let Some(rest) = raw
+        .strip_prefix("invalid type: ")
+        .or_else(|| raw.strip_prefix("invalid value: "))
+    {
+        let friendly = rest
+            .replace("expected u32", "expected a whole number of at least 0")
+            .replace("expected u64", "expected a whole number of at least 0")
+            .replace("expected f64", "expected a number")
+            .replace("expected a sequence", "expected a list")
+            .replace("expected a map", "expected a mapping (key: value)")
+            .replace("expected a boolean", "expected true or false");
+        return format!("wrong type: {friendly}");
     }
     raw.to_owned()
 }

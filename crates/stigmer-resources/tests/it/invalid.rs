@@ -1,0 +1,676 @@
+//! Invalid manifests: each gets its own message naming file, line, column, document and field.
+
+use crate::{Stored, errors_of};
+use stigmer_resources::{API_VERSION, Kind, Metadata, Resource};
+
+/// (case name, manifest text).
+const CASES: &[(&str, &str)] = &[
+    (
+        "empty_file",
+        r#""#,
+    ),
+    (
+        "only_comments",
+        r#"# nothing here yet
+
+"#,
+    ),
+    (
+        "yaml_syntax_error",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: x
+spec:
+  instructions: [unclosed
+"#,
+    ),
+    (
+        "yaml_tab_indentation",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+	name: x
+"#,
+    ),
+    (
+        "not_a_mapping",
+        r#"- apiVersion: agentic.stigmer.ai/v1
+- kind: Agent
+"#,
+    ),
+    (
+        "scalar_document",
+        r#"hello world
+"#,
+    ),
+    (
+        "missing_api_version",
+        r#"kind: Agent
+metadata:
+  name: x
+spec:
+  instructions: hi
+"#,
+    ),
+    (
+        "unknown_api_version",
+        r#"apiVersion: agentic.stigmer.ai/v2
+kind: Agent
+metadata:
+  name: x
+spec:
+  instructions: hi
+"#,
+    ),
+    (
+        "api_version_not_a_string",
+        r#"apiVersion: 1
+kind: Agent
+metadata:
+  name: x
+spec:
+  instructions: hi
+"#,
+    ),
+    (
+        "missing_kind",
+        r#"apiVersion: agentic.stigmer.ai/v1
+metadata:
+  name: x
+spec:
+  instructions: hi
+"#,
+    ),
+    (
+        "kind_typo",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agnet
+metadata:
+  name: x
+spec:
+  instructions: hi
+"#,
+    ),
+    (
+        "kind_unknown",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Pipeline
+metadata:
+  name: x
+spec: {}
+"#,
+    ),
+    (
+        "kind_session_is_system_made",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Session
+metadata:
+  name: x
+spec: {}
+"#,
+    ),
+    (
+        "kind_execution_is_system_made",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: AgentExecution
+metadata:
+  name: x
+spec: {}
+"#,
+    ),
+    (
+        "missing_metadata",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+spec:
+  instructions: hi
+"#,
+    ),
+    (
+        "missing_name",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  labels:
+    team: a
+spec:
+  instructions: hi
+"#,
+    ),
+    (
+        "name_uppercase",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: My-Agent
+spec:
+  instructions: hi
+"#,
+    ),
+    (
+        "name_underscore",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: my_agent
+spec:
+  instructions: hi
+"#,
+    ),
+    (
+        "name_too_long",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+spec:
+  instructions: hi
+"#,
+    ),
+    (
+        "name_empty",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: ""
+spec:
+  instructions: hi
+"#,
+    ),
+    (
+        "name_leading_dash",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: "-agent"
+spec:
+  instructions: hi
+"#,
+    ),
+    (
+        "name_wrong_type",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: [a, b]
+spec:
+  instructions: hi
+"#,
+    ),
+    (
+        "metadata_unknown_field",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+  namespace: default
+spec:
+  instructions: hi
+"#,
+    ),
+    (
+        "labels_wrong_type",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+  labels: [team]
+spec:
+  instructions: hi
+"#,
+    ),
+    (
+        "missing_spec",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: x
+"#,
+    ),
+    (
+        "agent_missing_instructions",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  description: does things
+"#,
+    ),
+    (
+        "agent_unknown_field_typo",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instrucions: be nice
+"#,
+    ),
+    (
+        "agent_empty_instructions",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: "  "
+"#,
+    ),
+    (
+        "agent_unknown_provider",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  model:
+    provider: gemini
+    name: g1
+"#,
+    ),
+    (
+        "agent_temperature_out_of_range",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  model:
+    name: m
+    temperature: 3.5
+"#,
+    ),
+    (
+        "agent_temperature_wrong_type",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  model:
+    temperature: hot
+"#,
+    ),
+    (
+        "agent_max_tokens_negative",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  model:
+    maxTokens: -5
+"#,
+    ),
+    (
+        "agent_model_unknown_field",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  model:
+    nmae: qwen
+"#,
+    ),
+    (
+        "agent_unknown_tool",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  tools:
+    - ls
+    - grepp
+"#,
+    ),
+    (
+        "agent_tools_not_a_list",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  tools: ls
+"#,
+    ),
+    (
+        "agent_dangling_mcp_reference",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  mcpServers:
+    - files
+"#,
+    ),
+    (
+        "agent_dangling_skill_reference_with_suggestion",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  skills:
+    - pdf-tool
+"#,
+    ),
+    (
+        "agent_sub_agent_bad_name",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  subAgents:
+    - name: Helper
+      instructions: help
+"#,
+    ),
+    (
+        "agent_sub_agent_duplicate",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  subAgents:
+    - name: helper
+      instructions: a
+    - name: helper
+      instructions: b
+"#,
+    ),
+    (
+        "agent_sub_agent_missing_instructions",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  subAgents:
+    - name: helper
+      description: helps
+"#,
+    ),
+    (
+        "agent_sub_agent_dangling_reference",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  subAgents:
+    - name: helper
+      instructions: a
+      mcpServers:
+        - github
+"#,
+    ),
+    (
+        "agent_env_bad_name",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  env:
+    1KEY:
+      description: nope
+"#,
+    ),
+    (
+        "agent_env_unknown_field",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  env:
+    API_KEY:
+      secrte: true
+"#,
+    ),
+    (
+        "agent_max_turns_zero",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  maxTurns: 0
+"#,
+    ),
+    (
+        "mcp_both_transports",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: McpServer
+metadata:
+  name: files
+spec:
+  stdio:
+    command: npx
+  http:
+    url: http://localhost:3000/mcp
+"#,
+    ),
+    (
+        "mcp_no_transport",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: McpServer
+metadata:
+  name: files
+spec:
+  enabledTools: [read_file]
+"#,
+    ),
+    (
+        "mcp_http_bad_url",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: McpServer
+metadata:
+  name: files
+spec:
+  http:
+    url: localhost:3000
+"#,
+    ),
+    (
+        "mcp_stdio_missing_command",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: McpServer
+metadata:
+  name: files
+spec:
+  stdio:
+    args: [-y]
+"#,
+    ),
+    (
+        "mcp_stdio_args_not_a_list",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: McpServer
+metadata:
+  name: files
+spec:
+  stdio:
+    command: npx
+    args: -y
+"#,
+    ),
+    (
+        "environment_value_missing",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Environment
+metadata:
+  name: dev
+spec:
+  variables:
+    TOKEN:
+      secret: true
+"#,
+    ),
+    (
+        "environment_bad_variable_name",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Environment
+metadata:
+  name: dev
+spec:
+  variables:
+    my-var:
+      value: x
+"#,
+    ),
+    (
+        "workflow_duplicate_task_names",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: flow
+spec:
+  tasks:
+    - name: fetch
+      call: http
+    - name: fetch
+      call: http
+"#,
+    ),
+    (
+        "workflow_no_tasks",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: flow
+spec:
+  tasks: []
+"#,
+    ),
+    (
+        "workflow_task_without_name",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: flow
+spec:
+  tasks:
+    - call: http
+"#,
+    ),
+    (
+        "skill_without_skill_md",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Skill
+metadata:
+  name: pdf
+spec:
+  description: PDFs
+  files:
+    README.md: hi
+"#,
+    ),
+    (
+        "duplicate_names_in_one_apply",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: one
+---
+apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: two
+"#,
+    ),
+    (
+        "second_document_invalid",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: McpServer
+metadata:
+  name: files
+spec:
+  stdio:
+    command: npx
+---
+# the agent
+apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  tools: [ls, raed_file]
+"#,
+    ),
+    (
+        "errors_in_several_documents",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: one
+spec:
+  instrucions: x
+---
+apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: Two
+spec:
+  instructions: hi
+"#,
+    ),
+];
+
+/// What is already stored when the cases are checked.
+fn stored() -> Stored {
+    Stored(vec![Resource {
+        api_version: API_VERSION.into(),
+        kind: Kind::Skill,
+        metadata: Metadata {
+            name: "pdf-tools".into(),
+            ..Metadata::default()
+        },
+        spec: serde_json::json!({"description": "PDFs", "files": {"SKILL.md": "x"}}),
+        status: None,
+    }])
+}
+
+#[test]
+fn every_invalid_manifest_is_explained() {
+    assert!(CASES.len() >= 40, "at least 40 cases");
+    let stored = stored();
+    for (name, text) in CASES {
+        let errors = errors_of(text, &stored);
+        assert!(!errors.is_empty(), "case {name} was accepted");
+        for error in &errors {
+            assert!(error.starts_with("manifests.yaml"), "case {name}: {error}");
+        }
+        insta::with_settings!({ snapshot_suffix => *name, description => *text }, {
+            insta::assert_snapshot!(errors.join("\n"));
+        });
+    }
+}
