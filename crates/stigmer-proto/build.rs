@@ -4,7 +4,10 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/stigmer/daemon/v1/daemon.proto"];
+    let protos = [
+        "proto/stigmer/daemon/v1/daemon.proto",
+        "proto/stigmer/resources/v1/resources.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -81,6 +81,11 @@ impl StigmerHome {
         self.run_dir().join("api-token")
     }
 
+    /// The API server's store (SQLite, WAL mode, mode 0600).
+    pub fn store_file(&self) -> PathBuf {
+        self.data_dir().join("stigmer.db")
+    }
+
     /// The managed Temporal dev server's SQLite database.
     pub fn temporal_db(&self) -> PathBuf {
         self.data_dir().join("temporal.db")

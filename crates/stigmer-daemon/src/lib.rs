@@ -50,6 +50,8 @@ pub enum DaemonError {
     },
     #[error("the API server failed: {0}")]
     Server(#[from] stigmer_server::ServeError),
+    #[error(transparent)]
+    Store(#[from] stigmer_store::StoreError),
 }
 
 impl DaemonError {
@@ -118,6 +120,8 @@ pub async fn run(
     reap_leftovers(&settings);
     let api_token =
         state::ensure_api_token(&home).map_err(io_error("cannot create the API token"))?;
+    let store: Arc<dyn stigmer_store::Store> =
+        Arc::new(stigmer_store::SqliteStore::open(&home.store_file())?);
 
     // Bind the API port first: it proves the port is free and fixes a `0` port.
     let server_listener = bind(settings.server.port, "server.port")?;
@@ -177,7 +181,12 @@ pub async fn run(
     let server_board = board.clone();
     let server_token = api_token.clone();
     let server_task = tokio::spawn(async move {
-        let result = stigmer_server::serve(listener, server_token, control, async move {
+        let context = stigmer_server::ServerContext {
+            api_token: server_token,
+            daemon: control,
+            store,
+        };
+        let result = stigmer_server::serve(listener, context, async move {
             unit::until_true(&mut server_stop_rx).await;
         })
         .await;

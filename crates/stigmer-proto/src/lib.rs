@@ -8,6 +8,13 @@ pub mod daemon {
     }
 }
 
+/// Declared and system-created resources.
+pub mod resources {
+    pub mod v1 {
+        tonic::include_proto!("stigmer.resources.v1");
+    }
+}
+
 /// Encoded descriptors of every service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/stigmer_descriptor.bin"));

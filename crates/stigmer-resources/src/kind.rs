@@ -92,7 +92,9 @@ impl Kind {
     pub fn suggest_cli(text: &str) -> Option<&'static str> {
         crate::suggest(
             &text.to_ascii_lowercase(),
-            Kind::ALL.iter().flat_map(|kind| kind.cli_names().iter().copied()),
+            Kind::ALL
+                .iter()
+                .flat_map(|kind| kind.cli_names().iter().copied()),
         )
     }
 }

@@ -101,7 +101,9 @@ fn find_key(
         }
         if indent == scope {
             let content = line.trim_start();
-            if content.starts_with(&format!("{key}:")) || content.starts_with(&format!("\"{key}\":")) {
+            if content.starts_with(&format!("{key}:"))
+                || content.starts_with(&format!("\"{key}\":"))
+            {
                 return Some((index, indent, indent));
             }
         }
@@ -187,7 +189,10 @@ spec:
         assert_eq!(locate(DOC, "metadata.name"), Some((4, 3)));
         assert_eq!(locate(DOC, "spec.tools[1]"), Some((9, 5)));
         assert_eq!(locate(DOC, "spec.subAgents[0].name"), Some((11, 7)));
-        assert_eq!(locate(DOC, "spec.subAgents[0].mcpServers[0]"), Some((14, 9)));
+        assert_eq!(
+            locate(DOC, "spec.subAgents[0].mcpServers[0]"),
+            Some((14, 9))
+        );
         assert_eq!(locate(DOC, "spec.subAgents[1].instructions"), Some((16, 7)));
         // Flow style: the enclosing key is as close as it gets.
         assert_eq!(locate(DOC, "spec.subAgents[1].skills[1]"), Some((17, 7)));

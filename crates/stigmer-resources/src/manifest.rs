@@ -468,10 +468,7 @@ pub fn validate(resource: &Resource) -> Vec<(String, String)> {
             if let Ok(spec) = serde_json::from_value::<SkillSpec>(resource.spec.clone())
                 && !spec.files.contains_key("SKILL.md")
             {
-                problems.push((
-                    "spec.files".into(),
-                    "a skill must contain SKILL.md".into(),
-                ));
+                problems.push(("spec.files".into(), "a skill must contain SKILL.md".into()));
             }
         }
         Kind::Environment => {
@@ -489,16 +486,25 @@ pub fn validate(resource: &Resource) -> Vec<(String, String)> {
         Kind::Workflow => {
             if let Ok(spec) = serde_json::from_value::<WorkflowSpec>(resource.spec.clone()) {
                 if spec.tasks.is_empty() {
-                    problems.push(("spec.tasks".into(), "a workflow needs at least one task".into()));
+                    problems.push((
+                        "spec.tasks".into(),
+                        "a workflow needs at least one task".into(),
+                    ));
                 }
                 let mut seen = BTreeSet::new();
                 for (index, task) in spec.tasks.iter().enumerate() {
                     if task.name.trim().is_empty() {
-                        problems.push((format!("spec.tasks[{index}].name"), "task names must not be empty".into()));
+                        problems.push((
+                            format!("spec.tasks[{index}].name"),
+                            "task names must not be empty".into(),
+                        ));
                     } else if !seen.insert(task.name.clone()) {
                         problems.push((
                             format!("spec.tasks[{index}].name"),
-                            format!("duplicate task name {:?}: task names must be unique", task.name),
+                            format!(
+                                "duplicate task name {:?}: task names must be unique",
+                                task.name
+                            ),
                         ));
                     }
                 }
@@ -511,7 +517,10 @@ pub fn validate(resource: &Resource) -> Vec<(String, String)> {
 
 fn validate_agent(spec: &AgentSpec, problems: &mut Vec<(String, String)>) {
     if spec.instructions.trim().is_empty() {
-        problems.push(("spec.instructions".into(), "instructions must not be empty".into()));
+        problems.push((
+            "spec.instructions".into(),
+            "instructions must not be empty".into(),
+        ));
     }
     if let Some(model) = &spec.model {
         validate_model(model, "spec.model", problems);
@@ -534,7 +543,10 @@ fn validate_agent(spec: &AgentSpec, problems: &mut Vec<(String, String)>) {
             ));
         }
         if sub_agent.instructions.trim().is_empty() {
-            problems.push((format!("{prefix}.instructions"), "instructions must not be empty".into()));
+            problems.push((
+                format!("{prefix}.instructions"),
+                "instructions must not be empty".into(),
+            ));
         }
         if let Some(model) = &sub_agent.model {
             validate_model(model, &format!("{prefix}.model"), problems);
@@ -563,12 +575,18 @@ fn validate_model(model: &ModelSpec, prefix: &str, problems: &mut Vec<(String, S
         ));
     }
     if model.max_tokens == Some(0) {
-        problems.push((format!("{prefix}.maxTokens"), "maxTokens must be at least 1".into()));
+        problems.push((
+            format!("{prefix}.maxTokens"),
+            "maxTokens must be at least 1".into(),
+        ));
     }
     if let Some(name) = &model.name
         && name.trim().is_empty()
     {
-        problems.push((format!("{prefix}.name"), "the model name must not be empty".into()));
+        problems.push((
+            format!("{prefix}.name"),
+            "the model name must not be empty".into(),
+        ));
     }
 }
 
@@ -620,7 +638,10 @@ fn name_problem(name: &str) -> String {
     if name.is_empty() {
         "the name must not be empty".into()
     } else if name.len() > 63 {
-        format!("the name is {} characters long: at most 63 are allowed", name.len())
+        format!(
+            "the name is {} characters long: at most 63 are allowed",
+            name.len()
+        )
     } else {
         format!(
             "{name:?} is not a valid name: use lowercase letters, digits and '-', starting and \

@@ -142,7 +142,8 @@ pub fn plan_apply(
                 resource.metadata.id = stored.metadata.id.clone();
                 resource.metadata.created_at = stored.metadata.created_at.clone();
                 resource.status = stored.status.clone();
-                if stored.spec == resource.spec && stored.metadata.labels == resource.metadata.labels
+                if stored.spec == resource.spec
+                    && stored.metadata.labels == resource.metadata.labels
                 {
                     resource.metadata.updated_at = stored.metadata.updated_at.clone();
                     resource.metadata.generation = stored.metadata.generation;

@@ -21,8 +21,8 @@ pub fn skill_from_files(folder: &str, files: BTreeMap<String, String>) -> Result
     let fields: BTreeMap<String, serde_yaml_ng::Value> = serde_yaml_ng::from_str(front_matter)
         .map_err(|error| format!("{folder}/SKILL.md: invalid front matter: {error}"))?;
     let text = |key: &str| fields.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-    let name = text("name")
-        .ok_or_else(|| format!("{folder}/SKILL.md: the front matter has no `name`"))?;
+    let name =
+        text("name").ok_or_else(|| format!("{folder}/SKILL.md: the front matter has no `name`"))?;
     let description = text("description")
         .ok_or_else(|| format!("{folder}/SKILL.md: the front matter has no `description`"))?;
     let spec = SkillSpec {
@@ -66,7 +66,9 @@ pub(crate) fn seal(resource: &mut Resource) {
 
 fn front_matter(text: &str) -> Option<&str> {
     let rest = text.strip_prefix("---")?;
-    let rest = rest.strip_prefix('\n').or_else(|| rest.strip_prefix("\r\n"))?;
+    let rest = rest
+        .strip_prefix('\n')
+        .or_else(|| rest.strip_prefix("\r\n"))?;
     let end = rest.find("\n---")?;
     Some(&rest[..end])
 }

@@ -4,12 +4,17 @@
 //! without sleeps. Every service except gRPC health and reflection requires the per-home API
 //! token (`authorization: Bearer <token>`), so other local users cannot drive this user's stack.
 
+mod resources;
+
+pub use resources::ResourceApi;
+
 use std::future::Future;
 use std::sync::Arc;
 use stigmer_proto::daemon::v1::daemon_service_server::{DaemonService, DaemonServiceServer};
 use stigmer_proto::daemon::v1::{
     GetStatusRequest, GetStatusResponse, ShutdownRequest, ShutdownResponse,
 };
+use stigmer_proto::resources::v1::resource_service_server::ResourceServiceServer;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
@@ -30,16 +35,31 @@ pub enum ServeError {
     Reflection(String),
 }
 
+/// What the API server serves.
+pub struct ServerContext {
+    /// The per-home token every authenticated request must carry.
+    pub api_token: String,
+    pub daemon: Arc<dyn DaemonControl>,
+    pub store: Arc<dyn stigmer_store::Store>,
+}
+
 /// Serves the API on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    api_token: String,
-    daemon: Arc<dyn DaemonControl>,
+    context: ServerContext,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let ServerContext {
+        api_token,
+        daemon,
+        store,
+    } = context;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<DaemonServiceServer<DaemonApi>>()
+        .await;
+    health_reporter
+        .set_serving::<ResourceServiceServer<ResourceApi>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(stigmer_proto::FILE_DESCRIPTOR_SET)
@@ -63,6 +83,12 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(DaemonServiceServer::with_interceptor(
             DaemonApi { daemon },
+            authenticate.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            ResourceServiceServer::new(ResourceApi::new(store))
+                .max_decoding_message_size(256 * 1024 * 1024)
+                .max_encoding_message_size(256 * 1024 * 1024),
             authenticate,
         ))
         .serve_with_incoming_shutdown(

@@ -18,7 +18,9 @@ use stigmer_resources::{Kind, Lookup, Resource};
 pub enum StoreError {
     #[error("the store at {path} failed: {message}")]
     Backend { path: String, message: String },
-    #[error("the store at {path} has schema version {found}, newer than this stigmer ({supported}); upgrade stigmer")]
+    #[error(
+        "the store at {path} has schema version {found}, newer than this stigmer ({supported}); upgrade stigmer"
+    )]
     TooNew {
         path: String,
         found: i64,
@@ -78,7 +80,10 @@ mod tests {
         store
             .put_all(&[agent("b", "one"), agent("a", "two")])
             .unwrap();
-        assert_eq!(store.get(Kind::Agent, "a").unwrap(), Some(agent("a", "two")));
+        assert_eq!(
+            store.get(Kind::Agent, "a").unwrap(),
+            Some(agent("a", "two"))
+        );
         let names: Vec<String> = store
             .list(Kind::Agent)
             .unwrap()
@@ -89,7 +94,10 @@ mod tests {
         assert!(store.list(Kind::Skill).unwrap().is_empty());
         // Replace by kind and name.
         store.put_all(&[agent("a", "three")]).unwrap();
-        assert_eq!(store.get(Kind::Agent, "a").unwrap(), Some(agent("a", "three")));
+        assert_eq!(
+            store.get(Kind::Agent, "a").unwrap(),
+            Some(agent("a", "three"))
+        );
         assert_eq!(store.list(Kind::Agent).unwrap().len(), 2);
         assert!(store.delete(Kind::Agent, "a").unwrap());
         assert!(!store.delete(Kind::Agent, "a").unwrap());
@@ -110,7 +118,10 @@ mod tests {
             conformance(&store);
         }
         let reopened = SqliteStore::open(&path).unwrap();
-        assert_eq!(reopened.get(Kind::Agent, "b").unwrap(), Some(agent("b", "one")));
+        assert_eq!(
+            reopened.get(Kind::Agent, "b").unwrap(),
+            Some(agent("b", "one"))
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "the store must be private to its user");
@@ -125,6 +136,9 @@ mod tests {
         connection.pragma_update(None, "user_version", 99).unwrap();
         drop(connection);
         let error = SqliteStore::open(&path).err().unwrap();
-        assert!(matches!(error, StoreError::TooNew { found: 99, .. }), "{error}");
+        assert!(
+            matches!(error, StoreError::TooNew { found: 99, .. }),
+            "{error}"
+        );
     }
 }

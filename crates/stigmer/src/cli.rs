@@ -1,6 +1,7 @@
 //! Command-line definitions (clap).
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 
 /// Stigmer: run AI agents and workflows on your machine.
 #[derive(Debug, Parser)]
@@ -15,6 +16,12 @@ pub enum Command {
     /// Start, stop and inspect the local stack.
     #[command(subcommand)]
     Server(ServerCommand),
+    /// Create or update resources from YAML manifests (files, folders, skill folders, `-`).
+    Apply(ApplyArgs),
+    /// Show resources.
+    Get(GetArgs),
+    /// Delete a resource.
+    Delete(DeleteArgs),
     /// Roles the daemon starts; not for direct use.
     #[command(subcommand, hide = true)]
     Internal(InternalCommand),
@@ -69,4 +76,47 @@ pub enum InternalCommand {
     AgentRunner,
     /// The workflow runner (configured only by the launch contract).
     WorkflowRunner,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A manifest file, a folder (searched recursively for *.yaml / *.yml; a folder holding
+    /// SKILL.md is a skill), or `-` for stdin. Repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Validate and show what would change, without writing (works without a daemon).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print `[{"kind","name","action"}]` for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// agent|agents|ag, mcpserver|mcpservers, skill|skills, environment|environments|env,
+    /// workflow|workflows|wf, session|sessions, execution|executions|ex
+    pub kind: String,
+    /// One resource by name (all of the kind when omitted).
+    pub name: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The kind (as for `get`).
+    pub kind: String,
+    pub name: String,
+    /// Delete even when other resources refer to it.
+    #[arg(long)]
+    pub force: bool,
 }

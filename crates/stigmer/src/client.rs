@@ -6,6 +6,7 @@ use stigmer_config::StigmerHome;
 use stigmer_daemon::state::{RunState, read_api_token};
 use stigmer_proto::daemon::v1::daemon_service_client::DaemonServiceClient;
 use stigmer_proto::daemon::v1::{GetStatusRequest, GetStatusResponse, ShutdownRequest};
+use stigmer_proto::resources::v1::resource_service_client::ResourceServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -14,7 +15,7 @@ use tonic::{Request, Status};
 
 /// Adds the per-home token to every request.
 #[derive(Clone)]
-struct TokenInterceptor {
+pub struct TokenInterceptor {
     header: MetadataValue<Ascii>,
 }
 
@@ -27,11 +28,12 @@ impl Interceptor for TokenInterceptor {
     }
 }
 
-type Authenticated = InterceptedService<Channel, TokenInterceptor>;
+pub type Authenticated = InterceptedService<Channel, TokenInterceptor>;
 
 /// A connection to the daemon of one home.
 pub struct DaemonClient {
     inner: DaemonServiceClient<Authenticated>,
+    resources: ResourceServiceClient<Authenticated>,
 }
 
 impl DaemonClient {
@@ -53,13 +55,16 @@ impl DaemonClient {
         let channel = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|error| error.to_string())?
             .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
             .connect()
             .await
             .map_err(|error| format!("cannot reach the daemon at {address}: {error}"))?;
         let interceptor = TokenInterceptor { header };
         Ok(DaemonClient {
-            inner: DaemonServiceClient::with_interceptor(channel, interceptor),
+            inner: DaemonServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
+            resources: ResourceServiceClient::with_interceptor(channel, interceptor)
+                .max_decoding_message_size(256 * 1024 * 1024)
+                .max_encoding_message_size(256 * 1024 * 1024),
         })
     }
 
@@ -69,6 +74,11 @@ impl DaemonClient {
             .get_status(GetStatusRequest {})
             .await?
             .into_inner())
+    }
+
+    /// The resource API.
+    pub fn resources(&mut self) -> &mut ResourceServiceClient<Authenticated> {
+        &mut self.resources
     }
 
     pub async fn shutdown(&mut self) -> Result<(), Status> {

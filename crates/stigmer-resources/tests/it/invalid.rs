@@ -5,10 +5,7 @@ use stigmer_resources::{API_VERSION, Kind, Metadata, Resource};
 
 /// (case name, manifest text).
 const CASES: &[(&str, &str)] = &[
-    (
-        "empty_file",
-        r#""#,
-    ),
+    ("empty_file", r#""#),
     (
         "only_comments",
         r#"# nothing here yet

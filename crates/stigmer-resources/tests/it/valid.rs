@@ -57,17 +57,26 @@ fn created_then_unchanged_then_updated() {
     let stored = Stored(first.iter().map(|p| p.resource.clone()).collect());
     let again = check(&[("a.yaml", AGENT), ("b.yaml", MCP)], &stored).unwrap();
     assert!(again.iter().all(|p| p.action == Action::Unchanged));
-    assert_eq!(again[0].resource, first[0].resource, "unchanged keeps every field");
+    assert_eq!(
+        again[0].resource, first[0].resource,
+        "unchanged keeps every field"
+    );
 
     // Formatting and key order do not make a change; content does.
-    let reformatted = AGENT.replace("tools: [write_todos, ls]", "tools:\n    - write_todos\n    - ls");
+    let reformatted = AGENT.replace(
+        "tools: [write_todos, ls]",
+        "tools:\n    - write_todos\n    - ls",
+    );
     let same = check(&[("a.yaml", &reformatted)], &stored).unwrap();
     assert_eq!(same[0].action, Action::Unchanged);
     let changed = AGENT.replace("Greet the user.", "Greet the user warmly.");
     let updated = check(&[("a.yaml", &changed)], &stored).unwrap();
     assert_eq!(updated[0].action, Action::Updated);
     assert_eq!(updated[0].resource.metadata.generation, Some(2));
-    assert_eq!(updated[0].resource.metadata.id, first[0].resource.metadata.id);
+    assert_eq!(
+        updated[0].resource.metadata.id,
+        first[0].resource.metadata.id
+    );
     assert_eq!(
         updated[0].resource.metadata.created_at,
         first[0].resource.metadata.created_at
@@ -89,7 +98,10 @@ fn secrets_are_masked_for_output() {
     let planned = check(&[("a.yaml", AGENT), ("b.yaml", MCP)], &Stored(vec![])).unwrap();
     let masked = planned[0].resource.masked();
     assert_eq!(masked.spec["env"]["API_TOKEN"]["default"], MASK);
-    assert_eq!(planned[0].resource.spec["env"]["API_TOKEN"]["default"], "s3cret");
+    assert_eq!(
+        planned[0].resource.spec["env"]["API_TOKEN"]["default"],
+        "s3cret"
+    );
     let environment = "\
 apiVersion: agentic.stigmer.ai/v1
 kind: Environment

@@ -1,6 +1,7 @@
 //! One module per command group; [`dispatch`] maps parsed arguments to them.
 
 mod internal;
+mod resources;
 mod server;
 
 use crate::cli::{Cli, Command, InternalCommand, ServerCommand, StartArgs};
@@ -15,6 +16,9 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Server(ServerCommand::Stop) => server::stop().await,
         Command::Server(ServerCommand::Restart(args)) => server::restart(args).await,
         Command::Server(ServerCommand::Status(args)) => server::status(args).await,
+        Command::Apply(args) => resources::apply(args).await,
+        Command::Get(args) => resources::get(args).await,
+        Command::Delete(args) => resources::delete(args).await,
         Command::Internal(InternalCommand::Daemon) => internal::daemon().await,
         Command::Internal(InternalCommand::AgentRunner) => {
             internal::runner(stigmer_config::RunnerRole::Agent).await

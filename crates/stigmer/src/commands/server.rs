@@ -333,6 +333,24 @@ fn log_tail(home: &StigmerHome, component: Component, count: usize) -> Vec<Strin
         .collect()
 }
 
+/// A client of this home's daemon, starting the daemon first when it is not running (what
+/// commands that change state do, so that `stigmer apply` just works).
+pub async fn ensure_running(home: &StigmerHome) -> Result<DaemonClient, Failure> {
+    if !is_locked(&home.lock_file()) {
+        let settings = super::settings(home.clone(), &StartArgs::default())?;
+        start_detached(settings, &Printer::stderr()).await?;
+    }
+    connect(home).await
+}
+
+/// A client of this home's running daemon.
+pub async fn connect(home: &StigmerHome) -> Result<DaemonClient, Failure> {
+    DaemonClient::connect(home).await.map_err(|error| {
+        Failure::new(format!("cannot reach the Stigmer daemon: {error}"))
+            .with_hint(Some("see `stigmer server status`".into()))
+    })
+}
+
 pub async fn stop() -> Result<ExitCode, Failure> {
     let home = super::home()?;
     let printer = Printer::stderr();

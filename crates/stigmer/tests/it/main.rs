@@ -3,6 +3,7 @@
 
 mod contract;
 mod lifecycle;
+mod resources;
 
 use stigmer_test::TestHome;
 

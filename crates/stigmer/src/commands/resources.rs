@@ -1,0 +1,466 @@
+//! `stigmer apply`, `stigmer get`, `stigmer delete`.
+
+use crate::cli::{ApplyArgs, DeleteArgs, GetArgs, OutputFormat};
+use crate::failure::{EXIT_INVALID_INPUT, Failure};
+use crate::printer::{Printer, print_data};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use stigmer_daemon::state::is_locked;
+use stigmer_proto::resources::v1::{ApplyRequest, DeleteRequest, GetRequest, ListRequest};
+use stigmer_resources::{
+    Kind, ManifestError, ParsedDocument, PlanError, Resource, Source, locate_plan_errors,
+    parse_sources, plan_apply, skill_from_files,
+};
+use stigmer_store::{SqliteStore, Store, StoreLookup};
+
+pub async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
+    let home = super::home()?;
+    let documents = read_documents(&args.files)?;
+    let resources: Vec<Resource> = documents.iter().map(|d| d.resource.clone()).collect();
+
+    let running = is_locked(&home.lock_file());
+    let (results, errors): (ApplyResults, Vec<PlanError>) = if !running && args.dry_run {
+        plan_offline(&home, &resources)?
+    } else {
+        let mut client = super::server::ensure_running(&home).await?;
+        let request = ApplyRequest {
+            resources_json: resources
+                .iter()
+                .map(|r| serde_json::to_string(r).unwrap_or_default())
+                .collect(),
+            dry_run: args.dry_run,
+        };
+        let response = client
+            .resources()
+            .apply(request)
+            .await
+            .map_err(status_failure)?
+            .into_inner();
+        let errors: Vec<PlanError> = response
+            .errors
+            .into_iter()
+            .map(|error| PlanError {
+                index: error.index as usize,
+                path: error.path,
+                message: error.message,
+                other_index: error.other_index.map(|other| other as usize),
+            })
+            .collect();
+        let results = response
+            .results
+            .into_iter()
+            .map(|result| (result.kind, result.name, result.action))
+            .collect();
+        (results, errors)
+    };
+    if !errors.is_empty() {
+        return Err(invalid(locate_plan_errors(&documents, &errors)));
+    }
+    if args.json {
+        let items: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(kind, name, action)| {
+                serde_json::json!({"kind": kind, "name": name, "action": action})
+            })
+            .collect();
+        print_data(&serde_json::Value::Array(items).to_string());
+    } else {
+        let mut table = vec![["KIND".to_owned(), "NAME".to_owned(), "ACTION".to_owned()]];
+        for (kind, name, action) in &results {
+            let action = if args.dry_run {
+                format!("{action} (dry run)")
+            } else {
+                action.clone()
+            };
+            table.push([kind.clone(), name.clone(), action]);
+        }
+        print_data(&render_table(&table));
+    }
+    if args.dry_run {
+        Printer::stderr().line("dry run: nothing was written");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `(kind, name, action)` per document.
+type ApplyResults = Vec<(String, String, String)>;
+
+/// Plans against the store file directly (read-only) when no daemon runs.
+fn plan_offline(
+    home: &stigmer_config::StigmerHome,
+    resources: &[Resource],
+) -> Result<(ApplyResults, Vec<PlanError>), Failure> {
+    let store: Box<dyn Store> = match SqliteStore::open_read_only(&home.store_file())
+        .map_err(|error| Failure::new(error.to_string()))?
+    {
+        Some(store) => Box::new(store),
+        None => Box::new(stigmer_store::MemoryStore::default()),
+    };
+    let planned = plan_apply(
+        resources,
+        &StoreLookup(store.as_ref()),
+        &stigmer_resources::now(),
+    )
+    .map_err(Failure::new)?;
+    Ok(match planned {
+        Ok(planned) => (
+            planned
+                .into_iter()
+                .map(|p| {
+                    (
+                        p.resource.kind.as_str().to_owned(),
+                        p.resource.metadata.name,
+                        p.action.as_str().to_owned(),
+                    )
+                })
+                .collect(),
+            Vec::new(),
+        ),
+        Err(errors) => (Vec::new(), errors),
+    })
+}
+
+fn invalid(errors: Vec<ManifestError>) -> Failure {
+    let count = errors.len();
+    Failure::new(format!(
+        "{count} problem{} found; nothing was applied",
+        if count == 1 { "" } else { "s" }
+    ))
+    .with_code(EXIT_INVALID_INPUT)
+    .with_details(errors.iter().map(ToString::to_string).collect())
+}
+
+/// Reads every `-f` argument: files, folders (recursively; a folder with SKILL.md is a
+/// skill) and `-` for stdin.
+fn read_documents(paths: &[PathBuf]) -> Result<Vec<ParsedDocument>, Failure> {
+    let mut sources = Vec::new();
+    let mut skills: Vec<(String, Resource)> = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        if path == Path::new("-") {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|error| Failure::new(format!("cannot read stdin: {error}")))?;
+            sources.push(Source {
+                name: "<stdin>".into(),
+                text,
+            });
+        } else {
+            collect(path, true, &mut sources, &mut skills, &mut problems);
+        }
+    }
+    if !problems.is_empty() {
+        let count = problems.len();
+        return Err(Failure::new(format!(
+            "{count} problem{} found; nothing was applied",
+            if count == 1 { "" } else { "s" }
+        ))
+        .with_code(EXIT_INVALID_INPUT)
+        .with_details(problems));
+    }
+    if sources.is_empty() && skills.is_empty() {
+        return Err(Failure::new("no manifests found")
+            .with_code(EXIT_INVALID_INPUT)
+            .with_hint(Some(
+                "pass YAML files, folders holding them, or a skill folder with SKILL.md".into(),
+            )));
+    }
+    let mut documents = if sources.is_empty() {
+        Vec::new()
+    } else {
+        parse_sources(&sources).map_err(invalid)?
+    };
+    for (file, resource) in skills {
+        documents.push(ParsedDocument {
+            file,
+            index: 1,
+            first_line: 1,
+            text: String::new(),
+            resource,
+        });
+    }
+    Ok(documents)
+}
+
+fn collect(
+    path: &Path,
+    explicit: bool,
+    sources: &mut Vec<Source>,
+    skills: &mut Vec<(String, Resource)>,
+    problems: &mut Vec<String>,
+) {
+    let shown = path.display().to_string();
+    let metadata = match fs_err::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) => {
+            problems.push(format!("{shown}: {}", error.kind()));
+            return;
+        }
+    };
+    if metadata.is_file() {
+        let is_yaml = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        );
+        if !explicit && !is_yaml {
+            return;
+        }
+        match fs_err::read_to_string(path) {
+            Ok(text) => sources.push(Source { name: shown, text }),
+            Err(error) => problems.push(format!("{shown}: cannot read: {}", error.kind())),
+        }
+        return;
+    }
+    if path.join("SKILL.md").is_file() {
+        match read_folder(path) {
+            Ok(files) => match skill_from_files(&shown, files) {
+                Ok(skill) => skills.push((format!("{shown}/SKILL.md"), skill)),
+                Err(message) => problems.push(message),
+            },
+            Err(message) => problems.push(message),
+        }
+        return;
+    }
+    let mut entries: Vec<PathBuf> = match fs_err::read_dir(path) {
+        Ok(entries) => entries.flatten().map(|entry| entry.path()).collect(),
+        Err(error) => {
+            problems.push(format!("{shown}: cannot read: {}", error.kind()));
+            return;
+        }
+    };
+    entries.sort();
+    for entry in entries {
+        let hidden = entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if !hidden {
+            collect(&entry, false, sources, skills, problems);
+        }
+    }
+}
+
+/// Every file below a skill folder, by relative path with `/` separators.
+fn read_folder(root: &Path) -> Result<BTreeMap<String, String>, String> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = fs_err::read_dir(&dir).map_err(|error| error.to_string())?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let relative = path
+                .strip_prefix(root)
+                .map_err(|error| error.to_string())?
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            let bytes = fs_err::read(&path).map_err(|error| error.to_string())?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                format!(
+                    "{}: skills hold text files only; this file is not UTF-8",
+                    path.display()
+                )
+            })?;
+            files.insert(relative, text);
+        }
+    }
+    Ok(files)
+}
+
+fn parse_kind(text: &str) -> Result<Kind, Failure> {
+    Kind::from_cli(text).ok_or_else(|| {
+        let hint = Kind::suggest_cli(text)
+            .map(|s| format!("did you mean `{s}`? "))
+            .unwrap_or_default();
+        Failure::new(format!("unknown kind {text:?}"))
+            .with_code(EXIT_INVALID_INPUT)
+            .with_hint(Some(format!(
+                "{hint}kinds: agent, mcpserver, skill, environment, workflow, session, execution"
+            )))
+    })
+}
+
+fn status_failure(status: tonic::Status) -> Failure {
+    let code = match status.code() {
+        tonic::Code::InvalidArgument => EXIT_INVALID_INPUT,
+        _ => 1,
+    };
+    Failure::new(status.message().to_owned()).with_code(code)
+}
+
+pub async fn get(args: GetArgs) -> Result<ExitCode, Failure> {
+    let kind = parse_kind(&args.kind)?;
+    let home = super::home()?;
+    let resources: Vec<Resource> = if is_locked(&home.lock_file()) {
+        let mut client = super::server::connect(&home).await?;
+        match &args.name {
+            Some(name) => {
+                let response = client
+                    .resources()
+                    .get(GetRequest {
+                        kind: kind.as_str().to_owned(),
+                        name: name.clone(),
+                    })
+                    .await
+                    .map_err(status_failure)?;
+                vec![decode(&response.into_inner().resource_json)?]
+            }
+            None => client
+                .resources()
+                .list(ListRequest {
+                    kind: kind.as_str().to_owned(),
+                })
+                .await
+                .map_err(status_failure)?
+                .into_inner()
+                .resources_json
+                .iter()
+                .map(|json| decode(json))
+                .collect::<Result<_, _>>()?,
+        }
+    } else {
+        // Reading needs no daemon: the store is a file.
+        read_offline(&home, kind, args.name.as_deref())?
+    };
+    let single = args.name.is_some();
+    let output = match args.output {
+        OutputFormat::Json => {
+            let value = if single {
+                serde_json::to_value(&resources[0])
+            } else {
+                serde_json::to_value(&resources).map(|items| serde_json::json!({"items": items}))
+            };
+            serde_json::to_string_pretty(&value.map_err(|e| Failure::new(e.to_string()))?)
+                .map_err(|e| Failure::new(e.to_string()))?
+        }
+        OutputFormat::Yaml => {
+            let result = if single {
+                serde_yaml_ng::to_string(&resources[0])
+            } else {
+                serde_yaml_ng::to_string(&serde_json::json!({"items": resources}))
+            };
+            result.map_err(|e| Failure::new(e.to_string()))?
+        }
+        OutputFormat::Table => {
+            if resources.is_empty() {
+                Printer::stderr().line(&format!("no {} found", kind.cli_names()[1]));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut table = vec![[
+                "NAME".to_owned(),
+                "ID".to_owned(),
+                "GENERATION".to_owned(),
+                "UPDATED".to_owned(),
+            ]];
+            for resource in &resources {
+                let metadata = &resource.metadata;
+                table.push([
+                    metadata.name.clone(),
+                    metadata.id.clone().unwrap_or_default(),
+                    metadata
+                        .generation
+                        .map(|g| g.to_string())
+                        .unwrap_or_default(),
+                    metadata.updated_at.clone().unwrap_or_default(),
+                ]);
+            }
+            render_table(&table)
+        }
+    };
+    print_data(&output);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_offline(
+    home: &stigmer_config::StigmerHome,
+    kind: Kind,
+    name: Option<&str>,
+) -> Result<Vec<Resource>, Failure> {
+    let store = SqliteStore::open_read_only(&home.store_file())
+        .map_err(|error| Failure::new(error.to_string()))?;
+    let Some(store) = store else {
+        return match name {
+            Some(name) => Err(not_found(kind, name)),
+            None => Ok(Vec::new()),
+        };
+    };
+    let store_failure = |error: stigmer_store::StoreError| Failure::new(error.to_string());
+    match name {
+        Some(name) => match store.get(kind, name).map_err(store_failure)? {
+            Some(resource) => Ok(vec![resource.masked()]),
+            None => Err(not_found(kind, name)),
+        },
+        None => Ok(store
+            .list(kind)
+            .map_err(store_failure)?
+            .iter()
+            .map(Resource::masked)
+            .collect()),
+    }
+}
+
+fn not_found(kind: Kind, name: &str) -> Failure {
+    Failure::new(format!(
+        "{} \"{name}\" not found",
+        kind.as_str().to_ascii_lowercase()
+    ))
+}
+
+fn decode(json: &str) -> Result<Resource, Failure> {
+    serde_json::from_str(json)
+        .map_err(|error| Failure::new(format!("the server sent an invalid resource: {error}")))
+}
+
+pub async fn delete(args: DeleteArgs) -> Result<ExitCode, Failure> {
+    let kind = parse_kind(&args.kind)?;
+    let home = super::home()?;
+    let mut client = super::server::ensure_running(&home).await?;
+    client
+        .resources()
+        .delete(DeleteRequest {
+            kind: kind.as_str().to_owned(),
+            name: args.name.clone(),
+            force: args.force,
+        })
+        .await
+        .map_err(status_failure)?;
+    print_data(&format!(
+        "{} \"{}\" deleted",
+        kind.as_str().to_ascii_lowercase(),
+        args.name
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Left-aligned columns separated by two spaces.
+fn render_table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (index, cell) in row.iter().enumerate() {
+            widths[index] = widths[index].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(index, cell)| format!("{cell:<width$}", width = widths[index]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,436 @@
+//! `stigmer apply`, `get`, `delete` against a real daemon and store.
+
+use crate::home;
+use nix::sys::signal::Signal;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+use stigmer_test::{TestHome, wait_until};
+
+fn examples() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .display()
+        .to_string()
+}
+
+fn write(home: &TestHome, name: &str, text: &str) -> String {
+    let path = home.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn actions(outcome: &stigmer_test::Outcome) -> Vec<(String, String, String)> {
+    let items: Vec<serde_json::Value> = serde_json::from_str(&outcome.stdout)
+        .unwrap_or_else(|error| panic!("apply --json is not JSON ({error}):\n{outcome}"));
+    items
+        .iter()
+        .map(|item| {
+            (
+                item["kind"].as_str().unwrap().to_owned(),
+                item["name"].as_str().unwrap().to_owned(),
+                item["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+const WORKFLOW: &str = "\
+apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: nightly
+spec:
+  tasks:
+    - name: fetch
+      call: http
+      with: {method: get, endpoint: 'https://example.com'}
+";
+
+#[test]
+fn every_kind_round_trips_through_apply_get_and_delete() {
+    let home = home();
+    home.start();
+    let workflow = write(&home, "workflow.yaml", WORKFLOW);
+    let applied = home.run(&["apply", "-f", &examples(), "-f", &workflow, "--json"]);
+    assert_eq!(applied.code, 0, "{applied}");
+    let mut created = actions(&applied);
+    created.sort();
+    assert_eq!(
+        created,
+        [
+            ("Agent", "file-helper", "created"),
+            ("Agent", "hello", "created"),
+            ("Environment", "dev", "created"),
+            ("McpServer", "files", "created"),
+            ("Skill", "release-notes", "created"),
+            ("Workflow", "nightly", "created"),
+        ]
+        .map(|(k, n, a)| (k.to_owned(), n.to_owned(), a.to_owned()))
+    );
+
+    for (kind, name) in [
+        ("agent", "hello"),
+        ("mcpserver", "files"),
+        ("skill", "release-notes"),
+        ("environment", "dev"),
+        ("workflow", "nightly"),
+    ] {
+        let got = home.run(&["get", kind, name, "-o", "json"]);
+        assert_eq!(got.code, 0, "{got}");
+        let resource: serde_json::Value = serde_json::from_str(&got.stdout).unwrap();
+        assert_eq!(resource["apiVersion"], "agentic.stigmer.ai/v1");
+        assert_eq!(resource["metadata"]["name"], name);
+        assert_eq!(resource["metadata"]["generation"], 1);
+        assert!(resource["metadata"]["id"].is_string());
+        assert!(resource["metadata"]["createdAt"].is_string());
+        // What `get -o yaml` prints applies again unchanged.
+        let yaml = home.run(&["get", kind, name, "-o", "yaml"]);
+        let reapplied_path = write(&home, &format!("{name}.yaml"), &yaml.stdout);
+        if kind != "environment" && kind != "agent" {
+            let again = home.run(&["apply", "-f", &reapplied_path, "--json"]);
+            assert_eq!(actions(&again)[0].2, "unchanged", "{again}");
+        }
+    }
+    let list = home.run(&["get", "ag", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    let table = home.run(&["get", "agents"]);
+    assert!(table.stdout.starts_with("NAME"), "{table}");
+    assert!(table.stdout.contains("file-helper"), "{table}");
+
+    // Deleting in dependency order works; each is gone afterwards.
+    for (kind, name) in [
+        ("agent", "file-helper"),
+        ("agent", "hello"),
+        ("mcpserver", "files"),
+        ("skill", "release-notes"),
+        ("env", "dev"),
+        ("wf", "nightly"),
+    ] {
+        let deleted = home.run(&["delete", kind, name]);
+        assert_eq!(deleted.code, 0, "{deleted}");
+        let gone = home.run(&["get", kind, name]);
+        assert_eq!(gone.code, 1, "{gone}");
+        assert!(gone.stderr.contains("not found"), "{gone}");
+    }
+}
+
+#[test]
+fn apply_says_created_then_unchanged_then_updated() {
+    let home = home();
+    home.start();
+    let hello = format!("{}/hello-agent.yaml", examples());
+    assert_eq!(
+        actions(&home.run(&["apply", "-f", &hello, "--json"]))[0].2,
+        "created"
+    );
+    assert_eq!(
+        actions(&home.run(&["apply", "-f", &hello, "--json"]))[0].2,
+        "unchanged"
+    );
+    let text = std::fs::read_to_string(&hello)
+        .unwrap()
+        .replace("temperature: 0.2", "temperature: 0.7");
+    let changed = write(&home, "hello.yaml", &text);
+    let updated = home.run(&["apply", "-f", &changed]);
+    assert_eq!(updated.code, 0, "{updated}");
+    assert!(
+        updated.stdout.contains("Agent  hello  updated"),
+        "{updated}"
+    );
+    let got = home.run(&["get", "agent", "hello", "-o", "json"]);
+    let resource: serde_json::Value = serde_json::from_str(&got.stdout).unwrap();
+    assert_eq!(resource["metadata"]["generation"], 2);
+    assert_eq!(resource["spec"]["model"]["temperature"], 0.7);
+}
+
+#[test]
+fn an_apply_with_one_invalid_document_writes_nothing() {
+    let home = home();
+    home.start();
+    // Valid on its own, but the second document refers to a server that does not exist:
+    // only the server can tell, and then nothing of the apply may be stored.
+    let text = "\
+apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata: {name: good}
+spec: {instructions: fine}
+---
+apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata: {name: bad}
+spec:
+  instructions: hi
+  mcpServers: [missing]
+";
+    let path = write(&home, "mixed.yaml", text);
+    let outcome = home.run(&["apply", "-f", &path]);
+    assert_eq!(outcome.code, 2, "{outcome}");
+    assert!(
+        outcome.stderr.contains(&format!(
+            "{path}:11:3: document 2 (Agent \"bad\"): spec.mcpServers[0]: McpServer \"missing\" does not exist"
+        )),
+        "{outcome}"
+    );
+    assert!(outcome.stderr.contains("nothing was applied"), "{outcome}");
+    let list = home.run(&["get", "agents", "-o", "json"]);
+    assert_eq!(list.stdout.trim(), "{\n  \"items\": []\n}", "{list}");
+
+    // A schema error is caught before anything is sent.
+    let path = write(
+        &home,
+        "schema.yaml",
+        &text.replace("instructions: fine", "instrucions: fine"),
+    );
+    let outcome = home.run(&["apply", "-f", &path]);
+    assert_eq!(outcome.code, 2, "{outcome}");
+    assert!(outcome.stderr.contains(":4:7: document 1"), "{outcome}");
+    assert!(
+        outcome.stderr.contains("did you mean `instructions`"),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn resources_survive_a_restart_and_a_kill_of_the_daemon() {
+    let home = home();
+    home.start();
+    assert_eq!(home.run(&["apply", "-f", &examples()]).code, 0);
+    assert_eq!(home.run(&["server", "restart"]).code, 0);
+    assert_eq!(home.run(&["get", "agent", "hello"]).code, 0);
+
+    let daemon = home.status()["daemon_pid"].as_u64().unwrap() as u32;
+    stigmer_test::signal(daemon, Signal::SIGKILL);
+    wait_until(Duration::from_secs(10), "the daemon to die", || {
+        (!stigmer_test::is_alive(daemon)).then_some(())
+    });
+    // Readable without a daemon (the store is a file), then again after a start.
+    let offline = home.run(&["get", "agents", "-o", "json"]);
+    let offline: serde_json::Value = serde_json::from_str(&offline.stdout).unwrap();
+    assert_eq!(offline["items"].as_array().unwrap().len(), 2);
+    home.start();
+    let again = home.run(&["apply", "-f", &examples(), "--json"]);
+    assert!(
+        actions(&again)
+            .iter()
+            .all(|(_, _, action)| action == "unchanged"),
+        "{again}"
+    );
+}
+
+#[test]
+fn concurrent_applies_of_different_resources_all_land() {
+    let home = home();
+    home.start();
+    let children: Vec<_> = (0..8)
+        .map(|index| {
+            let path = write(
+                &home,
+                &format!("agent-{index}.yaml"),
+                &format!(
+                    "apiVersion: agentic.stigmer.ai/v1\nkind: Agent\nmetadata: {{name: agent-{index}}}\nspec: {{instructions: number {index}}}\n"
+                ),
+            );
+            home.command(&["apply", "-f", &path])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let list = home.run(&["get", "agents", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 8);
+}
+
+#[test]
+fn dry_run_works_without_a_daemon_and_writes_nothing() {
+    let home = home();
+    let outcome = home.run(&["apply", "-f", &examples(), "--dry-run", "--json"]);
+    assert_eq!(outcome.code, 0, "{outcome}");
+    assert!(
+        actions(&outcome)
+            .iter()
+            .all(|(_, _, action)| action == "created")
+    );
+    assert_eq!(
+        home.run(&["server", "status"]).code,
+        3,
+        "dry run must not start a daemon"
+    );
+    assert!(!home.path().join("data/stigmer.db").exists());
+
+    home.start();
+    assert_eq!(home.run(&["apply", "-f", &examples()]).code, 0);
+    let dry = home.run(&["apply", "-f", &examples(), "--dry-run", "--json"]);
+    assert!(
+        actions(&dry)
+            .iter()
+            .all(|(_, _, action)| action == "unchanged"),
+        "{dry}"
+    );
+}
+
+#[test]
+fn referenced_resources_are_not_deleted_without_force() {
+    let home = home();
+    home.start();
+    assert_eq!(home.run(&["apply", "-f", &examples()]).code, 0);
+    let refused = home.run(&["delete", "mcpserver", "files"]);
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(
+        refused.stderr.contains("used by Agent \"file-helper\""),
+        "{refused}"
+    );
+    assert_eq!(home.run(&["get", "mcpserver", "files"]).code, 0);
+    let forced = home.run(&["delete", "mcpserver", "files", "--force"]);
+    assert_eq!(forced.code, 0, "{forced}");
+}
+
+#[test]
+fn secrets_are_masked_and_never_logged_and_the_store_is_private() {
+    let home = home();
+    home.start();
+    let text = "\
+apiVersion: agentic.stigmer.ai/v1
+kind: Environment
+metadata: {name: prod}
+spec:
+  variables:
+    TOKEN: {value: super-secret-value-42, secret: true}
+    REGION: {value: eu-west-1}
+";
+    let path = write(&home, "env.yaml", text);
+    assert_eq!(home.run(&["apply", "-f", &path]).code, 0);
+    for format in ["json", "yaml", "table"] {
+        let got = home.run(&["get", "env", "prod", "-o", format]);
+        assert!(!got.stdout.contains("super-secret-value-42"), "{got}");
+    }
+    let got = home.run(&["get", "env", "prod", "-o", "json"]);
+    assert!(
+        got.stdout.contains("eu-west-1") && got.stdout.contains("****"),
+        "{got}"
+    );
+    for component in ["daemon", "agent-runner", "workflow-runner", "temporal"] {
+        assert!(!home.log(component).contains("super-secret-value-42"));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(home.path().join("data/stigmer.db"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "the store must be readable by the user alone"
+    );
+    let data_mode = std::fs::metadata(home.path().join("data"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(data_mode & 0o077, 0);
+}
+
+#[test]
+fn manifests_are_read_from_stdin() {
+    let home = home();
+    home.start();
+    let mut child = home
+        .command(&["apply", "-f", "-", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(WORKFLOW.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let items: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(items[0]["name"], "nightly");
+}
+
+#[test]
+fn bad_input_exits_2_and_names_the_file() {
+    let home = home();
+    let empty = write(&home, "empty.yaml", "");
+    let outcome = home.run(&["apply", "-f", &empty]);
+    assert_eq!(outcome.code, 2, "{outcome}");
+    assert!(
+        outcome
+            .stderr
+            .contains(&format!("{empty}: the file holds no manifest")),
+        "{outcome}"
+    );
+    let missing = home.run(&["apply", "-f", "/no/such/file.yaml"]);
+    assert_eq!(missing.code, 2, "{missing}");
+    assert!(missing.stderr.contains("/no/such/file.yaml"), "{missing}");
+    let kind = home.run(&["get", "agnets"]);
+    assert_eq!(kind.code, 2, "{kind}");
+    assert!(kind.stderr.contains("did you mean `agents`"), "{kind}");
+    assert_eq!(
+        home.run(&["server", "status"]).code,
+        3,
+        "bad input must not start a daemon"
+    );
+}
+
+#[test]
+fn requests_without_the_token_are_rejected() {
+    let home = home();
+    home.start();
+    let address = TestHome::component(&home.status(), "server")["endpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use stigmer_proto::resources::v1::ListRequest;
+        use stigmer_proto::resources::v1::resource_service_client::ResourceServiceClient;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = ResourceServiceClient::new(channel.clone());
+        let status = client
+            .list(ListRequest {
+                kind: "Agent".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        let mut request = tonic::Request::new(ListRequest {
+            kind: "Agent".into(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", "Bearer wrong".parse().unwrap());
+        let status = client.list(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        // Health stays open, for probes and grpcurl.
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let answer = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(answer.into_inner().status, 1, "SERVING");
+    });
+}
