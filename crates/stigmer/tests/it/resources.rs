@@ -185,7 +185,7 @@ spec:
     );
     let outcome = home.run(&["apply", "-f", &path]);
     assert_eq!(outcome.code, 2, "{outcome}");
-    assert!(outcome.stderr.contains(":4:7: document 1"), "{outcome}");
+    assert!(outcome.stderr.contains(":4:8: document 1"), "{outcome}");
     assert!(
         outcome.stderr.contains("did you mean `instructions`"),
         "{outcome}"
