@@ -434,3 +434,54 @@ fn requests_without_the_token_are_rejected() {
         assert_eq!(answer.into_inner().status, 1, "SERVING");
     });
 }
+
+#[test]
+fn server_reflection_lists_the_services() {
+    let home = home();
+    home.start();
+    let address = TestHome::component(&home.status(), "server")["endpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let services = runtime.block_on(async {
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = ServerReflectionClient::new(channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = responses.message().await.unwrap().unwrap();
+        match response.message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => list
+                .service
+                .into_iter()
+                .map(|service| service.name)
+                .collect::<Vec<_>>(),
+            other => panic!("unexpected reflection answer: {other:?}"),
+        }
+    });
+    for expected in [
+        "stigmer.daemon.v1.DaemonService",
+        "stigmer.resources.v1.ResourceService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(services.iter().any(|s| s == expected), "{services:?}");
+    }
+}
