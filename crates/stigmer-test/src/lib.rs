@@ -2,6 +2,8 @@
 //! readiness waits with deadlines (never fixed sleeps), and cleanup of every process a test
 //! started, even when the test fails.
 
+pub mod llm;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -448,10 +448,10 @@ fn server_reflection_lists_the_services() {
         .build()
         .unwrap();
     let services = runtime.block_on(async {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
         use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1::ServerReflectionRequest;
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
             .unwrap()
             .connect()

@@ -1,0 +1,419 @@
+//! Model calls, behind our own types: one streamed model turn in, text deltas and a
+//! [`TurnResult`] out, errors classified as retryable or not.
+//!
+//! Ollama (native `/api/chat`), OpenAI-compatible endpoints and Anthropic are spoken through
+//! `genai` (pinned), which stays an implementation detail of this crate: the agent loop only
+//! sees [`Message`], [`ToolSpec`], [`StreamEvent`] and [`LlmError`].
+
+use futures::StreamExt;
+use genai::adapter::AdapterKind;
+use genai::chat::{
+    ChatMessage, ChatOptions, ChatRequest, ChatStreamEvent, ContentPart, MessageContent, Tool,
+    ToolResponse,
+};
+use genai::resolver::{AuthData, Endpoint};
+use genai::{ModelIden, ServiceTarget};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+
+/// LLM providers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Ollama,
+    Openai,
+    Anthropic,
+}
+
+impl Provider {
+    pub fn parse(text: &str) -> Option<Provider> {
+        match text.to_ascii_lowercase().as_str() {
+            "ollama" => Some(Provider::Ollama),
+            "openai" => Some(Provider::Openai),
+            "anthropic" => Some(Provider::Anthropic),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Ollama => "ollama",
+            Provider::Openai => "openai",
+            Provider::Anthropic => "anthropic",
+        }
+    }
+
+    /// The provider's public endpoint.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            Provider::Ollama => "http://localhost:11434",
+            Provider::Openai => "https://api.openai.com/v1",
+            Provider::Anthropic => "https://api.anthropic.com/v1",
+        }
+    }
+
+    /// The model used when none is configured.
+    pub fn default_model(self) -> &'static str {
+        match self {
+            Provider::Ollama => "qwen2.5-coder:7b",
+            Provider::Openai => "gpt-4o-mini",
+            Provider::Anthropic => "claude-sonnet-4-5",
+        }
+    }
+}
+
+/// Which model to call and how.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub provider: Provider,
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u32>,
+}
+
+impl std::fmt::Debug for ModelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelConfig")
+            .field("provider", &self.provider)
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "****"))
+            .field("temperature", &self.temperature)
+            .field("max_tokens", &self.max_tokens)
+            .finish()
+    }
+}
+
+/// One message of a conversation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "role", rename_all = "lowercase")]
+pub enum Message {
+    System {
+        text: String,
+    },
+    User {
+        text: String,
+    },
+    Assistant {
+        text: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<ToolCall>,
+    },
+    Tool {
+        call_id: String,
+        name: String,
+        content: String,
+    },
+}
+
+/// A tool the model asked for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: Value,
+}
+
+/// A tool offered to the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments.
+    pub parameters: Value,
+}
+
+/// Tokens of one turn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// What arrives while a turn streams.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    TextDelta(String),
+}
+
+/// The outcome of one model turn.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TurnResult {
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub usage: Usage,
+    pub stop_reason: Option<String>,
+}
+
+/// Why a model call failed, classified for retries.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LlmError {
+    /// Worth retrying: rate limits, server errors, dropped connections, timeouts.
+    #[error("{message}")]
+    Retryable { message: String },
+    /// Retrying cannot help: authentication, bad requests, unknown models.
+    #[error("{message}")]
+    Fatal { message: String },
+}
+
+impl LlmError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, LlmError::Retryable { .. })
+    }
+}
+
+/// Calls one configured model.
+pub struct LlmClient {
+    client: genai::Client,
+    config: ModelConfig,
+}
+
+/// The longest silence tolerated inside a streaming answer.
+const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl LlmClient {
+    pub fn new(config: ModelConfig) -> Result<LlmClient, LlmError> {
+        // reqwest is built without a default TLS provider; ring is the one the rest of the
+        // binary already links. Installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = genai::Client::new().map_err(|error| LlmError::Fatal {
+            message: format!("cannot set up the HTTP client: {error}"),
+        })?;
+        Ok(LlmClient { client, config })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Streams one model turn, calling `on_event` for every text delta.
+    pub async fn stream_turn(
+        &self,
+        messages: &[Message],
+        tools: &[ToolSpec],
+        on_event: &mut (dyn FnMut(StreamEvent) + Send),
+    ) -> Result<TurnResult, LlmError> {
+        let request = chat_request(messages, tools);
+        let mut options = ChatOptions::default()
+            .with_capture_usage(true)
+            .with_capture_content(true)
+            .with_capture_tool_calls(true)
+            .with_stream_read_timeout(STREAM_READ_TIMEOUT);
+        if let Some(temperature) = self.config.temperature {
+            options = options.with_temperature(temperature);
+        }
+        if let Some(max_tokens) = self.config.max_tokens {
+            options = options.with_max_tokens(max_tokens);
+        }
+        let response = self
+            .client
+            .exec_chat_stream(self.target(), request, Some(&options))
+            .await
+            .map_err(|error| classify(&self.config, &error))?;
+        let mut stream = response.stream;
+        let mut text = String::new();
+        let mut result = TurnResult::default();
+        let mut ended = false;
+        while let Some(event) = stream.next().await {
+            match event.map_err(|error| classify(&self.config, &error))? {
+                ChatStreamEvent::Chunk(chunk) if !chunk.content.is_empty() => {
+                    text.push_str(&chunk.content);
+                    on_event(StreamEvent::TextDelta(chunk.content));
+                }
+                ChatStreamEvent::End(end) => {
+                    ended = true;
+                    if let Some(usage) = &end.captured_usage {
+                        result.usage = Usage {
+                            input_tokens: usage.prompt_tokens.unwrap_or(0).max(0) as u64,
+                            output_tokens: usage.completion_tokens.unwrap_or(0).max(0) as u64,
+                        };
+                    }
+                    result.stop_reason = end
+                        .captured_stop_reason
+                        .as_ref()
+                        .map(|reason| format!("{reason:?}"));
+                    if let Some(calls) = end.captured_tool_calls() {
+                        result.tool_calls = calls
+                            .into_iter()
+                            .map(|call| ToolCall {
+                                id: call.call_id.clone(),
+                                name: call.fn_name.clone(),
+                                arguments: normalize_arguments(&call.fn_arguments),
+                            })
+                            .collect();
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !ended {
+            // A cut connection can look like a clean end of the byte stream; without the
+            // provider's end marker the answer may be truncated.
+            return Err(LlmError::Retryable {
+                message: format!(
+                    "the answer from {} at {} ended before the model finished",
+                    self.config.provider.as_str(),
+                    self.config.base_url
+                ),
+            });
+        }
+        result.text = text;
+        Ok(result)
+    }
+
+    fn target(&self) -> ServiceTarget {
+        let kind = match self.config.provider {
+            Provider::Ollama => AdapterKind::Ollama,
+            Provider::Openai => AdapterKind::OpenAI,
+            Provider::Anthropic => AdapterKind::Anthropic,
+        };
+        let mut base = self.config.base_url.trim_end_matches('/').to_owned();
+        if self.config.provider == Provider::Anthropic && !base.ends_with("/v1") {
+            base.push_str("/v1");
+        }
+        base.push('/');
+        ServiceTarget {
+            endpoint: Endpoint::from_owned(base),
+            auth: match &self.config.api_key {
+                Some(key) => AuthData::from_single(key.clone()),
+                None => AuthData::from_single(""),
+            },
+            model: ModelIden::new(kind, self.config.model.clone()),
+        }
+    }
+}
+
+/// Models answer arguments as an object or as a JSON string; we always hand on an object.
+fn normalize_arguments(arguments: &Value) -> Value {
+    match arguments {
+        Value::String(text) => serde_json::from_str(text).unwrap_or_else(|_| arguments.clone()),
+        Value::Null => Value::Object(Default::default()),
+        other => other.clone(),
+    }
+}
+
+fn chat_request(messages: &[Message], tools: &[ToolSpec]) -> ChatRequest {
+    let mut chat_messages = Vec::with_capacity(messages.len());
+    let mut system = None;
+    for message in messages {
+        match message {
+            Message::System { text } => system = Some(text.clone()),
+            Message::User { text } => chat_messages.push(ChatMessage::user(text.clone())),
+            Message::Assistant { text, tool_calls } => {
+                let mut content = if text.is_empty() {
+                    MessageContent::default()
+                } else {
+                    MessageContent::from_text(text.clone())
+                };
+                for call in tool_calls {
+                    content.push(ContentPart::ToolCall(genai::chat::ToolCall {
+                        call_id: call.id.clone(),
+                        fn_name: call.name.clone(),
+                        fn_arguments: call.arguments.clone(),
+                        thought_signatures: None,
+                    }));
+                }
+                chat_messages.push(ChatMessage::assistant(content));
+            }
+            Message::Tool {
+                call_id,
+                name,
+                content,
+            } => chat_messages.push(ChatMessage::from(
+                ToolResponse::new(call_id.clone(), content.clone()).with_fn_name(name.clone()),
+            )),
+        }
+    }
+    let mut request = ChatRequest::new(chat_messages);
+    if let Some(system) = system {
+        request = request.with_system(system);
+    }
+    if !tools.is_empty() {
+        request = request.with_tools(tools.iter().map(|tool| {
+            Tool::new(tool.name.clone())
+                .with_description(tool.description.clone())
+                .with_schema(tool.parameters.clone())
+        }));
+    }
+    request
+}
+
+/// Classifies a provider error: HTTP 429, 5xx and transport failures are retryable; other
+/// statuses (401, 403, 400, 404) are not. The provider's own message is kept.
+fn classify(config: &ModelConfig, error: &genai::Error) -> LlmError {
+    let status = status_of(error);
+    let detail = provider_message(error);
+    let endpoint = format!("{} at {}", config.provider.as_str(), config.base_url);
+    match status {
+        Some(429) => LlmError::Retryable {
+            message: format!("{endpoint} is rate limiting (HTTP 429): {detail}"),
+        },
+        Some(code) if code >= 500 => LlmError::Retryable {
+            message: format!("{endpoint} failed (HTTP {code}): {detail}"),
+        },
+        Some(401) | Some(403) => LlmError::Fatal {
+            message: format!(
+                "{endpoint} rejected the credentials (HTTP {}): {detail}",
+                status.unwrap_or_default()
+            ),
+        },
+        Some(404) => LlmError::Fatal {
+            message: format!(
+                "{endpoint} does not know model {:?} (HTTP 404): {detail}",
+                config.model
+            ),
+        },
+        Some(code) => LlmError::Fatal {
+            message: format!("{endpoint} refused the request (HTTP {code}): {detail}"),
+        },
+        None => LlmError::Retryable {
+            message: format!("cannot talk to {endpoint}: {detail}"),
+        },
+    }
+}
+
+/// The HTTP status behind an error; streaming errors wrap the failed response inside.
+fn status_of(error: &genai::Error) -> Option<u16> {
+    if let Some(status) = error.status() {
+        return Some(status.as_u16());
+    }
+    if let genai::Error::WebStream { error: inner, .. } = error {
+        if let Some(genai_error) = inner.downcast_ref::<genai::Error>() {
+            return status_of(genai_error);
+        }
+        if let Some(reqwest_error) = inner.downcast_ref::<reqwest::Error>() {
+            return reqwest_error.status().map(|status| status.as_u16());
+        }
+    }
+    None
+}
+
+fn provider_message(error: &genai::Error) -> String {
+    let text = match error {
+        genai::Error::WebStream { error: inner, .. } => {
+            match inner.downcast_ref::<genai::Error>() {
+                Some(genai::Error::HttpError { body, .. }) => body.clone(),
+                Some(other) => other.to_string(),
+                None => inner.to_string(),
+            }
+        }
+        genai::Error::HttpError { body, .. } => body.clone(),
+        other => other.to_string(),
+    };
+    // Pull the provider's own message out of a JSON error body when there is one.
+    if let Some(start) = text.find('{')
+        && let Ok(body) = serde_json::from_str::<Value>(text[start..].trim())
+    {
+        let message = body
+            .pointer("/error/message")
+            .or_else(|| body.pointer("/error"))
+            .or_else(|| body.pointer("/message"));
+        if let Some(Value::String(message)) = message {
+            return message.clone();
+        }
+    }
+    text.lines().next().unwrap_or_default().to_owned()
+}
