@@ -43,7 +43,8 @@ fn start_status_stop() {
         assert_eq!(component["restarts"], 0, "{component}");
         assert!(component["uptime_secs"].is_u64(), "{component}");
         assert!(component["container_id"].is_null());
-        let keys: Vec<&String> = component.as_object().unwrap().keys().collect();
+        let mut keys: Vec<&String> = component.as_object().unwrap().keys().collect();
+        keys.sort();
         assert_eq!(
             keys,
             [
