@@ -21,6 +21,16 @@ impl EnvVars {
     pub const TEMPORAL_ADDRESS: &'static str = "TEMPORAL_ADDRESS";
     /// Temporal namespace (`temporal.namespace`).
     pub const TEMPORAL_NAMESPACE: &'static str = "TEMPORAL_NAMESPACE";
+    /// Default LLM provider (`ollama`, `openai`, `anthropic`); `llm.provider` wins.
+    pub const STIGMER_LLM_PROVIDER: &'static str = "STIGMER_LLM_PROVIDER";
+    /// Default model; `llm.model` wins.
+    pub const STIGMER_LLM_MODEL: &'static str = "STIGMER_LLM_MODEL";
+    /// Base URL of the default provider; `llm.base_url` wins.
+    pub const STIGMER_LLM_BASE_URL: &'static str = "STIGMER_LLM_BASE_URL";
+    /// API key for OpenAI-compatible endpoints.
+    pub const OPENAI_API_KEY: &'static str = "OPENAI_API_KEY";
+    /// API key for Anthropic.
+    pub const ANTHROPIC_API_KEY: &'static str = "ANTHROPIC_API_KEY";
     /// A `tracing` filter directive that overrides `logs.level` for every component.
     pub const STIGMER_LOG: &'static str = "STIGMER_LOG";
     /// Disables colour in human output (<https://no-color.org>).

@@ -7,6 +7,7 @@
 //! refuses a missing, malformed or unknown `STIGMER_*` variable and names it. Process and
 //! container runners use the same variables.
 
+use crate::llm::LlmProvider;
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -62,6 +63,12 @@ pub struct RunnerLaunchSpec {
     pub workspace_dir: PathBuf,
     /// `tracing` filter directive, e.g. `info`.
     pub log_filter: String,
+    /// The stack's default model (agents may name another).
+    pub llm_provider: LlmProvider,
+    pub llm_model: String,
+    pub llm_base_url: String,
+    pub openai_api_key: Option<Secret>,
+    pub anthropic_api_key: Option<Secret>,
 }
 
 const ROLE: &str = "STIGMER_RUNNER_ROLE";
@@ -74,10 +81,15 @@ const API_ENDPOINT: &str = "STIGMER_API_ENDPOINT";
 const API_TOKEN: &str = "STIGMER_API_TOKEN";
 const WORKSPACE_DIR: &str = "STIGMER_WORKSPACE_DIR";
 const LOG: &str = "STIGMER_LOG";
+const LLM_PROVIDER: &str = "STIGMER_LLM_PROVIDER";
+const LLM_MODEL: &str = "STIGMER_LLM_MODEL";
+const LLM_BASE_URL: &str = "STIGMER_LLM_BASE_URL";
+const OPENAI_API_KEY: &str = "STIGMER_OPENAI_API_KEY";
+const ANTHROPIC_API_KEY: &str = "STIGMER_ANTHROPIC_API_KEY";
 
 impl RunnerLaunchSpec {
-    /// The variables of the contract; a runner accepts no other `STIGMER_*` variable.
-    pub const VARIABLES: [&'static str; 10] = [
+    /// The variables every launch sets.
+    pub const REQUIRED: [&'static str; 13] = [
         ROLE,
         HOME,
         TEMPORAL_ADDRESS,
@@ -88,7 +100,18 @@ impl RunnerLaunchSpec {
         API_TOKEN,
         WORKSPACE_DIR,
         LOG,
+        LLM_PROVIDER,
+        LLM_MODEL,
+        LLM_BASE_URL,
     ];
+
+    /// Variables set only when there is a value (API keys).
+    pub const OPTIONAL: [&'static str; 2] = [OPENAI_API_KEY, ANTHROPIC_API_KEY];
+
+    /// Every variable of the contract; a runner accepts no other `STIGMER_*` variable.
+    pub fn variables() -> impl Iterator<Item = &'static str> {
+        Self::REQUIRED.into_iter().chain(Self::OPTIONAL)
+    }
 
     /// The environment variables that carry this spec.
     pub fn to_env(&self) -> Vec<(String, String)> {
@@ -103,10 +126,20 @@ impl RunnerLaunchSpec {
             (API_TOKEN, self.api_token.expose().to_owned()),
             (WORKSPACE_DIR, path_string(&self.workspace_dir)),
             (LOG, self.log_filter.clone()),
+            (LLM_PROVIDER, self.llm_provider.as_str().to_owned()),
+            (LLM_MODEL, self.llm_model.clone()),
+            (LLM_BASE_URL, self.llm_base_url.clone()),
+        ];
+        let optional = [
+            (OPENAI_API_KEY, self.openai_api_key.as_ref()),
+            (ANTHROPIC_API_KEY, self.anthropic_api_key.as_ref()),
         ];
         pairs
             .into_iter()
             .map(|(name, value)| (name.to_owned(), value))
+            .chain(optional.into_iter().filter_map(|(name, value)| {
+                value.map(|secret| (name.to_owned(), secret.expose().to_owned()))
+            }))
             .collect()
     }
 
@@ -122,7 +155,7 @@ impl RunnerLaunchSpec {
             .collect();
         if let Some(unknown) = stigmer_vars
             .keys()
-            .find(|name| !Self::VARIABLES.contains(&name.as_str()))
+            .find(|name| !Self::variables().any(|known| known == name.as_str()))
         {
             return Err(LaunchSpecError::Unknown {
                 name: unknown.clone(),
@@ -169,6 +202,22 @@ impl RunnerLaunchSpec {
         let api_token = Secret::new(take(API_TOKEN)?);
         let workspace_dir = PathBuf::from(take(WORKSPACE_DIR)?);
         let log_filter = take(LOG)?;
+        let provider_value = take(LLM_PROVIDER)?;
+        let llm_provider = LlmProvider::parse(&provider_value).ok_or(LaunchSpecError::Invalid {
+            name: LLM_PROVIDER,
+            value: provider_value,
+            expected: "`ollama`, `openai` or `anthropic`",
+        })?;
+        let llm_model = take(LLM_MODEL)?;
+        let llm_base_url = take(LLM_BASE_URL)?;
+        let mut optional = |name: &'static str| {
+            stigmer_vars
+                .remove(name)
+                .filter(|value| !value.is_empty())
+                .map(Secret::new)
+        };
+        let openai_api_key = optional(OPENAI_API_KEY);
+        let anthropic_api_key = optional(ANTHROPIC_API_KEY);
         Ok(RunnerLaunchSpec {
             role,
             home,
@@ -180,6 +229,11 @@ impl RunnerLaunchSpec {
             api_token,
             workspace_dir,
             log_filter,
+            llm_provider,
+            llm_model,
+            llm_base_url,
+            openai_api_key,
+            anthropic_api_key,
         })
     }
 }
@@ -198,6 +252,11 @@ impl fmt::Debug for RunnerLaunchSpec {
             .field("api_token", &self.api_token)
             .field("workspace_dir", &self.workspace_dir)
             .field("log_filter", &self.log_filter)
+            .field("llm_provider", &self.llm_provider)
+            .field("llm_model", &self.llm_model)
+            .field("llm_base_url", &self.llm_base_url)
+            .field("openai_api_key", &self.openai_api_key)
+            .field("anthropic_api_key", &self.anthropic_api_key)
             .finish()
     }
 }
@@ -226,12 +285,11 @@ pub enum LaunchSpecError {
 }
 
 fn closest_variable(name: &str) -> Option<String> {
-    RunnerLaunchSpec::VARIABLES
-        .iter()
+    RunnerLaunchSpec::variables()
         .map(|candidate| (strsim::jaro_winkler(name, candidate), candidate))
         .filter(|(score, _)| *score > 0.85)
         .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, candidate)| (*candidate).to_owned())
+        .map(|(_, candidate)| candidate.to_owned())
 }
 
 fn looks_like_host_port(value: &str) -> bool {
@@ -260,6 +318,11 @@ mod tests {
             api_token: Secret::new("token-value"),
             workspace_dir: PathBuf::from("/tmp/home/workspace"),
             log_filter: "info".into(),
+            llm_provider: LlmProvider::Ollama,
+            llm_model: "qwen2.5-coder:7b".into(),
+            llm_base_url: "http://localhost:11434".into(),
+            openai_api_key: Some(Secret::new("sk-openai-value")),
+            anthropic_api_key: None,
         }
     }
 
@@ -268,16 +331,27 @@ mod tests {
         let spec = sample();
         let env = spec.to_env();
         let names: Vec<&str> = env.iter().map(|(name, _)| name.as_str()).collect();
-        assert_eq!(names, RunnerLaunchSpec::VARIABLES);
+        let mut expected: Vec<&str> = RunnerLaunchSpec::REQUIRED.to_vec();
+        expected.push("STIGMER_OPENAI_API_KEY");
+        assert_eq!(names, expected);
         // Unrelated variables (PATH, HOME) are ignored.
         let mut with_noise = env.clone();
         with_noise.push(("PATH".into(), "/usr/bin".into()));
         assert_eq!(RunnerLaunchSpec::from_env(with_noise).unwrap(), spec);
+        // Optional keys may be absent.
+        let without_keys = RunnerLaunchSpec {
+            openai_api_key: None,
+            ..spec
+        };
+        assert_eq!(
+            RunnerLaunchSpec::from_env(without_keys.to_env()).unwrap(),
+            without_keys
+        );
     }
 
     #[test]
     fn every_missing_variable_is_named() {
-        for missing in RunnerLaunchSpec::VARIABLES {
+        for missing in RunnerLaunchSpec::REQUIRED {
             let env = sample()
                 .to_env()
                 .into_iter()
@@ -351,6 +425,7 @@ mod tests {
     fn debug_output_redacts_the_token() {
         let printed = format!("{:?}", sample());
         assert!(!printed.contains("token-value"), "{printed}");
+        assert!(!printed.contains("sk-openai-value"), "{printed}");
         assert!(printed.contains("127.0.0.1:7233"));
     }
 }

@@ -10,16 +10,18 @@
 mod env_vars;
 mod home;
 mod launch;
+mod llm;
 mod secret;
 mod settings;
 
 pub use env_vars::EnvVars;
 pub use home::{Component, StigmerHome};
 pub use launch::{LaunchSpecError, RunnerLaunchSpec, RunnerRole};
+pub use llm::LlmProvider;
 pub use secret::Secret;
 pub use settings::{
-    ConfigError, ConfigFile, LogSettings, Overrides, ServerSettings, Settings, SupervisorSettings,
-    TemporalMode, TemporalSettings, find_temporal_binary,
+    ConfigError, ConfigFile, LlmSettings, LogSettings, Overrides, ServerSettings, Settings,
+    SupervisorSettings, TemporalMode, TemporalSettings, find_temporal_binary,
 };
 
 /// Temporal task queue polled by the agent runner.

@@ -6,6 +6,8 @@
 
 use crate::env_vars::EnvVars;
 use crate::home::StigmerHome;
+use crate::llm::LlmProvider;
+use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -21,6 +23,18 @@ pub struct ConfigFile {
     pub supervisor: SupervisorFile,
     #[serde(default)]
     pub logs: LogsFile,
+    #[serde(default)]
+    pub llm: LlmFile,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmFile {
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub base_url: Option<String>,
+    /// Prefer OPENAI_API_KEY / ANTHROPIC_API_KEY; this is the fallback for the configured provider.
+    pub api_key: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -108,6 +122,17 @@ pub struct Settings {
     pub temporal: TemporalSettings,
     pub supervisor: SupervisorSettings,
     pub logs: LogSettings,
+    pub llm: LlmSettings,
+}
+
+/// The default model of the stack (an agent's `spec.model` and `stigmer run --model` override it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LlmSettings {
+    pub provider: LlmProvider,
+    pub model: String,
+    pub base_url: String,
+    pub openai_api_key: Option<Secret>,
+    pub anthropic_api_key: Option<Secret>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -355,14 +380,69 @@ impl Settings {
             max_files: file.logs.max_files.unwrap_or(log_defaults.max_files),
         };
 
+        let llm = resolve_llm(&file.llm, env)?;
         Ok(Settings {
             home,
             server: ServerSettings { port: server_port },
             temporal: TemporalSettings { mode, namespace },
             supervisor,
             logs,
+            llm,
         })
     }
+}
+
+/// The stack's default model. Unlike the other settings, `config.yaml` wins over the
+/// environment here (`llm.*` > `STIGMER_LLM_*`), so that a project's configured model is not
+/// silently replaced by a variable left in a shell; API keys come from `OPENAI_API_KEY` /
+/// `ANTHROPIC_API_KEY` first and `llm.api_key` second.
+fn resolve_llm(
+    file: &LlmFile,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<LlmSettings, ConfigError> {
+    let non_empty = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+    let provider = match &file.provider {
+        Some(text) => LlmProvider::parse(text).ok_or_else(|| ConfigError::Invalid {
+            key: "llm.provider",
+            message: format!("unknown provider {text:?}: expected ollama, openai or anthropic"),
+        })?,
+        None => match non_empty(EnvVars::STIGMER_LLM_PROVIDER) {
+            Some(text) => LlmProvider::parse(&text).ok_or(ConfigError::InvalidEnv {
+                name: EnvVars::STIGMER_LLM_PROVIDER,
+                value: text,
+                expected: "ollama, openai or anthropic",
+            })?,
+            None => LlmProvider::Ollama,
+        },
+    };
+    let model = file
+        .model
+        .clone()
+        .or_else(|| non_empty(EnvVars::STIGMER_LLM_MODEL))
+        .unwrap_or_else(|| provider.default_model().to_owned());
+    let base_url = file
+        .base_url
+        .clone()
+        .or_else(|| non_empty(EnvVars::STIGMER_LLM_BASE_URL))
+        .unwrap_or_else(|| provider.default_base_url().to_owned());
+    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        return Err(ConfigError::Invalid {
+            key: "llm.base_url",
+            message: format!("{base_url:?} is not an http:// or https:// URL"),
+        });
+    }
+    let key_for = |variable: &str, wanted: LlmProvider| {
+        non_empty(variable)
+            .or_else(|| file.api_key.clone().filter(|_| provider == wanted))
+            .map(Secret::new)
+    };
+    Ok(LlmSettings {
+        provider,
+        model,
+        base_url: base_url.trim_end_matches('/').to_owned(),
+        openai_api_key: key_for(EnvVars::OPENAI_API_KEY, LlmProvider::Openai),
+        anthropic_api_key: key_for(EnvVars::ANTHROPIC_API_KEY, LlmProvider::Anthropic),
+    })
 }
 
 /// Finds the `temporal` CLI: `$STIGMER_TEMPORAL_BIN`, then `PATH`, then `$STIGMER_HOME/bin`.
@@ -595,6 +675,51 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn llm_settings_resolve_file_over_environment_with_keys_from_the_environment() {
+        let (settings, _dir) = resolve("", &[], Overrides::default());
+        let llm = settings.unwrap().llm;
+        assert_eq!(llm.provider, LlmProvider::Ollama);
+        assert_eq!(llm.model, "qwen2.5-coder:7b");
+        assert_eq!(llm.base_url, "http://localhost:11434");
+
+        let env = [
+            ("STIGMER_LLM_PROVIDER", "openai"),
+            ("STIGMER_LLM_BASE_URL", "http://127.0.0.1:9/v1/"),
+            ("OPENAI_API_KEY", "sk-env"),
+        ];
+        let (settings, _dir) = resolve("", &env, Overrides::default());
+        let llm = settings.unwrap().llm;
+        assert_eq!(llm.provider, LlmProvider::Openai);
+        assert_eq!(llm.model, "gpt-4o-mini");
+        assert_eq!(llm.base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(llm.openai_api_key, Some(Secret::new("sk-env")));
+        assert_eq!(llm.anthropic_api_key, None);
+
+        let yaml = "llm:\n  provider: anthropic\n  model: claude-x\n  api_key: from-file\n";
+        let (settings, _dir) = resolve(yaml, &env, Overrides::default());
+        let llm = settings.unwrap().llm;
+        assert_eq!(
+            llm.provider,
+            LlmProvider::Anthropic,
+            "the file wins over the environment"
+        );
+        assert_eq!(llm.model, "claude-x");
+        assert_eq!(llm.anthropic_api_key, Some(Secret::new("from-file")));
+        assert_eq!(llm.openai_api_key, Some(Secret::new("sk-env")));
+
+        let (error, _dir) = resolve("llm:\n  provider: gemini\n", &[], Overrides::default());
+        assert!(matches!(
+            error,
+            Err(ConfigError::Invalid {
+                key: "llm.provider",
+                ..
+            })
+        ));
+        let (error, _dir) = resolve("", &[("STIGMER_LLM_PROVIDER", "x")], Overrides::default());
+        assert!(matches!(error, Err(ConfigError::InvalidEnv { .. })));
     }
 
     #[test]

@@ -567,6 +567,7 @@ fn runner_factory(
     let home = settings.home.clone();
     let namespace = settings.temporal.namespace.clone();
     let log_filter = settings.logs.level.clone();
+    let llm = settings.llm.clone();
     let daemon_pid = std::process::id();
     let epoch_ms = chrono::Utc::now().timestamp_millis();
     Box::new(move |generation| {
@@ -584,6 +585,11 @@ fn runner_factory(
             api_token: api_token.clone(),
             workspace_dir: home.workspace_dir(),
             log_filter: log_filter.clone(),
+            llm_provider: llm.provider,
+            llm_model: llm.model.clone(),
+            llm_base_url: llm.base_url.clone(),
+            openai_api_key: llm.openai_api_key.clone(),
+            anthropic_api_key: llm.anthropic_api_key.clone(),
         };
         let mut command = Command::new(&executable);
         command.args(["internal", component.name()]);

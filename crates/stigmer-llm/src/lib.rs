@@ -17,51 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
 
-/// LLM providers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    Ollama,
-    Openai,
-    Anthropic,
-}
-
-impl Provider {
-    pub fn parse(text: &str) -> Option<Provider> {
-        match text.to_ascii_lowercase().as_str() {
-            "ollama" => Some(Provider::Ollama),
-            "openai" => Some(Provider::Openai),
-            "anthropic" => Some(Provider::Anthropic),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Ollama => "ollama",
-            Provider::Openai => "openai",
-            Provider::Anthropic => "anthropic",
-        }
-    }
-
-    /// The provider's public endpoint.
-    pub fn default_base_url(self) -> &'static str {
-        match self {
-            Provider::Ollama => "http://localhost:11434",
-            Provider::Openai => "https://api.openai.com/v1",
-            Provider::Anthropic => "https://api.anthropic.com/v1",
-        }
-    }
-
-    /// The model used when none is configured.
-    pub fn default_model(self) -> &'static str {
-        match self {
-            Provider::Ollama => "qwen2.5-coder:7b",
-            Provider::Openai => "gpt-4o-mini",
-            Provider::Anthropic => "claude-sonnet-4-5",
-        }
-    }
-}
+pub use stigmer_config::LlmProvider as Provider;
 
 /// Which model to call and how.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -416,4 +372,78 @@ fn provider_message(error: &genai::Error) -> String {
         }
     }
     text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Whether Ollama serves a model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelCheck {
+    Available,
+    /// Ollama answers but does not have the model; these are the ones it has.
+    Missing {
+        available: Vec<String>,
+    },
+    /// Ollama does not answer.
+    Unreachable {
+        reason: String,
+    },
+}
+
+/// Asks Ollama at `base_url` (`GET /api/tags`) whether it has `model`. Never pulls anything.
+pub async fn check_ollama_model(base_url: &str, model: &str) -> ModelCheck {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let url = format!("{}/api/tags", base_url.trim_end_matches('/'));
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+    {
+        Ok(client) => client,
+        Err(error) => {
+            return ModelCheck::Unreachable {
+                reason: error.to_string(),
+            };
+        }
+    };
+    let response = match client.get(&url).send().await {
+        Ok(response) => response,
+        Err(error) => {
+            return ModelCheck::Unreachable {
+                reason: error.to_string(),
+            };
+        }
+    };
+    let body: Value = match response.error_for_status() {
+        Ok(response) => match response.json().await {
+            Ok(body) => body,
+            Err(error) => {
+                return ModelCheck::Unreachable {
+                    reason: format!("unexpected answer from {url}: {error}"),
+                };
+            }
+        },
+        Err(error) => {
+            return ModelCheck::Unreachable {
+                reason: error.to_string(),
+            };
+        }
+    };
+    let available: Vec<String> = body["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry["name"].as_str().map(str::to_owned))
+        .collect();
+    // `qwen2.5-coder` means `qwen2.5-coder:latest` to Ollama.
+    let wanted = if model.contains(':') {
+        model.to_owned()
+    } else {
+        format!("{model}:latest")
+    };
+    if available
+        .iter()
+        .any(|name| *name == wanted || name == model)
+    {
+        ModelCheck::Available
+    } else {
+        ModelCheck::Missing { available }
+    }
 }

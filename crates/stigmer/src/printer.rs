@@ -35,6 +35,10 @@ impl Printer {
         self.line(&format!("{} {text}", self.paint("1;31", "error:")));
     }
 
+    pub fn warning(&self, text: &str) {
+        self.line(&format!("{} {text}", self.paint("1;33", "warning:")));
+    }
+
     pub fn hint(&self, text: &str) {
         self.line(&format!("{} {text}", self.paint("1;36", "hint:")));
     }

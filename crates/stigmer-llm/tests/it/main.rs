@@ -197,3 +197,33 @@ fn the_api_key_is_redacted_in_debug_output() {
     };
     assert!(!format!("{config:?}").contains("sk-secret"));
 }
+
+#[tokio::test]
+async fn the_ollama_model_check_never_pulls_and_says_what_is_there() {
+    use stigmer_llm::{ModelCheck, check_ollama_model};
+    let server = ScriptedLlm::start(vec![]);
+    server.set_models(&["llama3:latest", "qwen2.5-coder:7b"]);
+    assert_eq!(
+        check_ollama_model(&server.base_url(), "qwen2.5-coder:7b").await,
+        ModelCheck::Available
+    );
+    assert_eq!(
+        check_ollama_model(&server.base_url(), "llama3").await,
+        ModelCheck::Available
+    );
+    match check_ollama_model(&server.base_url(), "mistral:7b").await {
+        ModelCheck::Missing { available } => {
+            assert_eq!(available, ["llama3:latest", "qwen2.5-coder:7b"])
+        }
+        other => panic!("{other:?}"),
+    }
+    let port = stigmer_test::free_port();
+    assert!(matches!(
+        check_ollama_model(&format!("http://127.0.0.1:{port}"), "x").await,
+        ModelCheck::Unreachable { .. }
+    ));
+    assert!(
+        server.requests().is_empty(),
+        "a check is not a chat request"
+    );
+}

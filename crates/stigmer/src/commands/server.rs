@@ -92,6 +92,7 @@ async fn start_detached(settings: Settings, printer: &Printer) -> Result<(), Fai
     match wait_ready(&home, &mut child, deadline, printer).await {
         Ok(status) => {
             print_ready(&status, started, printer);
+            check_default_model(&settings, printer).await;
             Ok(())
         }
         Err(failure) => {
@@ -110,6 +111,7 @@ async fn start_foreground(settings: Settings, printer: Printer) -> Result<ExitCo
         "Starting Stigmer in the foreground (home {}); Ctrl-C stops it",
         home.root().display()
     ));
+    let settings_for_check = settings.clone();
     let mut daemon = tokio::spawn(super::internal::run_daemon(settings));
     let progress = async {
         let mut shown = BTreeSet::new();
@@ -121,6 +123,7 @@ async fn start_foreground(settings: Settings, printer: Printer) -> Result<ExitCo
                 show_progress(&status, &mut shown, &printer);
                 if all_running(&status) {
                     print_ready(&status, started, &printer);
+                    check_default_model(&settings_for_check, &printer).await;
                     return;
                 }
             }
@@ -133,6 +136,39 @@ async fn start_foreground(settings: Settings, printer: Printer) -> Result<ExitCo
     }
     // Keep running until the daemon stops (Ctrl-C or an API shutdown).
     finish_foreground(daemon.await)
+}
+
+/// With Ollama as the default provider, says when the model is missing (and how to get it) or
+/// when Ollama does not answer. It never pulls a model: that is a multi-gigabyte download the
+/// user decides on.
+async fn check_default_model(settings: &Settings, printer: &Printer) {
+    let llm = &settings.llm;
+    if llm.provider != stigmer_config::LlmProvider::Ollama {
+        return;
+    }
+    match stigmer_llm::check_ollama_model(&llm.base_url, &llm.model).await {
+        stigmer_llm::ModelCheck::Available => {}
+        stigmer_llm::ModelCheck::Missing { available } => {
+            printer.warning(&format!(
+                "Ollama at {} does not have the model {}; get it with `ollama pull {}`{}",
+                llm.base_url,
+                llm.model,
+                llm.model,
+                if available.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (it has: {})", available.join(", "))
+                }
+            ));
+        }
+        stigmer_llm::ModelCheck::Unreachable { .. } => {
+            printer.warning(&format!(
+                "Ollama does not answer at {}; start it with `ollama serve`, or set another \
+                 provider (llm.provider in config.yaml)",
+                llm.base_url
+            ));
+        }
+    }
 }
 
 fn finish_foreground(

@@ -36,6 +36,10 @@ fn complete_env() -> Vec<(&'static str, &'static str)> {
             "/tmp/stigmer-contract-test/workspace",
         ),
         ("STIGMER_LOG", "info"),
+        ("STIGMER_LLM_PROVIDER", "ollama"),
+        ("STIGMER_LLM_MODEL", "qwen2.5-coder:7b"),
+        ("STIGMER_LLM_BASE_URL", "http://127.0.0.1:1"),
+        ("STIGMER_OPENAI_API_KEY", "sk-openai-secret"),
     ]
 }
 
@@ -94,5 +98,6 @@ fn a_runner_with_a_complete_environment_logs_its_configuration_without_secrets()
     assert_eq!(first["component"], "agent-runner");
     assert!(first["config"].as_str().unwrap().contains("127.0.0.1:1"));
     assert!(!stdout.contains("secret-token-value"), "{stdout}");
+    assert!(!stdout.contains("sk-openai-secret"), "{stdout}");
     assert!(stdout.contains("cannot connect to Temporal"), "{stdout}");
 }

@@ -518,3 +518,29 @@ fn restart_replaces_the_daemon() {
         "running"
     );
 }
+
+#[test]
+fn start_says_when_the_ollama_model_is_missing_and_never_pulls_it() {
+    let llm = stigmer_test::llm::ScriptedLlm::start(vec![]);
+    llm.set_models(&["llama3:latest"]);
+    let home = home();
+    home.write_config(&format!(
+        "{}llm:\n  provider: ollama\n  model: qwen2.5-coder:7b\n  base_url: {}\n",
+        stigmer_test::TEST_CONFIG,
+        llm.base_url()
+    ));
+    let started = home.start();
+    assert!(
+        started.stderr.contains("does not have the model qwen2.5-coder:7b; get it with `ollama pull qwen2.5-coder:7b` (it has: llama3:latest)"),
+        "{started}"
+    );
+    assert!(
+        llm.requests().is_empty(),
+        "nothing may be pulled or generated"
+    );
+
+    llm.set_models(&["qwen2.5-coder:7b"]);
+    home.run(&["server", "stop"]);
+    let again = home.start();
+    assert!(!again.stderr.contains("warning"), "{again}");
+}
