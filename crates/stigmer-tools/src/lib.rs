@@ -14,16 +14,9 @@ use serde_json::{Value, json};
 use std::path::Path;
 use stigmer_llm::ToolSpec;
 
-/// Names of the built-in tools, in the order they are offered.
-pub const BUILTIN_TOOLS: [&str; 7] = [
-    "write_todos",
-    "ls",
-    "read_file",
-    "write_file",
-    "edit_file",
-    "glob",
-    "grep",
-];
+/// Names of the built-in tools, in the order they are offered (declared with the resource
+/// model, which validates an agent's `tools` against them).
+pub use stigmer_resources::BUILTIN_TOOLS;
 
 /// Most lines `read_file` returns at once.
 const READ_LIMIT: usize = 2000;

@@ -2,7 +2,8 @@
 
 use std::process::{Command, Stdio};
 
-fn runner(env: &[(&str, &str)]) -> (i32, String) {
+/// Runs the agent runner with exactly `env` (plus PATH).
+fn run_runner(env: &[(&str, &str)]) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_stigmer"));
     command
         .args(["internal", "agent-runner"])
@@ -12,7 +13,11 @@ fn runner(env: &[(&str, &str)]) -> (i32, String) {
     for (name, value) in env {
         command.env(name, value);
     }
-    let output = command.output().expect("cannot run the runner");
+    command.output().expect("cannot run the runner")
+}
+
+fn runner(env: &[(&str, &str)]) -> (i32, String) {
+    let output = run_runner(env);
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -79,16 +84,7 @@ fn a_runner_refuses_the_wrong_role() {
 
 #[test]
 fn a_runner_with_a_complete_environment_logs_its_configuration_without_secrets() {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stigmer"));
-    command
-        .args(["internal", "agent-runner"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdin(Stdio::null());
-    for (name, value) in complete_env() {
-        command.env(name, value);
-    }
-    let output = command.output().expect("cannot run the runner");
+    let output = run_runner(&complete_env());
     let stdout = String::from_utf8_lossy(&output.stdout);
     // It accepted the contract, logged its configuration, then failed to reach Temporal.
     assert_eq!(output.status.code(), Some(1), "{stdout}");
