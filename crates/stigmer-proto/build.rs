@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/stigmer/daemon/v1/daemon.proto",
         "proto/stigmer/resources/v1/resources.proto",
+        "proto/stigmer/executions/v1/executions.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -15,6 +15,13 @@ pub mod resources {
     }
 }
 
+/// Agent executions and their event log.
+pub mod executions {
+    pub mod v1 {
+        tonic::include_proto!("stigmer.executions.v1");
+    }
+}
+
 /// Encoded descriptors of every service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/stigmer_descriptor.bin"));

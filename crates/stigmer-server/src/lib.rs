@@ -4,8 +4,10 @@
 //! without sleeps. Every service except gRPC health and reflection requires the per-home API
 //! token (`authorization: Bearer <token>`), so other local users cannot drive this user's stack.
 
+mod executions;
 mod resources;
 
+pub use executions::{EventHub, ExecutionApi, TERMINAL_PHASES, is_terminal};
 pub use resources::ResourceApi;
 
 use std::future::Future;
@@ -14,6 +16,7 @@ use stigmer_proto::daemon::v1::daemon_service_server::{DaemonService, DaemonServ
 use stigmer_proto::daemon::v1::{
     GetStatusRequest, GetStatusResponse, ShutdownRequest, ShutdownResponse,
 };
+use stigmer_proto::executions::v1::execution_service_server::ExecutionServiceServer;
 use stigmer_proto::resources::v1::resource_service_server::ResourceServiceServer;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
@@ -61,6 +64,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<ResourceServiceServer<ResourceApi>>()
         .await;
+    health_reporter
+        .set_serving::<ExecutionServiceServer<ExecutionApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(stigmer_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -83,6 +89,10 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(DaemonServiceServer::with_interceptor(
             DaemonApi { daemon },
+            authenticate.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            ExecutionServiceServer::new(ExecutionApi::new(store.clone())),
             authenticate.clone(),
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(

@@ -39,6 +39,42 @@ pub trait Store: Send + Sync {
     fn put_all(&self, resources: &[Resource]) -> Result<(), StoreError>;
     /// Deletes one resource; false when there was none.
     fn delete(&self, kind: Kind, name: &str) -> Result<bool, StoreError>;
+    /// Appends events to an execution's log in one transaction, numbering them after the
+    /// last stored one. An event whose `key` is already stored for that execution is skipped
+    /// (a retried write). Returns the events actually stored, in order.
+    fn append_events(
+        &self,
+        execution_id: &str,
+        events: &[NewEvent],
+        ts: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Events of an execution with `seq > after_seq`, in order, at most `limit`.
+    fn events_after(
+        &self,
+        execution_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+}
+
+/// An event to append: an idempotency key chosen by the writer, a kind and its data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    pub key: String,
+    pub kind: String,
+    pub data: serde_json::Value,
+}
+
+/// An event in an execution's append-only log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    pub execution_id: String,
+    /// 1, 2, 3, … per execution, without gaps.
+    pub seq: u64,
+    pub key: String,
+    pub ts: String,
+    pub kind: String,
+    pub data: serde_json::Value,
 }
 
 /// Any store serves as the plan's lookup.
@@ -104,9 +140,37 @@ mod tests {
         assert_eq!(store.get(Kind::Agent, "a").unwrap(), None);
     }
 
+    /// The event log behaviour every store must have.
+    pub fn event_conformance(store: &dyn Store) {
+        let event = |key: &str| NewEvent {
+            key: key.into(),
+            kind: "token_delta".into(),
+            data: serde_json::json!({"text": key}),
+        };
+        let stored = store
+            .append_events("aex-1", &[event("a"), event("b")], "t1")
+            .unwrap();
+        assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        // A retried write of "b" is skipped; "c" continues the numbering.
+        let stored = store
+            .append_events("aex-1", &[event("b"), event("c")], "t2")
+            .unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!((stored[0].seq, stored[0].key.as_str()), (3, "c"));
+        // Executions are numbered independently.
+        let other = store.append_events("aex-2", &[event("a")], "t3").unwrap();
+        assert_eq!(other[0].seq, 1);
+        let after = store.events_after("aex-1", 1, 10).unwrap();
+        assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(after[1].data, serde_json::json!({"text": "c"}));
+        assert_eq!(store.events_after("aex-1", 0, 1).unwrap().len(), 1);
+        assert!(store.events_after("aex-9", 0, 10).unwrap().is_empty());
+    }
+
     #[test]
     fn memory_store_conforms() {
         conformance(&MemoryStore::default());
+        event_conformance(&MemoryStore::default());
     }
 
     #[test]
@@ -116,6 +180,7 @@ mod tests {
         {
             let store = SqliteStore::open(&path).unwrap();
             conformance(&store);
+            event_conformance(&store);
         }
         let reopened = SqliteStore::open(&path).unwrap();
         assert_eq!(
@@ -125,6 +190,36 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "the store must be private to its user");
+    }
+
+    #[test]
+    fn an_older_schema_is_migrated_and_keeps_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stigmer.db");
+        {
+            // A version-1 store as the first release wrote it.
+            let connection = rusqlite::Connection::open(&path).unwrap();
+            connection
+                .execute_batch(
+                    "CREATE TABLE resources (kind TEXT NOT NULL, name TEXT NOT NULL, id TEXT NOT NULL UNIQUE,
+                     data TEXT NOT NULL, PRIMARY KEY (kind, name)) WITHOUT ROWID;",
+                )
+                .unwrap();
+            let data = serde_json::to_string(&agent("kept", "x")).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO resources VALUES ('Agent', 'kept', 'agt-kept', ?1)",
+                    [data],
+                )
+                .unwrap();
+            connection.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            store.get(Kind::Agent, "kept").unwrap(),
+            Some(agent("kept", "x"))
+        );
+        event_conformance(&store);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The SQLite [`Store`]: one file, WAL mode, a versioned schema migrated on open.
 
-use crate::{Store, StoreError};
+use crate::{NewEvent, Store, StoreError, StoredEvent};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -15,6 +15,17 @@ const MIGRATIONS: &[&str] = &[
         id TEXT NOT NULL UNIQUE,
         data TEXT NOT NULL,
         PRIMARY KEY (kind, name)
+    ) WITHOUT ROWID;",
+    // 2: the append-only event log of executions.
+    "CREATE TABLE events (
+        execution_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (execution_id, seq),
+        UNIQUE (execution_id, key)
     ) WITHOUT ROWID;",
 ];
 
@@ -180,6 +191,103 @@ impl Store for SqliteStore {
             }
         }
         transaction.commit().map_err(|error| self.backend(error))
+    }
+
+    fn append_events(
+        &self,
+        execution_id: &str,
+        events: &[NewEvent],
+        ts: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut connection = self.connection();
+        let transaction = connection
+            .transaction()
+            .map_err(|error| self.backend(error))?;
+        let mut stored = Vec::new();
+        {
+            let mut next: u64 = transaction
+                .query_row(
+                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE execution_id = ?1",
+                    params![execution_id],
+                    |row| row.get::<_, i64>(0),
+                )
+                .map_err(|error| self.backend(error))? as u64;
+            let mut insert = transaction
+                .prepare_cached(
+                    "INSERT INTO events (execution_id, seq, key, ts, kind, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (execution_id, key) DO NOTHING",
+                )
+                .map_err(|error| self.backend(error))?;
+            for event in events {
+                let inserted = insert
+                    .execute(params![
+                        execution_id,
+                        (next + 1) as i64,
+                        event.key,
+                        ts,
+                        event.kind,
+                        event.data.to_string()
+                    ])
+                    .map_err(|error| self.backend(error))?;
+                if inserted == 1 {
+                    next += 1;
+                    stored.push(StoredEvent {
+                        execution_id: execution_id.to_owned(),
+                        seq: next,
+                        key: event.key.clone(),
+                        ts: ts.to_owned(),
+                        kind: event.kind.clone(),
+                        data: event.data.clone(),
+                    });
+                }
+            }
+        }
+        transaction.commit().map_err(|error| self.backend(error))?;
+        Ok(stored)
+    }
+
+    fn events_after(
+        &self,
+        execution_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT seq, key, ts, kind, data FROM events
+                 WHERE execution_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(|error| self.backend(error))?;
+        let rows = statement
+            .query_map(
+                params![execution_id, after_seq as i64, limit as i64],
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, String>(4)?,
+                    ))
+                },
+            )
+            .map_err(|error| self.backend(error))?;
+        let mut events = Vec::new();
+        for row in rows {
+            let (seq, key, ts, kind, data) = row.map_err(|error| self.backend(error))?;
+            events.push(StoredEvent {
+                execution_id: execution_id.to_owned(),
+                seq: seq as u64,
+                key,
+                ts,
+                kind,
+                data: serde_json::from_str(&data)
+                    .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+            });
+        }
+        Ok(events)
     }
 
     fn delete(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {

@@ -1,0 +1,253 @@
+//! The API server in-process on port 0: the execution event log and its subscriptions.
+
+use std::sync::Arc;
+use std::time::Duration;
+use stigmer_proto::daemon::v1::GetStatusResponse;
+use stigmer_proto::executions::v1::execution_service_client::ExecutionServiceClient;
+use stigmer_proto::executions::v1::{AppendEventsRequest, NewEvent, SubscribeRequest};
+use stigmer_server::{DaemonControl, ServerContext, serve};
+use tonic::transport::Channel;
+
+struct NoDaemon;
+
+impl DaemonControl for NoDaemon {
+    fn status(&self) -> GetStatusResponse {
+        GetStatusResponse::default()
+    }
+
+    fn request_shutdown(&self) {}
+}
+
+const TOKEN: &str = "test-token";
+
+struct Server {
+    address: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(stigmer_store::SqliteStore::open(&dir.path().join("db")).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let context = ServerContext {
+        api_token: TOKEN.into(),
+        daemon: Arc::new(NoDaemon),
+        store,
+    };
+    tokio::spawn(serve(listener, context, async move {
+        let _ = stopped.await;
+    }));
+    Server {
+        address,
+        _stop: stop,
+        _dir: dir,
+    }
+}
+
+type Client = ExecutionServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        Channel,
+        fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
+    >,
+>;
+
+fn add_token(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    Ok(request)
+}
+
+async fn client(server: &Server) -> Client {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.address))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    ExecutionServiceClient::with_interceptor(channel, add_token as fn(_) -> _)
+}
+
+fn event(key: &str) -> NewEvent {
+    NewEvent {
+        key: key.into(),
+        kind: "token_delta".into(),
+        data_json: format!("{{\"text\":\"{key}\"}}"),
+    }
+}
+
+fn terminal(key: &str) -> NewEvent {
+    NewEvent {
+        key: key.into(),
+        kind: "phase_changed".into(),
+        data_json: "{\"phase\":\"completed\"}".into(),
+    }
+}
+
+async fn append(client: &mut Client, execution: &str, events: Vec<NewEvent>) -> Vec<u64> {
+    client
+        .append_events(AppendEventsRequest {
+            execution_id: execution.into(),
+            events,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .seqs
+}
+
+/// Collects a subscription to its end (or fails after a deadline).
+async fn collect(client: &mut Client, execution: &str, after_seq: u64) -> Vec<(u64, String)> {
+    let mut stream = client
+        .subscribe(SubscribeRequest {
+            execution_id: execution.into(),
+            after_seq,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(event) = stream.message().await.unwrap() {
+            seen.push((event.seq, event.kind));
+        }
+    })
+    .await
+    .expect("the subscription did not end");
+    seen
+}
+
+#[tokio::test]
+async fn a_subscription_replays_then_follows_and_ends_with_the_execution() {
+    let server = server().await;
+    let mut writer = client(&server).await;
+    assert_eq!(
+        append(&mut writer, "aex-1", vec![event("a"), event("b")]).await,
+        [1, 2]
+    );
+    let mut reader = client(&server).await;
+    let subscription = tokio::spawn(async move { collect(&mut reader, "aex-1", 0).await });
+    // Retried writes are ignored.
+    assert_eq!(
+        append(&mut writer, "aex-1", vec![event("b"), event("c")]).await,
+        [3]
+    );
+    append(&mut writer, "aex-1", vec![terminal("end")]).await;
+    let seen = subscription.await.unwrap();
+    assert_eq!(
+        seen.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert_eq!(seen[3].1, "phase_changed");
+
+    // After the end, a subscription replays and ends at once.
+    let mut late = client(&server).await;
+    assert_eq!(collect(&mut late, "aex-1", 2).await.len(), 2);
+}
+
+#[tokio::test]
+async fn reconnecting_subscribers_miss_nothing_and_see_nothing_twice() {
+    let server = server().await;
+    let mut writer = client(&server).await;
+    let total = 600u64;
+    let writing = tokio::spawn(async move {
+        for batch in 0..(total / 20) {
+            let events = (0..20)
+                .map(|i| event(&format!("e{}", batch * 20 + i)))
+                .collect();
+            append(&mut writer, "aex-2", events).await;
+            tokio::task::yield_now().await;
+        }
+        append(&mut writer, "aex-2", vec![terminal("end")]).await;
+    });
+    // Several readers; each reconnects twice, resuming after the last event it saw.
+    let mut readers = Vec::new();
+    for reader_index in 0..3u64 {
+        let server_address = server.address.clone();
+        readers.push(tokio::spawn(async move {
+            let channel =
+                tonic::transport::Endpoint::from_shared(format!("http://{server_address}"))
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+            let mut reader: Client =
+                ExecutionServiceClient::with_interceptor(channel, add_token as fn(_) -> _);
+            let mut seen: Vec<u64> = Vec::new();
+            for round in 0..3u64 {
+                let after = seen.last().copied().unwrap_or(0);
+                let mut stream = reader
+                    .subscribe(SubscribeRequest {
+                        execution_id: "aex-2".into(),
+                        after_seq: after,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                // Disconnect after a few events, except in the last round.
+                let limit = if round < 2 {
+                    50 + reader_index * 17
+                } else {
+                    u64::MAX
+                };
+                let mut taken = 0;
+                while taken < limit {
+                    match tokio::time::timeout(Duration::from_secs(20), stream.message()).await {
+                        Ok(Ok(Some(event))) => {
+                            seen.push(event.seq);
+                            taken += 1;
+                        }
+                        Ok(Ok(None)) => break,
+                        other => panic!("subscription failed: {other:?}"),
+                    }
+                }
+            }
+            seen
+        }));
+    }
+    writing.await.unwrap();
+    for reader in readers {
+        let seen = reader.await.unwrap();
+        let expected: Vec<u64> = (1..=total + 1).collect();
+        assert_eq!(seen, expected, "a reader lost or repeated events");
+    }
+}
+
+#[tokio::test]
+async fn requests_without_the_token_are_refused() {
+    let server = server().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.address))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut anonymous = ExecutionServiceClient::new(channel);
+    let status = anonymous
+        .append_events(AppendEventsRequest {
+            execution_id: "aex-3".into(),
+            events: vec![event("x")],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn malformed_event_data_is_refused() {
+    let server = server().await;
+    let mut writer = client(&server).await;
+    let status = writer
+        .append_events(AppendEventsRequest {
+            execution_id: "aex-4".into(),
+            events: vec![NewEvent {
+                key: "k".into(),
+                kind: "usage".into(),
+                data_json: "[1]".into(),
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+}
