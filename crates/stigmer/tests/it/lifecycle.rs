@@ -544,3 +544,30 @@ fn start_says_when_the_ollama_model_is_missing_and_never_pulls_it() {
     let again = home.start();
     assert!(!again.stderr.contains("warning"), "{again}");
 }
+
+#[test]
+fn component_logs_rotate_by_size() {
+    let home = home();
+    home.write_config(&format!(
+        "{}logs:\n  max_file_bytes: 1200\n  max_files: 2\n",
+        stigmer_test::TEST_CONFIG
+    ));
+    home.start();
+    home.run(&["server", "stop"]);
+    let logs = home.path().join("logs");
+    assert!(
+        logs.join("daemon.log.1").exists(),
+        "daemon.log did not rotate"
+    );
+    assert!(
+        !logs.join("daemon.log.3").exists(),
+        "more rotated files than max_files"
+    );
+    for name in ["daemon.log", "daemon.log.1"] {
+        let text = std::fs::read_to_string(logs.join(name)).unwrap();
+        for line in text.lines() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(record["ts"].is_string(), "{name}: {line}");
+        }
+    }
+}
