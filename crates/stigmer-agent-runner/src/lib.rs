@@ -3,6 +3,8 @@
 //! It is a role of the `stigmer` binary (`stigmer internal agent-runner`), started and supervised by
 //! the daemon, configured only through a [`RunnerLaunchSpec`].
 
+pub mod turn;
+
 use std::future::Future;
 use stigmer_config::RunnerLaunchSpec;
 use stigmer_temporal::worker::{self, WorkerError};

@@ -1,0 +1,345 @@
+//! The steps of an agent run, independent of Temporal: one model turn and one tool call, each
+//! reporting what happens as execution events through an [`EventSink`].
+//!
+//! Temporal activities wrap these (a crash then repeats at most the step that was running);
+//! keeping them free of Temporal lets tests drive them directly against the scripted LLM.
+//! Event keys are derived from the turn, the attempt and a counter, so a retried write is
+//! stored once, while a retried *attempt* (after a crash) is visible as such.
+
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use std::time::Duration;
+use stigmer_llm::{LlmClient, LlmError, Message, StreamEvent, ToolCall, ToolSpec, TurnResult};
+use stigmer_tools::{ToolOutput, Workspace};
+use tokio::sync::mpsc;
+
+/// Longest tool result text put into an event (the model gets the whole result).
+pub const EVENT_RESULT_LIMIT: usize = 2000;
+/// How long text deltas are gathered before they are sent as one event.
+const DELTA_WINDOW: Duration = Duration::from_millis(15);
+
+/// One event to record: (idempotency key, kind, data).
+pub type PendingEvent = (String, String, Value);
+
+/// Where a step's events go (the API server, in production).
+pub trait EventSink: Send + Sync {
+    fn emit(&self, events: Vec<PendingEvent>) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// Which step this is, for event keys.
+#[derive(Clone, Copy, Debug)]
+pub struct StepId {
+    pub turn: u32,
+    pub attempt: u32,
+}
+
+impl StepId {
+    fn key(&self, what: &str) -> String {
+        format!("t{}.a{}.{what}", self.turn, self.attempt)
+    }
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    #[error("cannot record events: {0}")]
+    Events(String),
+}
+
+/// Runs one model turn: streams the answer, emitting `message_started`, batched
+/// `token_delta`s, `message_completed` and `usage`.
+pub async fn model_turn(
+    client: &LlmClient,
+    messages: &[Message],
+    tools: &[ToolSpec],
+    step: StepId,
+    sink: &dyn EventSink,
+) -> Result<TurnResult, StepError> {
+    sink.emit(vec![(
+        step.key("started"),
+        "message_started".into(),
+        json!({"turn": step.turn, "attempt": step.attempt}),
+    )])
+    .await
+    .map_err(StepError::Events)?;
+
+    // Deltas arrive in a synchronous callback; a forwarder batches them to the sink.
+    let (sender, mut receiver) = mpsc::unbounded_channel::<String>();
+    let forward = async {
+        let mut index = 0usize;
+        while let Some(first) = receiver.recv().await {
+            let mut text = first;
+            let deadline = tokio::time::Instant::now() + DELTA_WINDOW;
+            while let Ok(Some(more)) = tokio::time::timeout_at(deadline, receiver.recv()).await {
+                text.push_str(&more);
+            }
+            index += 1;
+            sink.emit(vec![(
+                step.key(&format!("delta.{index}")),
+                "token_delta".into(),
+                json!({"turn": step.turn, "text": text}),
+            )])
+            .await?;
+        }
+        Ok::<(), String>(())
+    };
+    let call = async {
+        let mut on_event = move |event: StreamEvent| match event {
+            StreamEvent::TextDelta(text) => {
+                let _ = sender.send(text);
+            }
+        };
+        // The sender lives in the callback; dropping the callback ends the forwarder.
+        client.stream_turn(messages, tools, &mut on_event).await
+    };
+    let (result, forwarded) = tokio::join!(call, forward);
+    forwarded.map_err(StepError::Events)?;
+    let result = result?;
+
+    sink.emit(vec![
+        (
+            step.key("completed"),
+            "message_completed".into(),
+            json!({
+                "turn": step.turn,
+                "text": result.text,
+                "tool_calls": result.tool_calls.iter().map(|call| json!({"id": call.id, "name": call.name})).collect::<Vec<_>>(),
+            }),
+        ),
+        (
+            step.key("usage"),
+            "usage".into(),
+            json!({"turn": step.turn, "input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens}),
+        ),
+    ])
+    .await
+    .map_err(StepError::Events)?;
+    Ok(result)
+}
+
+/// Runs one built-in tool call, emitting `tool_call_started`, `tool_call_finished` (with the
+/// result trimmed for display) and, for `write_todos`, `todos_updated`.
+pub async fn tool_call(
+    workspace: &Workspace,
+    call: &ToolCall,
+    step: StepId,
+    sink: &dyn EventSink,
+) -> Result<ToolOutput, StepError> {
+    sink.emit(vec![(
+        step.key(&format!("tool.{}.started", call.id)),
+        "tool_call_started".into(),
+        json!({"turn": step.turn, "call_id": call.id, "name": call.name, "arguments": call.arguments}),
+    )])
+    .await
+    .map_err(StepError::Events)?;
+    let workspace = workspace.clone();
+    let (name, arguments) = (call.name.clone(), call.arguments.clone());
+    // File tools block; keep them off the async workers.
+    let output =
+        tokio::task::spawn_blocking(move || stigmer_tools::execute(&workspace, &name, &arguments))
+            .await
+            .unwrap_or_else(|error| stigmer_tools::ToolOutput {
+                content: format!("Error: the tool crashed: {error}"),
+                is_error: true,
+                todos: None,
+            });
+    let mut events = vec![(
+        step.key(&format!("tool.{}.finished", call.id)),
+        "tool_call_finished".into(),
+        json!({
+            "turn": step.turn, "call_id": call.id, "name": call.name,
+            "result": trim(&output.content, EVENT_RESULT_LIMIT), "is_error": output.is_error,
+        }),
+    )];
+    if let Some(todos) = &output.todos {
+        events.push((
+            step.key(&format!("tool.{}.todos", call.id)),
+            "todos_updated".into(),
+            json!({"turn": step.turn, "todos": todos}),
+        ));
+    }
+    sink.emit(events).await.map_err(StepError::Events)?;
+    Ok(output)
+}
+
+/// At most `limit` characters, marking what was cut.
+pub fn trim(text: &str, limit: usize) -> String {
+    if text.chars().count() <= limit {
+        return text.to_owned();
+    }
+    let kept: String = text.chars().take(limit).collect();
+    format!("{kept}… ({} more characters)", text.chars().count() - limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use stigmer_config::LlmProvider;
+    use stigmer_llm::ModelConfig;
+    use stigmer_test::llm::{Fault, ScriptedLlm, Turn};
+
+    #[derive(Default)]
+    struct Recorder {
+        events: Mutex<Vec<PendingEvent>>,
+    }
+
+    impl EventSink for Recorder {
+        fn emit(&self, events: Vec<PendingEvent>) -> BoxFuture<'_, Result<(), String>> {
+            self.events.lock().unwrap().extend(events);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    impl Recorder {
+        fn kinds(&self) -> Vec<String> {
+            self.events
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|e| e.1.clone())
+                .collect()
+        }
+    }
+
+    fn client(server: &ScriptedLlm) -> LlmClient {
+        LlmClient::new(ModelConfig {
+            provider: LlmProvider::Ollama,
+            base_url: server.base_url(),
+            model: "scripted".into(),
+            api_key: None,
+            temperature: None,
+            max_tokens: None,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_model_turn_streams_deltas_and_reports_usage() {
+        let server = ScriptedLlm::start(vec![
+            Turn::text("Hello there, this streams in words")
+                .with_chunk_delay(Duration::from_millis(20)),
+        ]);
+        let recorder = Recorder::default();
+        let step = StepId {
+            turn: 1,
+            attempt: 1,
+        };
+        let result = model_turn(
+            &client(&server),
+            &[Message::User { text: "hi".into() }],
+            &[],
+            step,
+            &recorder,
+        )
+        .await
+        .unwrap();
+        assert_eq!(result.text, "Hello there, this streams in words");
+        let kinds = recorder.kinds();
+        assert_eq!(kinds.first().unwrap(), "message_started");
+        assert_eq!(&kinds[kinds.len() - 2..], ["message_completed", "usage"]);
+        let deltas: Vec<String> = recorder
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.1 == "token_delta")
+            .map(|e| e.2["text"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(
+            deltas.len() > 1,
+            "tokens must arrive as they stream: {deltas:?}"
+        );
+        assert_eq!(deltas.concat(), result.text);
+        let keys: Vec<String> = recorder
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.0.clone())
+            .collect();
+        let unique: std::collections::BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len(), "keys must be unique: {keys:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_turn_reports_the_classified_error() {
+        let server = ScriptedLlm::start(vec![Turn::fault(Fault::Status(401, "bad key".into()))]);
+        let recorder = Recorder::default();
+        let error = model_turn(
+            &client(&server),
+            &[Message::User { text: "hi".into() }],
+            &[],
+            StepId {
+                turn: 1,
+                attempt: 1,
+            },
+            &recorder,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(error, StepError::Llm(LlmError::Fatal { .. })),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tool_call_edits_the_workspace_and_reports_todos() {
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = Workspace::open(dir.path()).unwrap();
+        let recorder = Recorder::default();
+        let step = StepId {
+            turn: 2,
+            attempt: 1,
+        };
+        let write = ToolCall {
+            id: "c1".into(),
+            name: "write_file".into(),
+            arguments: json!({"path": "notes.md", "content": "hello"}),
+        };
+        let output = tool_call(&workspace, &write, step, &recorder)
+            .await
+            .unwrap();
+        assert!(!output.is_error, "{output:?}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("notes.md")).unwrap(),
+            "hello"
+        );
+        let todos = ToolCall {
+            id: "c2".into(),
+            name: "write_todos".into(),
+            arguments: json!({"todos": [{"content": "ship it", "status": "in_progress"}]}),
+        };
+        tool_call(&workspace, &todos, step, &recorder)
+            .await
+            .unwrap();
+        assert_eq!(
+            recorder.kinds(),
+            [
+                "tool_call_started",
+                "tool_call_finished",
+                "tool_call_started",
+                "tool_call_finished",
+                "todos_updated"
+            ]
+        );
+        let escape = ToolCall {
+            id: "c3".into(),
+            name: "read_file".into(),
+            arguments: json!({"path": "../../etc/passwd"}),
+        };
+        let refused = tool_call(&workspace, &escape, step, &recorder)
+            .await
+            .unwrap();
+        assert!(refused.is_error && refused.content.contains("outside the workspace"));
+    }
+
+    #[test]
+    fn long_results_are_trimmed_for_display() {
+        assert_eq!(trim("short", 10), "short");
+        assert_eq!(trim("abcdefghij", 4), "abcd… (6 more characters)");
+    }
+}
