@@ -64,6 +64,7 @@ pub struct SupervisorFile {
     pub healthy_reset_secs: Option<u64>,
     pub stop_timeout_secs: Option<u64>,
     pub startup_timeout_secs: Option<u64>,
+    pub pickup_timeout_secs: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -178,6 +179,9 @@ pub struct SupervisorSettings {
     pub stop_timeout_secs: u64,
     /// How long `server start` waits for the stack to become ready.
     pub startup_timeout_secs: u64,
+    /// How long an execution may stay `pending` before the server checks that an agent-runner
+    /// polls its queue (and fails it with that reason when none does).
+    pub pickup_timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +202,7 @@ impl Default for SupervisorSettings {
             healthy_reset_secs: 60,
             stop_timeout_secs: 10,
             startup_timeout_secs: 60,
+            pickup_timeout_secs: 30,
         }
     }
 }
@@ -362,6 +367,10 @@ impl Settings {
                 .startup_timeout_secs
                 .or(file.supervisor.startup_timeout_secs)
                 .unwrap_or(defaults.startup_timeout_secs),
+            pickup_timeout_secs: file
+                .supervisor
+                .pickup_timeout_secs
+                .unwrap_or(defaults.pickup_timeout_secs),
         };
         if supervisor.backoff_initial_ms == 0 || supervisor.backoff_max_ms == 0 {
             return Err(ConfigError::Invalid {

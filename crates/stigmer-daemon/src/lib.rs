@@ -180,11 +180,17 @@ pub async fn run(
         .map_err(io_error("cannot configure the API listener"))?;
     let server_board = board.clone();
     let server_token = api_token.clone();
+    let server_temporal = stigmer_server::TemporalTarget {
+        address: temporal_plan.address.clone(),
+        namespace: settings.temporal.namespace.clone(),
+        pickup_timeout: Duration::from_secs(settings.supervisor.pickup_timeout_secs),
+    };
     let server_task = tokio::spawn(async move {
         let context = stigmer_server::ServerContext {
             api_token: server_token,
             daemon: control,
             store,
+            temporal: Some(server_temporal),
         };
         let result = stigmer_server::serve(listener, context, async move {
             unit::until_true(&mut server_stop_rx).await;

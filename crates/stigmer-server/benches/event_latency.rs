@@ -48,6 +48,7 @@ async fn main() {
         api_token: "bench".into(),
         daemon: Arc::new(NoDaemon),
         store,
+        temporal: None,
     };
     tokio::spawn(serve(listener, context, std::future::pending()));
 

@@ -5,6 +5,11 @@
 //! store, then drops anything it already sent (by sequence number) and fills any gap from the
 //! store, so it sees every event once, in order, however replay and live events interleave.
 
+use crate::lifecycle::{
+    Gateway, TemporalTarget, Watch, cancel_workflow, phase_of, record_phase, start_workflow,
+    system_resource, watch_execution,
+};
+use serde_json::json;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -12,6 +17,12 @@ use stigmer_proto::executions::v1::execution_service_server::ExecutionService;
 use stigmer_proto::executions::v1::{
     AppendEventsRequest, AppendEventsResponse, ExecutionEvent, SubscribeRequest,
 };
+use stigmer_proto::executions::v1::{
+    CancelExecutionRequest, CancelExecutionResponse, CreateExecutionRequest,
+    CreateExecutionResponse, GetExecutionRequest, GetExecutionResponse, ListExecutionsRequest,
+    ListExecutionsResponse,
+};
+use stigmer_resources::{Kind, Resource, suggest};
 use stigmer_store::{NewEvent, Store, StoredEvent};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
@@ -53,7 +64,7 @@ impl EventHub {
             .subscribe()
     }
 
-    fn publish(&self, event: StoredEvent) {
+    pub(crate) fn publish(&self, event: StoredEvent) {
         let mut channels = self.channels();
         let terminal = is_terminal(&event);
         if let Some(sender) = channels.get(&event.execution_id) {
@@ -66,21 +77,42 @@ impl EventHub {
     }
 }
 
-/// The event API over a store.
+/// The execution API over a store and Temporal.
 pub struct ExecutionApi {
     store: Arc<dyn Store>,
     hub: Arc<EventHub>,
-    append_lock: tokio::sync::Mutex<()>,
+    append_lock: Arc<tokio::sync::Mutex<()>>,
+    gateway: Arc<Gateway>,
 }
 
 impl ExecutionApi {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>, temporal: Option<TemporalTarget>) -> Self {
         ExecutionApi {
             store,
             hub: Arc::new(EventHub::default()),
-            append_lock: tokio::sync::Mutex::new(()),
+            append_lock: Arc::new(tokio::sync::Mutex::new(())),
+            gateway: Arc::new(Gateway::new(temporal)),
         }
     }
+
+    fn watch(&self) -> Arc<Watch> {
+        Arc::new(Watch {
+            store: self.store.clone(),
+            hub: self.hub.clone(),
+            append_lock: self.append_lock.clone(),
+        })
+    }
+
+    fn execution(&self, execution_id: &str) -> Result<Resource, Status> {
+        self.store
+            .get(Kind::AgentExecution, execution_id)
+            .map_err(|error| Status::internal(error.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("execution \"{execution_id}\" not found")))
+    }
+}
+
+fn resource_json(resource: &Resource) -> Result<String, Status> {
+    serde_json::to_string(resource).map_err(|error| Status::internal(error.to_string()))
 }
 
 fn to_proto(event: &StoredEvent) -> ExecutionEvent {
@@ -127,15 +159,200 @@ impl ExecutionService for ExecutionApi {
             });
         }
         let _guard = self.append_lock.lock().await;
+        // A runner reports `running` (and may report an end) as phase events; those go
+        // through the status, so the execution resource and its log agree.
+        let (phases, others): (Vec<NewEvent>, Vec<NewEvent>) = events
+            .into_iter()
+            .partition(|event| event.kind == "phase_changed");
         let stored = self
             .store
-            .append_events(&request.execution_id, &events, &stigmer_resources::now())
+            .append_events(&request.execution_id, &others, &stigmer_resources::now())
             .map_err(|error| Status::internal(error.to_string()))?;
-        let seqs = stored.iter().map(|event| event.seq).collect();
+        let mut seqs: Vec<u64> = stored.iter().map(|event| event.seq).collect();
         for event in stored {
             self.hub.publish(event);
         }
+        for event in phases {
+            let phase = event.data["phase"].as_str().unwrap_or_default().to_owned();
+            if !["running", "completed", "failed", "cancelled"].contains(&phase.as_str()) {
+                return Err(Status::invalid_argument(format!("unknown phase {phase:?}")));
+            }
+            let reason = event.data["reason"].as_str().map(str::to_owned);
+            record_phase(
+                self.store.as_ref(),
+                &self.hub,
+                &request.execution_id,
+                &phase,
+                reason.as_deref(),
+            )?;
+            if let Some(last) = self
+                .store
+                .events_after(&request.execution_id, seqs.last().copied().unwrap_or(0), 1)
+                .ok()
+                .and_then(|events| events.into_iter().last())
+            {
+                seqs.push(last.seq);
+            }
+        }
         Ok(Response::new(AppendEventsResponse { seqs }))
+    }
+
+    async fn create_execution(
+        &self,
+        request: Request<CreateExecutionRequest>,
+    ) -> Result<Response<CreateExecutionResponse>, Status> {
+        let request = request.into_inner();
+        let internal = |error: stigmer_store::StoreError| Status::internal(error.to_string());
+        if self
+            .store
+            .get(Kind::Agent, &request.agent)
+            .map_err(internal)?
+            .is_none()
+        {
+            let names: Vec<String> = self
+                .store
+                .list(Kind::Agent)
+                .map_err(internal)?
+                .into_iter()
+                .map(|agent| agent.metadata.name)
+                .collect();
+            let hint = suggest(&request.agent, names.iter().map(String::as_str))
+                .map(|s| format!(" (did you mean \"{s}\"?)"))
+                .unwrap_or_default();
+            return Err(Status::not_found(format!(
+                "agent '{}' not found{hint}",
+                request.agent
+            )));
+        }
+        if request.message.trim().is_empty() {
+            return Err(Status::invalid_argument("the message is empty"));
+        }
+        // Temporal first: if it does not answer, nothing is created and the caller hears so
+        // at once, instead of an execution that stays pending.
+        let (client, probe) = self.gateway.client().await?;
+        let mut created = Vec::new();
+        let session_id = if request.session_id.is_empty() {
+            let id = stigmer_resources::new_id(Kind::Session);
+            created.push(system_resource(
+                Kind::Session,
+                &id,
+                json!({"agent": request.agent}),
+                json!({}),
+            ));
+            id
+        } else {
+            let session = self
+                .store
+                .get(Kind::Session, &request.session_id)
+                .map_err(internal)?
+                .ok_or_else(|| {
+                    Status::not_found(format!("session \"{}\" not found", request.session_id))
+                })?;
+            if session.spec["agent"].as_str() != Some(request.agent.as_str()) {
+                return Err(Status::invalid_argument(format!(
+                    "session \"{}\" belongs to agent {}, not {}",
+                    request.session_id, session.spec["agent"], request.agent
+                )));
+            }
+            request.session_id.clone()
+        };
+        let execution_id = stigmer_resources::new_id(Kind::AgentExecution);
+        let mut spec =
+            json!({"agent": request.agent, "session": session_id, "message": request.message});
+        if !request.model.is_empty() {
+            spec["model"] = serde_json::Value::from(request.model.clone());
+        }
+        let execution = system_resource(
+            Kind::AgentExecution,
+            &execution_id,
+            spec,
+            json!({"phase": "pending"}),
+        );
+        created.push(execution.clone());
+        {
+            let _guard = self.append_lock.lock().await;
+            self.store.put_all(&created).map_err(internal)?;
+            let stored = self
+                .store
+                .append_events(
+                    &execution_id,
+                    &[NewEvent {
+                        key: "phase.pending".into(),
+                        kind: "phase_changed".into(),
+                        data: json!({"phase": "pending"}),
+                    }],
+                    &stigmer_resources::now(),
+                )
+                .map_err(internal)?;
+            for event in stored {
+                self.hub.publish(event);
+            }
+        }
+        if let Err(status) = start_workflow(&client, &execution_id).await {
+            let _guard = self.append_lock.lock().await;
+            record_phase(
+                self.store.as_ref(),
+                &self.hub,
+                &execution_id,
+                "failed",
+                Some(status.message()),
+            )?;
+            return Err(status);
+        }
+        tracing::info!(execution_id = %execution_id, agent = %request.agent, "Execution created.");
+        tokio::spawn(watch_execution(
+            self.watch(),
+            client,
+            probe,
+            execution_id,
+            self.gateway.pickup_timeout(),
+        ));
+        Ok(Response::new(CreateExecutionResponse {
+            execution_json: resource_json(&execution)?,
+        }))
+    }
+
+    async fn get_execution(
+        &self,
+        request: Request<GetExecutionRequest>,
+    ) -> Result<Response<GetExecutionResponse>, Status> {
+        let execution = self.execution(&request.into_inner().execution_id)?;
+        Ok(Response::new(GetExecutionResponse {
+            execution_json: resource_json(&execution)?,
+        }))
+    }
+
+    async fn list_executions(
+        &self,
+        _request: Request<ListExecutionsRequest>,
+    ) -> Result<Response<ListExecutionsResponse>, Status> {
+        let executions = self
+            .store
+            .list(Kind::AgentExecution)
+            .map_err(|error| Status::internal(error.to_string()))?;
+        Ok(Response::new(ListExecutionsResponse {
+            executions_json: executions
+                .iter()
+                .map(resource_json)
+                .collect::<Result<_, _>>()?,
+        }))
+    }
+
+    async fn cancel_execution(
+        &self,
+        request: Request<CancelExecutionRequest>,
+    ) -> Result<Response<CancelExecutionResponse>, Status> {
+        let execution_id = request.into_inner().execution_id;
+        let execution = self.execution(&execution_id)?;
+        if TERMINAL_PHASES.contains(&phase_of(&execution)) {
+            return Err(Status::failed_precondition(format!(
+                "execution \"{execution_id}\" already ended ({})",
+                phase_of(&execution)
+            )));
+        }
+        let (client, _) = self.gateway.client().await?;
+        cancel_workflow(&client, &execution_id).await?;
+        Ok(Response::new(CancelExecutionResponse {}))
     }
 
     type SubscribeStream = EventStream;

@@ -5,9 +5,11 @@
 //! token (`authorization: Bearer <token>`), so other local users cannot drive this user's stack.
 
 mod executions;
+mod lifecycle;
 mod resources;
 
 pub use executions::{EventHub, ExecutionApi, TERMINAL_PHASES, is_terminal};
+pub use lifecycle::{AGENT_WORKFLOW, TemporalTarget};
 pub use resources::ResourceApi;
 
 use std::future::Future;
@@ -44,6 +46,8 @@ pub struct ServerContext {
     pub api_token: String,
     pub daemon: Arc<dyn DaemonControl>,
     pub store: Arc<dyn stigmer_store::Store>,
+    /// Where executions run; `None` makes creating one fail as UNAVAILABLE.
+    pub temporal: Option<TemporalTarget>,
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
@@ -56,6 +60,7 @@ pub async fn serve(
         api_token,
         daemon,
         store,
+        temporal,
     } = context;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -92,7 +97,7 @@ pub async fn serve(
             authenticate.clone(),
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
-            ExecutionServiceServer::new(ExecutionApi::new(store.clone())),
+            ExecutionServiceServer::new(ExecutionApi::new(store.clone(), temporal)),
             authenticate.clone(),
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(

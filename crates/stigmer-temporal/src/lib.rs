@@ -20,6 +20,7 @@ use temporalio_common::protos::temporal::api::workflowservice::v1::{
 };
 
 pub use temporalio_client;
+pub use temporalio_common;
 pub use temporalio_sdk;
 
 /// Why talking to Temporal failed.

@@ -27,8 +27,25 @@ struct Server {
 }
 
 async fn server() -> Server {
+    server_with(None).await
+}
+
+async fn server_with(temporal: Option<stigmer_server::TemporalTarget>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(stigmer_store::SqliteStore::open(&dir.path().join("db")).unwrap());
+    // One agent to run.
+    let agent = stigmer_resources::Resource {
+        api_version: stigmer_resources::API_VERSION.into(),
+        kind: stigmer_resources::Kind::Agent,
+        metadata: stigmer_resources::Metadata {
+            name: "hello".into(),
+            id: Some("agt-hello".into()),
+            ..Default::default()
+        },
+        spec: serde_json::json!({"instructions": "Say hello."}),
+        status: None,
+    };
+    stigmer_store::Store::put_all(store.as_ref(), &[agent]).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -36,6 +53,7 @@ async fn server() -> Server {
         api_token: TOKEN.into(),
         daemon: Arc::new(NoDaemon),
         store,
+        temporal,
     };
     tokio::spawn(serve(listener, context, async move {
         let _ = stopped.await;
@@ -250,4 +268,118 @@ async fn malformed_event_data_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
+}
+
+mod lifecycle {
+    use super::*;
+    use stigmer_proto::executions::v1::{
+        CreateExecutionRequest, GetExecutionRequest, ListExecutionsRequest,
+    };
+    use stigmer_server::TemporalTarget;
+
+    fn create(agent: &str) -> CreateExecutionRequest {
+        CreateExecutionRequest {
+            agent: agent.into(),
+            message: "hi".into(),
+            session_id: String::new(),
+            model: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn creation_fails_at_once_when_temporal_does_not_answer() {
+        let port = stigmer_test::free_port();
+        let server = server_with(Some(TemporalTarget {
+            address: format!("127.0.0.1:{port}"),
+            namespace: "default".into(),
+            pickup_timeout: Duration::from_secs(1),
+        }))
+        .await;
+        let mut client = client(&server).await;
+        let started = std::time::Instant::now();
+        let status = client.create_execution(create("hello")).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(status.message().contains(&port.to_string()), "{status:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not at once: {:?}",
+            started.elapsed()
+        );
+        let list = client
+            .list_executions(ListExecutionsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            list.executions_json.is_empty(),
+            "nothing may be left pending"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_agent_is_named_with_a_suggestion() {
+        let server = server().await;
+        let mut client = client(&server).await;
+        let status = client.create_execution(create("helo")).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert_eq!(
+            status.message(),
+            "agent 'helo' not found (did you mean \"hello\"?)"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_execution_nobody_picks_up_fails_with_the_reason_within_the_bound() {
+        let temporal = stigmer_test::ExternalTemporal::start();
+        let server = server_with(Some(TemporalTarget {
+            address: temporal.address.clone(),
+            namespace: "default".into(),
+            pickup_timeout: Duration::from_secs(1),
+        }))
+        .await;
+        let mut client = client(&server).await;
+        let created = client
+            .create_execution(create("hello"))
+            .await
+            .unwrap()
+            .into_inner();
+        let execution: serde_json::Value = serde_json::from_str(&created.execution_json).unwrap();
+        let id = execution["metadata"]["name"].as_str().unwrap().to_owned();
+        assert!(id.starts_with("aex-"));
+        assert_eq!(execution["status"]["phase"], "pending");
+        assert!(
+            execution["spec"]["session"]
+                .as_str()
+                .unwrap()
+                .starts_with("ses-")
+        );
+
+        let started = std::time::Instant::now();
+        let seen = collect(&mut client, &id, 0).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            seen.iter()
+                .map(|(_, kind)| kind.as_str())
+                .collect::<Vec<_>>(),
+            ["phase_changed", "phase_changed"]
+        );
+        let got = client
+            .get_execution(GetExecutionRequest {
+                execution_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let got: serde_json::Value = serde_json::from_str(&got.execution_json).unwrap();
+        assert_eq!(got["status"]["phase"], "failed");
+        assert_eq!(
+            got["status"]["reason"],
+            "no agent-runner is polling task queue agent_execution_runner — see `stigmer server status`"
+        );
+        assert!(got["status"]["finishedAt"].is_string());
+    }
 }

@@ -1,0 +1,305 @@
+//! Executions as resources and their Temporal workflows: create (with its session), start the
+//! workflow, watch it to a terminal phase with a reason, cancel.
+//!
+//! The server does not trust a runner to report the end: it awaits the workflow's result, and
+//! while an execution is still `pending` after the pickup bound it asks Temporal whether any
+//! agent-runner polls the queue, failing the execution with that reason when none does. So no
+//! execution stays "pending" forever.
+
+use crate::executions::{EventHub, TERMINAL_PHASES};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use stigmer_config::AGENT_TASK_QUEUE;
+use stigmer_resources::{API_VERSION, Kind, Metadata, Resource};
+use stigmer_store::{NewEvent, Store};
+use stigmer_temporal::TemporalProbe;
+use stigmer_temporal::temporalio_client::{
+    Client, UntypedWorkflow, WorkflowCancelOptions, WorkflowGetResultOptions, WorkflowStartOptions,
+    WorkflowTerminateOptions,
+};
+use tonic::Status;
+
+/// The workflow type the agent runner implements.
+pub const AGENT_WORKFLOW: &str = "stigmer.AgentExecution";
+
+/// Where Temporal is, for the API server.
+#[derive(Clone, Debug)]
+pub struct TemporalTarget {
+    pub address: String,
+    pub namespace: String,
+    /// How long an execution may stay `pending` before the server checks for pollers.
+    pub pickup_timeout: Duration,
+}
+
+/// A lazily (re)connected Temporal client.
+pub struct Gateway {
+    target: Option<TemporalTarget>,
+    connected: tokio::sync::Mutex<Option<(Client, TemporalProbe)>>,
+}
+
+impl Gateway {
+    pub fn new(target: Option<TemporalTarget>) -> Self {
+        Gateway {
+            target,
+            connected: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn pickup_timeout(&self) -> Duration {
+        self.target
+            .as_ref()
+            .map(|target| target.pickup_timeout)
+            .unwrap_or(Duration::from_secs(30))
+    }
+
+    /// A connected client, or UNAVAILABLE saying which Temporal did not answer.
+    pub async fn client(&self) -> Result<(Client, TemporalProbe), Status> {
+        let Some(target) = &self.target else {
+            return Err(Status::unavailable(
+                "no Temporal is configured for this server",
+            ));
+        };
+        let mut connected = self.connected.lock().await;
+        if let Some((client, probe)) = connected.as_ref() {
+            // A cheap check, so a restarted or vanished Temporal is noticed at once.
+            if probe.check_namespace().await.is_ok() {
+                return Ok((client.clone(), probe.clone()));
+            }
+            *connected = None;
+        }
+        let unavailable = |error: String| {
+            Status::unavailable(format!(
+                "the Temporal workflow engine at {} is unavailable ({error}); see `stigmer server status`",
+                target.address
+            ))
+        };
+        let probe = tokio::time::timeout(
+            Duration::from_secs(3),
+            TemporalProbe::connect(&target.address, &target.namespace),
+        )
+        .await
+        .map_err(|_| unavailable("timed out".into()))?
+        .map_err(|error| unavailable(error.to_string()))?;
+        probe
+            .check_namespace()
+            .await
+            .map_err(|error| unavailable(error.to_string()))?;
+        let connection = stigmer_temporal::connect(&target.address, "stigmer-server")
+            .await
+            .map_err(|error| unavailable(error.to_string()))?;
+        let client = stigmer_temporal::client(connection, &target.namespace)
+            .map_err(|error| unavailable(error.to_string()))?;
+        *connected = Some((client.clone(), probe.clone()));
+        Ok((client, probe))
+    }
+}
+
+/// The envelope of a system-created resource.
+pub fn system_resource(kind: Kind, id: &str, spec: Value, status: Value) -> Resource {
+    let now = stigmer_resources::now();
+    Resource {
+        api_version: API_VERSION.into(),
+        kind,
+        metadata: Metadata {
+            name: id.to_owned(),
+            id: Some(id.to_owned()),
+            created_at: Some(now.clone()),
+            updated_at: Some(now),
+            generation: Some(1),
+            ..Metadata::default()
+        },
+        spec,
+        status: Some(status),
+    }
+}
+
+/// The phase recorded in an execution's status.
+pub fn phase_of(execution: &Resource) -> &str {
+    execution
+        .status
+        .as_ref()
+        .and_then(|status| status["phase"].as_str())
+        .unwrap_or("pending")
+}
+
+/// Records a phase change (status and event) unless the execution already ended. Returns
+/// whether it changed anything.
+pub fn record_phase(
+    store: &dyn Store,
+    hub: &EventHub,
+    execution_id: &str,
+    phase: &str,
+    reason: Option<&str>,
+) -> Result<bool, Status> {
+    let internal = |error: stigmer_store::StoreError| Status::internal(error.to_string());
+    let Some(mut execution) = store
+        .get(Kind::AgentExecution, execution_id)
+        .map_err(internal)?
+    else {
+        return Err(Status::not_found(format!(
+            "execution \"{execution_id}\" not found"
+        )));
+    };
+    let current = phase_of(&execution).to_owned();
+    if TERMINAL_PHASES.contains(&current.as_str()) || current == phase {
+        return Ok(false);
+    }
+    let now = stigmer_resources::now();
+    let mut status = execution.status.take().unwrap_or_else(|| json!({}));
+    status["phase"] = Value::from(phase);
+    match reason {
+        Some(reason) => status["reason"] = Value::from(reason),
+        None => {
+            if let Some(object) = status.as_object_mut() {
+                object.remove("reason");
+            }
+        }
+    }
+    if phase == "running" {
+        status["startedAt"] = Value::from(now.clone());
+    }
+    if TERMINAL_PHASES.contains(&phase) {
+        status["finishedAt"] = Value::from(now.clone());
+    }
+    execution.status = Some(status);
+    execution.metadata.updated_at = Some(now.clone());
+    store.put_all(&[execution]).map_err(internal)?;
+    let mut data = json!({"phase": phase});
+    if let Some(reason) = reason {
+        data["reason"] = Value::from(reason);
+    }
+    let stored = store
+        .append_events(
+            execution_id,
+            &[NewEvent {
+                key: format!("phase.{phase}"),
+                kind: "phase_changed".into(),
+                data,
+            }],
+            &now,
+        )
+        .map_err(internal)?;
+    for event in stored {
+        hub.publish(event);
+    }
+    Ok(true)
+}
+
+/// Starts the workflow of an execution.
+pub async fn start_workflow(client: &Client, execution_id: &str) -> Result<(), Status> {
+    use stigmer_temporal::temporalio_common::data_converters::RawValue;
+    use stigmer_temporal::temporalio_common::protos::temporal::api::common::v1::Payload;
+    let payload = Payload {
+        metadata: [("encoding".to_owned(), b"json/plain".to_vec())]
+            .into_iter()
+            .collect(),
+        data: serde_json::to_vec(execution_id).unwrap_or_default(),
+        ..Default::default()
+    };
+    client
+        .start_workflow(
+            UntypedWorkflow::new(AGENT_WORKFLOW),
+            RawValue {
+                payloads: vec![payload],
+            },
+            WorkflowStartOptions::new(AGENT_TASK_QUEUE, execution_id).build(),
+        )
+        .await
+        .map_err(|error| {
+            Status::unavailable(format!("cannot start the execution's workflow: {error}"))
+        })?;
+    Ok(())
+}
+
+/// What the watcher needs, shared with the API.
+pub struct Watch {
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<EventHub>,
+    pub append_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Watch {
+    async fn phase(&self, execution_id: &str, phase: &str, reason: Option<&str>) {
+        let _guard = self.append_lock.lock().await;
+        if let Err(status) =
+            record_phase(self.store.as_ref(), &self.hub, execution_id, phase, reason)
+        {
+            tracing::error!(execution_id, error = %status.message(), "Cannot record a phase.");
+        }
+    }
+
+    fn current_phase(&self, execution_id: &str) -> String {
+        self.store
+            .get(Kind::AgentExecution, execution_id)
+            .ok()
+            .flatten()
+            .map(|execution| phase_of(&execution).to_owned())
+            .unwrap_or_else(|| "pending".into())
+    }
+}
+
+/// Follows an execution's workflow until it ends and records the terminal phase with a reason.
+pub async fn watch_execution(
+    watch: Arc<Watch>,
+    client: Client,
+    probe: TemporalProbe,
+    execution_id: String,
+    pickup_timeout: Duration,
+) {
+    let handle = client.get_workflow_handle::<UntypedWorkflow>(execution_id.clone());
+    let result = handle.get_result(WorkflowGetResultOptions::default());
+    tokio::pin!(result);
+    let mut deadline = tokio::time::Instant::now() + pickup_timeout;
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut result => break outcome,
+            () = tokio::time::sleep_until(deadline) => {
+                if watch.current_phase(&execution_id) != "pending" {
+                    // Picked up: from now on only the result matters.
+                    deadline = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
+                    continue;
+                }
+                let pollers = probe.poller_identities(AGENT_TASK_QUEUE).await.unwrap_or_default();
+                if pollers.is_empty() {
+                    let reason = format!(
+                        "no agent-runner is polling task queue {AGENT_TASK_QUEUE} — see `stigmer server status`"
+                    );
+                    let _ = handle
+                        .terminate(WorkflowTerminateOptions::builder().reason(reason.clone()).build())
+                        .await;
+                    watch.phase(&execution_id, "failed", Some(&reason)).await;
+                    return;
+                }
+                // A runner polls but is busy: keep waiting, and check again later.
+                deadline = tokio::time::Instant::now() + pickup_timeout;
+            }
+        }
+    };
+    use stigmer_temporal::temporalio_client::errors::WorkflowGetResultError;
+    match outcome {
+        Ok(_) => watch.phase(&execution_id, "completed", None).await,
+        Err(WorkflowGetResultError::Cancelled { .. }) => {
+            watch
+                .phase(&execution_id, "cancelled", Some("cancelled by request"))
+                .await;
+        }
+        Err(error) => {
+            let reason = error.to_string();
+            watch.phase(&execution_id, "failed", Some(&reason)).await;
+        }
+    }
+}
+
+/// Requests cancellation of an execution's workflow.
+pub async fn cancel_workflow(client: &Client, execution_id: &str) -> Result<(), Status> {
+    client
+        .get_workflow_handle::<UntypedWorkflow>(execution_id.to_owned())
+        .cancel(
+            WorkflowCancelOptions::builder()
+                .reason("cancelled by request".to_owned())
+                .build(),
+        )
+        .await
+        .map_err(|error| Status::unavailable(format!("cannot cancel the workflow: {error}")))
+}
