@@ -40,6 +40,18 @@ async fn main() {
         .unwrap_or(2000);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(stigmer_store::SqliteStore::open(&dir.path().join("db")).expect("store"));
+    let execution = stigmer_resources::Resource {
+        api_version: stigmer_resources::API_VERSION.into(),
+        kind: stigmer_resources::Kind::AgentExecution,
+        metadata: stigmer_resources::Metadata {
+            name: "aex-bench".into(),
+            id: Some("aex-bench".into()),
+            ..Default::default()
+        },
+        spec: serde_json::json!({"agent": "bench"}),
+        status: Some(serde_json::json!({"phase": "running"})),
+    };
+    stigmer_store::Store::put_all(store.as_ref(), &[execution]).expect("execution");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

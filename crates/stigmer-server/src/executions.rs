@@ -137,6 +137,8 @@ impl ExecutionService for ExecutionApi {
         if request.execution_id.is_empty() {
             return Err(Status::invalid_argument("execution_id is empty"));
         }
+        // Events belong to an execution that exists.
+        self.execution(&request.execution_id)?;
         let mut events = Vec::with_capacity(request.events.len());
         for event in request.events {
             let data: serde_json::Value =

@@ -45,7 +45,23 @@ async fn server_with(temporal: Option<stigmer_server::TemporalTarget>) -> Server
         spec: serde_json::json!({"instructions": "Say hello."}),
         status: None,
     };
+    // Executions the event-log tests write to.
+    let executions: Vec<stigmer_resources::Resource> = ["aex-1", "aex-2", "aex-3", "aex-4"]
+        .into_iter()
+        .map(|id| stigmer_resources::Resource {
+            api_version: stigmer_resources::API_VERSION.into(),
+            kind: stigmer_resources::Kind::AgentExecution,
+            metadata: stigmer_resources::Metadata {
+                name: id.into(),
+                id: Some(id.into()),
+                ..Default::default()
+            },
+            spec: serde_json::json!({"agent": "hello"}),
+            status: Some(serde_json::json!({"phase": "pending"})),
+        })
+        .collect();
     stigmer_store::Store::put_all(store.as_ref(), &[agent]).unwrap();
+    stigmer_store::Store::put_all(store.as_ref(), &executions).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -253,6 +269,20 @@ async fn requests_without_the_token_are_refused() {
 }
 
 #[tokio::test]
+async fn events_of_an_unknown_execution_are_refused() {
+    let server = server().await;
+    let mut writer = client(&server).await;
+    let status = writer
+        .append_events(AppendEventsRequest {
+            execution_id: "aex-none".into(),
+            events: vec![event("x")],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
 async fn malformed_event_data_is_refused() {
     let server = server().await;
     let mut writer = client(&server).await;
@@ -310,9 +340,11 @@ mod lifecycle {
             .await
             .unwrap()
             .into_inner();
-        assert!(
-            list.executions_json.is_empty(),
-            "nothing may be left pending"
+        let fixtures = 4;
+        assert_eq!(
+            list.executions_json.len(),
+            fixtures,
+            "nothing new may be left pending"
         );
     }
 
