@@ -644,9 +644,11 @@ fn open_log(settings: &Settings, component: Component) -> Result<SharedLogFile, 
         .map_err(io_error(format!("cannot open {}", path.display())))
 }
 
+/// Writes the run state. The lock is held while writing: two units changing their children at
+/// once must not interleave their writes of the file.
 fn save_state(home: &stigmer_config::StigmerHome, state: &Mutex<RunState>) {
-    let snapshot = lock(state).clone();
-    if let Err(error) = snapshot.save(home) {
+    let guard = lock(state);
+    if let Err(error) = guard.save(home) {
         tracing::error!(error = %error, "Cannot write the run state.");
     }
 }

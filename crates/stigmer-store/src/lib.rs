@@ -223,6 +223,22 @@ mod tests {
     }
 
     #[test]
+    fn a_store_left_by_a_crash_is_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stigmer.db");
+        assert!(SqliteStore::open_if_exists(&path).unwrap().is_none());
+        let store = SqliteStore::open(&path).unwrap();
+        store.put_all(&[agent("a", "one")]).unwrap();
+        // Simulate a crash: the connection is never closed, so the WAL is not checkpointed.
+        std::mem::forget(store);
+        let reopened = SqliteStore::open_if_exists(&path).unwrap().unwrap();
+        assert_eq!(
+            reopened.get(Kind::Agent, "a").unwrap(),
+            Some(agent("a", "one"))
+        );
+    }
+
+    #[test]
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stigmer.db");

@@ -83,24 +83,15 @@ impl SqliteStore {
         })
     }
 
-    /// Opens an existing database without writing to it (for `apply --dry-run` without a
-    /// daemon); `None` when there is no database yet.
-    pub fn open_read_only(path: &Path) -> Result<Option<SqliteStore>, StoreError> {
+    /// Opens the database at `path` only if it exists (for `get` and `apply --dry-run` when
+    /// no daemon runs); `None` when there is none yet. It is opened for writing all the same:
+    /// after a crash, SQLite must replay the write-ahead log before anyone can read, and a
+    /// read-only connection cannot do that.
+    pub fn open_if_exists(path: &Path) -> Result<Option<SqliteStore>, StoreError> {
         if !path.exists() {
             return Ok(None);
         }
-        let connection = Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|error| StoreError::Backend {
-            path: path.display().to_string(),
-            message: error.to_string(),
-        })?;
-        Ok(Some(SqliteStore {
-            path: path.to_path_buf(),
-            connection: Mutex::new(connection),
-        }))
+        SqliteStore::open(path).map(Some)
     }
 
     fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {

@@ -113,6 +113,17 @@ impl TestHome {
             .unwrap_or_else(|| panic!("no component {name} in {status}"))
     }
 
+    /// Waits until no daemon holds this home's lock (`server status` exits 3). After a
+    /// `kill -9` the pid can look gone (its main thread is a zombie) while other threads still
+    /// hold the lock for a moment; the lock is what says "running".
+    pub fn wait_until_stopped(&self) {
+        wait_until(
+            Duration::from_secs(10),
+            "the daemon lock to be released",
+            || (self.run(&["server", "status"]).code == 3).then_some(()),
+        );
+    }
+
     /// `run/state.json`, if the daemon wrote one.
     pub fn state(&self) -> Option<serde_json::Value> {
         let text = std::fs::read_to_string(self.path().join("run/state.json")).ok()?;

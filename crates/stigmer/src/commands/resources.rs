@@ -92,7 +92,7 @@ fn plan_offline(
     home: &stigmer_config::StigmerHome,
     resources: &[Resource],
 ) -> Result<(ApplyResults, Vec<PlanError>), Failure> {
-    let store: Box<dyn Store> = match SqliteStore::open_read_only(&home.store_file())
+    let store: Box<dyn Store> = match SqliteStore::open_if_exists(&home.store_file())
         .map_err(|error| Failure::new(error.to_string()))?
     {
         Some(store) => Box::new(store),
@@ -388,7 +388,7 @@ fn read_offline(
     kind: Kind,
     name: Option<&str>,
 ) -> Result<Vec<Resource>, Failure> {
-    let store = SqliteStore::open_read_only(&home.store_file())
+    let store = SqliteStore::open_if_exists(&home.store_file())
         .map_err(|error| Failure::new(error.to_string()))?;
     let Some(store) = store else {
         return match name {

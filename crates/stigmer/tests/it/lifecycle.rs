@@ -170,6 +170,7 @@ fn killing_the_daemon_leaves_nothing_behind_and_the_next_start_is_clean() {
             (!is_alive(*pid)).then_some(())
         });
     }
+    home.wait_until_stopped();
     // A stale state file and lock file are still there; neither blocks the next start.
     assert!(home.path().join("run/state.json").exists());
     assert!(home.path().join("run/daemon.lock").exists());

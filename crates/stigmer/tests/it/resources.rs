@@ -205,9 +205,11 @@ fn resources_survive_a_restart_and_a_kill_of_the_daemon() {
     wait_until(Duration::from_secs(10), "the daemon to die", || {
         (!stigmer_test::is_alive(daemon)).then_some(())
     });
+    home.wait_until_stopped();
     // Readable without a daemon (the store is a file), then again after a start.
     let offline = home.run(&["get", "agents", "-o", "json"]);
-    let offline: serde_json::Value = serde_json::from_str(&offline.stdout).unwrap();
+    let offline: serde_json::Value =
+        serde_json::from_str(&offline.stdout).unwrap_or_else(|error| panic!("{error}: {offline}"));
     assert_eq!(offline["items"].as_array().unwrap().len(), 2);
     home.start();
     let again = home.run(&["apply", "-f", &examples(), "--json"]);
