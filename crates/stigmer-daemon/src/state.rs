@@ -18,11 +18,19 @@ pub struct DaemonLock {
 }
 
 impl DaemonLock {
-    /// Takes the lock, or returns `None` when another process holds it.
+    /// Takes the lock, or returns `None` when another process holds it. The holder writes its
+    /// pid and start time into the file, so a stop can find it even without the state file.
     pub fn try_acquire(path: &Path) -> std::io::Result<Option<DaemonLock>> {
         let file = open_lock_file(path)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(Some(DaemonLock { _lock: lock })),
+            Ok(mut lock) => {
+                let pid = std::process::id();
+                let start_time = crate::process::start_time(pid).unwrap_or(0);
+                lock.set_len(0)?;
+                std::io::Seek::seek(&mut *lock, std::io::SeekFrom::Start(0))?;
+                lock.write_all(format!("{pid} {start_time}\n").as_bytes())?;
+                Ok(Some(DaemonLock { _lock: lock }))
+            }
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
             Err((_, errno)) => Err(std::io::Error::other(format!(
                 "cannot lock {}: {errno}",
@@ -30,6 +38,13 @@ impl DaemonLock {
             ))),
         }
     }
+}
+
+/// The pid and start time the current (or last) lock holder wrote into the lock file.
+pub fn lock_holder(path: &Path) -> Option<(u32, u64)> {
+    let text = fs_err::read_to_string(path).ok()?;
+    let mut parts = text.split_whitespace();
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 /// True when some process holds the daemon lock of this home.
@@ -148,6 +163,9 @@ mod tests {
         let lock = DaemonLock::try_acquire(&path).unwrap().expect("free lock");
         assert!(is_locked(&path));
         assert!(DaemonLock::try_acquire(&path).unwrap().is_none());
+        let (pid, start_time) = lock_holder(&path).unwrap();
+        assert_eq!(pid, std::process::id());
+        assert!(crate::process::is_same_process(pid, start_time));
         drop(lock);
         assert!(!is_locked(&path));
         assert!(DaemonLock::try_acquire(&path).unwrap().is_some());

@@ -157,9 +157,17 @@ impl TestHome {
             .unwrap_or_default()
     }
 
+    /// The pid and start time the daemon wrote into its lock file.
+    pub fn lock_holder(&self) -> Option<(u32, u64)> {
+        let text = std::fs::read_to_string(self.path().join("run/daemon.lock")).ok()?;
+        let mut parts = text.split_whitespace();
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    }
+
     /// Stops the daemon of this home and anything it recorded, however it is doing.
     pub fn stop_everything(&self) {
-        let recorded = self.recorded_processes();
+        let mut recorded = self.recorded_processes();
+        recorded.extend(self.lock_holder());
         let _ = self
             .command(&["server", "stop"])
             .stdout(Stdio::null())

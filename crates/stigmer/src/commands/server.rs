@@ -416,11 +416,14 @@ async fn stop_running_daemon(home: &StigmerHome, grace_secs: u64) -> Result<(), 
         Err(_) => false,
     };
     let state = RunState::load(home);
-    let daemon = state
+    // The daemon's pid and start time: from the state file, or else from the lock file.
+    let daemon: Option<(u32, u64)> = state
         .as_ref()
-        .filter(|state| process::is_same_process(state.daemon_pid, state.daemon_start_time));
-    if !requested && let Some(state) = daemon {
-        process::signal_process(state.daemon_pid, Signal::SIGTERM);
+        .map(|state| (state.daemon_pid, state.daemon_start_time))
+        .or_else(|| stigmer_daemon::state::lock_holder(&home.lock_file()))
+        .filter(|(pid, start_time)| process::is_same_process(*pid, *start_time));
+    if !requested && let Some((pid, _)) = daemon {
+        process::signal_process(pid, Signal::SIGTERM);
     }
     // Runners get `grace_secs`, then Temporal gets as long again; allow for both.
     let deadline = Instant::now() + Duration::from_secs(grace_secs * 2 + 10);
@@ -430,9 +433,9 @@ async fn stop_running_daemon(home: &StigmerHome, grace_secs: u64) -> Result<(), 
         }
         tokio::time::sleep(POLL).await;
     }
-    if let Some(state) = daemon {
-        process::signal_process(state.daemon_pid, Signal::SIGKILL);
-        for child in &state.children {
+    if let Some((pid, _)) = daemon {
+        process::signal_process(pid, Signal::SIGKILL);
+        for child in state.iter().flat_map(|state| &state.children) {
             process::reap_recorded(child.pid, child.start_time, Duration::from_secs(1));
         }
         let deadline = Instant::now() + Duration::from_secs(5);

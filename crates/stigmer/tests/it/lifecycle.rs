@@ -572,3 +572,18 @@ fn component_logs_rotate_by_size() {
         }
     }
 }
+
+#[test]
+fn stop_finds_the_daemon_through_its_lock_when_the_state_file_is_damaged() {
+    let home = home();
+    home.start();
+    let recorded = home.recorded_processes();
+    assert_eq!(recorded.len(), 4);
+    std::fs::write(home.path().join("run/state.json"), "{ not json").unwrap();
+    let stopped = home.run(&["server", "stop"]);
+    assert_eq!(stopped.code, 0, "{stopped}");
+    for (pid, _) in recorded {
+        assert!(!is_alive(pid), "process {pid} survived `server stop`");
+    }
+    assert_eq!(home.run(&["server", "status"]).code, 3);
+}
