@@ -290,10 +290,19 @@ fn capture(
     let log = context.log.clone();
     let component = context.component.name();
     tokio::spawn(async move {
-        let mut lines = BufReader::new(reader).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+        // Bytes, not `lines()`: a child may print invalid UTF-8, and that must not end the capture.
+        let mut reader = BufReader::new(reader);
+        let mut buffer = Vec::new();
+        loop {
+            buffer.clear();
+            match reader.read_until(b'\n', &mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let line = String::from_utf8_lossy(&buffer);
+            let line = line.trim_end_matches(['\n', '\r']);
             let Some(record) =
-                stigmer_logs::capture_line(component, stream, &line, chrono::Utc::now())
+                stigmer_logs::capture_line(component, stream, line, chrono::Utc::now())
             else {
                 continue;
             };
@@ -404,6 +413,30 @@ mod tests {
         assert!(last_exit.contains("given up"), "{last_exit}");
         let log = fs_err::read_to_string(dir.path().join("agent-runner.log")).unwrap();
         assert!(log.contains("boom: cannot continue"));
+        stop_tx.send_replace(true);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn output_that_is_not_utf8_does_not_end_the_capture() {
+        let dir = tempfile::tempdir().unwrap();
+        let (context, board, _ready) = context(dir.path());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(supervise(
+            context,
+            shell(
+                "printf 'bad \\377\\376 bytes\\nstill captured\\n' >&2; exit 3",
+                false,
+            ),
+            stop_rx,
+        ));
+        wait_for(&board, Duration::from_secs(10), |record| {
+            record.state == ComponentState::Failed
+        })
+        .await;
+        let log = fs_err::read_to_string(dir.path().join("agent-runner.log")).unwrap();
+        assert!(log.contains("bad \u{fffd}\u{fffd} bytes"), "{log}");
+        assert!(log.contains("still captured"), "{log}");
         stop_tx.send_replace(true);
         task.await.unwrap();
     }

@@ -34,20 +34,36 @@ impl JsonLayer {
         }
     }
 
-    fn write(&self, line: &str) {
-        // Logging must never take the program down: write errors are dropped.
+    /// Stamps `record` with the current time and writes it.
+    ///
+    /// The time is taken while holding the sink's lock, so that lines from concurrent threads
+    /// reach the sink in `ts` order. Write errors are dropped: logging must never take the
+    /// program down.
+    fn write(&self, mut record: LogRecord) {
         match &self.sink {
             LogSink::Stdout => {
-                let _ = writeln!(std::io::stdout().lock(), "{line}");
+                let mut out = std::io::stdout().lock();
+                record.ts = chrono::Utc::now();
+                let _ = out.write_all(with_newline(&record).as_bytes());
             }
             LogSink::Stderr => {
-                let _ = writeln!(std::io::stderr().lock(), "{line}");
+                // Stderr is unbuffered, so the line goes out in one write and cannot be split
+                // by a child process sharing the stream.
+                let mut out = std::io::stderr().lock();
+                record.ts = chrono::Utc::now();
+                let _ = out.write_all(with_newline(&record).as_bytes());
             }
             LogSink::File(file) => {
-                let _ = file.write_line(line);
+                let _ = file.write_record_now(record);
             }
         }
     }
+}
+
+fn with_newline(record: &LogRecord) -> String {
+    let mut line = record.to_json_line();
+    line.push('\n');
+    line
 }
 
 /// Span fields, kept in the span's extensions.
@@ -92,18 +108,26 @@ where
             Some(other) => other.to_string(),
             None => String::new(),
         };
+        // A field named like a key of the line would be dropped when the line is written,
+        // so it is kept under another name.
+        for key in ["ts", "component", "level"] {
+            if let Some(value) = fields.remove(key) {
+                fields.insert(format!("field_{key}"), value);
+            }
+        }
         fields.insert(
             "target".into(),
             Value::from(event.metadata().target().to_owned()),
         );
         let record = LogRecord {
+            // Replaced by the time of writing, taken under the sink's lock.
             ts: chrono::Utc::now(),
             component: self.component.clone(),
             level: level_of(event.metadata().level()),
             message,
             fields,
         };
-        self.write(&record.to_json_line());
+        self.write(record);
     }
 }
 
@@ -152,7 +176,9 @@ impl Visit for JsonVisitor {
 /// Why logging could not be set up.
 #[derive(Debug)]
 pub enum InitError {
+    /// The filter directives (from the caller or `$STIGMER_LOG`) do not parse.
     Filter(String),
+    /// A global subscriber was already installed.
     AlreadySet(String),
 }
 
@@ -195,24 +221,69 @@ mod tests {
         let file = SharedLogFile::open(&path, RotationPolicy::default()).unwrap();
         let subscriber = tracing_subscriber::registry()
             .with(JsonLayer::new("agent-runner", LogSink::File(file)));
+        // Whole milliseconds, because the line carries no more.
+        let before =
+            chrono::DateTime::from_timestamp_millis(chrono::Utc::now().timestamp_millis()).unwrap();
         tracing::subscriber::with_default(subscriber, || {
-            let span = tracing::info_span!("execution", execution_id = "aex-42", turn = 1u64);
-            let _entered = span.enter();
-            tracing::warn!(tool = "ls", turn = 2u64, "Tool call started.");
+            let outer = tracing::info_span!(
+                "execution",
+                execution_id = "aex-42",
+                turn = 1u64,
+                attempt = tracing::field::Empty
+            );
+            let _outer = outer.enter();
+            outer.record("attempt", 3i64);
+            let inner = tracing::debug_span!("tool", tool = "cat", ok = true);
+            let _inner = inner.enter();
+            tracing::warn!(
+                tool = "ls",
+                turn = 2u64,
+                level = "mine",
+                ratio = 0.5,
+                "Tool call started."
+            );
+            tracing::error!(error = ?std::io::ErrorKind::NotFound, "Second {}.", "event");
         });
+        let after = chrono::Utc::now();
         let text = fs_err::read_to_string(&path).unwrap();
-        let record = LogRecord::parse(text.lines().next().unwrap()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with(r#"{"ts":""#), "{}", lines[0]);
+        assert!(lines[0].contains(
+            r#"Z","component":"agent-runner","level":"warn","message":"Tool call started.","#
+        ));
+
+        let record = LogRecord::parse(lines[0]).unwrap();
+        assert!(before <= record.ts && record.ts <= after);
         assert_eq!(record.component, "agent-runner");
         assert_eq!(record.level, Level::Warn);
         assert_eq!(record.message, "Tool call started.");
         assert_eq!(record.fields["execution_id"], "aex-42");
-        assert_eq!(record.fields["tool"], "ls");
-        assert_eq!(record.fields["turn"], 2, "the event overrides its span");
-        assert!(
-            record.fields["target"]
-                .as_str()
-                .unwrap()
-                .starts_with("stigmer_logs")
+        assert_eq!(
+            record.fields["attempt"], 3,
+            "recorded after the span was created"
         );
+        assert_eq!(record.fields["ok"], true);
+        assert_eq!(record.fields["ratio"], 0.5);
+        assert_eq!(
+            record.fields["tool"], "ls",
+            "the event overrides the inner span"
+        );
+        assert_eq!(
+            record.fields["turn"], 2,
+            "the event overrides the outer span"
+        );
+        assert_eq!(record.fields["field_level"], "mine");
+        assert_eq!(record.fields["target"], "stigmer_logs::layer::tests");
+
+        let second = LogRecord::parse(lines[1]).unwrap();
+        assert_eq!(second.level, Level::Error);
+        assert_eq!(second.message, "Second event.");
+        assert_eq!(second.fields["error"], "NotFound");
+        assert_eq!(
+            second.fields["tool"], "cat",
+            "the inner span overrides the outer one"
+        );
+        assert!(record.ts <= second.ts);
     }
 }

@@ -6,12 +6,15 @@
 //! {"ts":"2026-11-23T05:06:58.123Z","component":"agent-runner","level":"info","message":"Worker polling.","task_queue":"agent_execution_runner"}
 //! ```
 //!
-//! `ts` is RFC 3339 in UTC with milliseconds, `level` is one of `trace`, `debug`, `info`,
-//! `warn`, `error`; any further keys are the line's fields. Our own components write such lines
-//! through the `tracing` layer [`JsonLayer`]; the daemon turns every captured output line of a
-//! child into one with [`capture_line`] (foreign lines get the capture time), and writes them
-//! with size-based rotation ([`RotatingFile`]). The `logs` command merges files by `ts`, so this
-//! format is a contract.
+//! The keys come in this order: `ts` (RFC 3339, UTC, milliseconds, `Z`), `component`, `level`
+//! (one of `trace`, `debug`, `info`, `warn`, `error`), `message`, then the line's fields. Our own
+//! components write such lines through the `tracing` layer [`JsonLayer`]; the daemon turns every
+//! captured output line of a child into one with [`capture_line`] (foreign lines get the capture
+//! time, their own timestamp is kept as the field `source_ts`), and writes them through a
+//! [`SharedLogFile`], which keeps each file in `ts` order, with size-based rotation
+//! ([`RotatingFile`]): the newest lines are in `x.log`, older ones in `x.log.1`, `x.log.2`, …
+//! ([`rotated_paths`]). The `logs` command merges the files by `ts`, so this format is a
+//! contract.
 
 mod layer;
 mod record;
