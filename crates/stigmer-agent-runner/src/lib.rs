@@ -1,8 +1,12 @@
-//! The agent runner: a Temporal worker that runs agents: the agent loop is a Temporal workflow on `agent_execution_runner`, each model turn and tool call an activity (the agent loop itself arrives with the agent-execution issue).
+//! The agent runner: a Temporal worker that runs agents. The agent loop is a Temporal workflow
+//! on `agent_execution_runner` ([`agent::AgentWorkflow`]); each model turn and each tool call is
+//! an activity ([`agent::AgentActivities`]) that reports to the API server ([`api`]).
 //!
 //! It is a role of the `stigmer` binary (`stigmer internal agent-runner`), started and supervised by
 //! the daemon, configured only through a [`RunnerLaunchSpec`].
 
+pub mod agent;
+pub mod api;
 pub mod turn;
 
 use std::future::Future;
@@ -14,6 +18,12 @@ pub async fn run(
     spec: RunnerLaunchSpec,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
-    let options = worker::base_options(&spec)?;
+    let mut options = worker::base_options(&spec)?;
+    options
+        .register_workflow::<agent::AgentWorkflow>()
+        .map_err(|error| WorkerError::Setup(error.to_string()))?;
+    options.register_activities(
+        agent::AgentActivities::new(spec.clone()).map_err(WorkerError::Setup)?,
+    );
     worker::run(&spec, options, shutdown).await
 }

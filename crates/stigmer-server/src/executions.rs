@@ -10,12 +10,13 @@ use crate::lifecycle::{
     system_resource, watch_execution,
 };
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use stigmer_proto::executions::v1::execution_service_server::ExecutionService;
 use stigmer_proto::executions::v1::{
-    AppendEventsRequest, AppendEventsResponse, ExecutionEvent, SubscribeRequest,
+    AppendEventsRequest, AppendEventsResponse, ExecutionEvent, GetRunContextRequest, RunContext,
+    SaveMessagesRequest, SaveMessagesResponse, SubscribeRequest,
 };
 use stigmer_proto::executions::v1::{
     CancelExecutionRequest, CancelExecutionResponse, CreateExecutionRequest,
@@ -83,6 +84,34 @@ pub struct ExecutionApi {
     hub: Arc<EventHub>,
     append_lock: Arc<tokio::sync::Mutex<()>>,
     gateway: Arc<Gateway>,
+    secrets: Arc<Secrets>,
+}
+
+/// The secrets of running executions, in memory only: they are never stored, so a server
+/// restart forgets them (the run goes on without them).
+#[derive(Default)]
+pub struct Secrets {
+    by_execution: Mutex<HashMap<String, BTreeMap<String, String>>>,
+}
+
+impl Secrets {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<String, String>>> {
+        self.by_execution.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, execution_id: &str, secrets: BTreeMap<String, String>) {
+        if !secrets.is_empty() {
+            self.map().insert(execution_id.to_owned(), secrets);
+        }
+    }
+
+    fn get(&self, execution_id: &str) -> BTreeMap<String, String> {
+        self.map().get(execution_id).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn forget(&self, execution_id: &str) {
+        self.map().remove(execution_id);
+    }
 }
 
 impl ExecutionApi {
@@ -92,7 +121,56 @@ impl ExecutionApi {
             hub: Arc::new(EventHub::default()),
             append_lock: Arc::new(tokio::sync::Mutex::new(())),
             gateway: Arc::new(Gateway::new(temporal)),
+            secrets: Arc::new(Secrets::default()),
         }
+    }
+
+    /// Watches the executions a previous server left unfinished, once Temporal answers, so
+    /// they too reach a terminal phase.
+    pub fn resume_watches(&self) {
+        let unfinished: Vec<String> = match self.store.list(Kind::AgentExecution) {
+            Ok(executions) => executions
+                .iter()
+                .filter(|execution| !TERMINAL_PHASES.contains(&phase_of(execution)))
+                .map(|execution| execution.metadata.name.clone())
+                .collect(),
+            Err(error) => {
+                tracing::error!(error = %error, "Cannot list executions to resume watching them.");
+                return;
+            }
+        };
+        if unfinished.is_empty() {
+            return;
+        }
+        let gateway = self.gateway.clone();
+        let watch = self.watch();
+        tokio::spawn(async move {
+            let mut delay = std::time::Duration::from_millis(200);
+            let (client, probe) = loop {
+                match gateway.client().await {
+                    Ok(connected) => break connected,
+                    Err(status) if gateway.configured() => {
+                        tracing::debug!(error = %status.message(), "Temporal not ready; will resume watches later.");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                    }
+                    Err(_) => return,
+                }
+            };
+            tracing::info!(
+                count = unfinished.len(),
+                "Resuming the watch of unfinished executions."
+            );
+            for execution_id in unfinished {
+                tokio::spawn(watch_execution(
+                    watch.clone(),
+                    client.clone(),
+                    probe.clone(),
+                    execution_id,
+                    gateway.pickup_timeout(),
+                ));
+            }
+        });
     }
 
     fn watch(&self) -> Arc<Watch> {
@@ -100,6 +178,7 @@ impl ExecutionApi {
             store: self.store.clone(),
             hub: self.hub.clone(),
             append_lock: self.append_lock.clone(),
+            secrets: self.secrets.clone(),
         })
     }
 
@@ -109,6 +188,48 @@ impl ExecutionApi {
             .map_err(|error| Status::internal(error.to_string()))?
             .ok_or_else(|| Status::not_found(format!("execution \"{execution_id}\" not found")))
     }
+}
+
+/// FAILED_PRECONDITION once an execution has ended: nothing more may be written to it.
+fn ensure_open(execution: &Resource) -> Result<(), Status> {
+    let phase = phase_of(execution);
+    if TERMINAL_PHASES.contains(&phase) {
+        return Err(Status::failed_precondition(format!(
+            "execution \"{}\" already ended ({phase})",
+            execution.metadata.name
+        )));
+    }
+    Ok(())
+}
+
+/// The run's variables against what the agent declares: every variable without a default
+/// must be given, and a secret one only as a secret.
+fn check_variables(
+    agent: &Resource,
+    env: &HashMap<String, String>,
+    secrets: &HashMap<String, String>,
+) -> Result<(), Status> {
+    let Some(declared) = agent.spec.get("env").and_then(|env| env.as_object()) else {
+        return Ok(());
+    };
+    for (name, declaration) in declared {
+        let secret = declaration["secret"].as_bool().unwrap_or(false);
+        if secret && env.contains_key(name) {
+            return Err(Status::invalid_argument(format!(
+                "{name} is a secret of agent '{}': pass it with --secret {name}=…, so it is never stored",
+                agent.metadata.name
+            )));
+        }
+        let given = env.contains_key(name) || secrets.contains_key(name);
+        if !given && declaration.get("default").is_none_or(|d| d.is_null()) {
+            let flag = if secret { "--secret" } else { "--env" };
+            return Err(Status::invalid_argument(format!(
+                "agent '{}' needs the variable {name}: pass {flag} {name}=…",
+                agent.metadata.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn resource_json(resource: &Resource) -> Result<String, Status> {
@@ -137,8 +258,9 @@ impl ExecutionService for ExecutionApi {
         if request.execution_id.is_empty() {
             return Err(Status::invalid_argument("execution_id is empty"));
         }
-        // Events belong to an execution that exists.
-        self.execution(&request.execution_id)?;
+        // Events belong to an execution that exists and has not ended: a step still running
+        // after a cancel hears so here and stops.
+        ensure_open(&self.execution(&request.execution_id)?)?;
         let mut events = Vec::with_capacity(request.events.len());
         for event in request.events {
             let data: serde_json::Value =
@@ -229,6 +351,12 @@ impl ExecutionService for ExecutionApi {
         if request.message.trim().is_empty() {
             return Err(Status::invalid_argument("the message is empty"));
         }
+        let agent = self
+            .store
+            .get(Kind::Agent, &request.agent)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("agent '{}' not found", request.agent)))?;
+        check_variables(&agent, &request.env, &request.secrets)?;
         // Temporal first: if it does not answer, nothing is created and the caller hears so
         // at once, instead of an execution that stays pending.
         let (client, probe) = self.gateway.client().await?;
@@ -264,6 +392,17 @@ impl ExecutionService for ExecutionApi {
         if !request.model.is_empty() {
             spec["model"] = serde_json::Value::from(request.model.clone());
         }
+        if !request.env.is_empty() {
+            spec["env"] = json!(request.env.iter().collect::<BTreeMap<_, _>>());
+        }
+        if !request.secrets.is_empty() {
+            spec["secretNames"] = json!(
+                request
+                    .secrets
+                    .keys()
+                    .collect::<std::collections::BTreeSet<_>>()
+            );
+        }
         let execution = system_resource(
             Kind::AgentExecution,
             &execution_id,
@@ -290,7 +429,10 @@ impl ExecutionService for ExecutionApi {
                 self.hub.publish(event);
             }
         }
+        self.secrets
+            .insert(&execution_id, request.secrets.into_iter().collect());
         if let Err(status) = start_workflow(&client, &execution_id).await {
+            self.secrets.forget(&execution_id);
             let _guard = self.append_lock.lock().await;
             record_phase(
                 self.store.as_ref(),
@@ -357,6 +499,93 @@ impl ExecutionService for ExecutionApi {
         Ok(Response::new(CancelExecutionResponse {}))
     }
 
+    async fn get_run_context(
+        &self,
+        request: Request<GetRunContextRequest>,
+    ) -> Result<Response<RunContext>, Status> {
+        let GetRunContextRequest {
+            execution_id,
+            through_turn,
+        } = request.into_inner();
+        let internal = |error: stigmer_store::StoreError| Status::internal(error.to_string());
+        let execution = self.execution(&execution_id)?;
+        ensure_open(&execution)?;
+        let agent_name = execution.spec["agent"].as_str().unwrap_or_default();
+        let agent = self
+            .store
+            .get(Kind::Agent, agent_name)
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "agent '{agent_name}' was deleted while its execution ran"
+                ))
+            })?;
+        let session = execution.spec["session"].as_str().unwrap_or_default();
+        let created = execution.metadata.created_at.clone().unwrap_or_default();
+        // Earlier executions of the session count only when they completed: a failed or
+        // cancelled one may have left a tool call without its result, which models refuse.
+        let mut earlier_completed: HashMap<String, bool> = HashMap::new();
+        let mut messages = Vec::new();
+        for message in self.store.session_messages(session).map_err(internal)? {
+            let include = if message.execution_id == execution_id {
+                message.turn <= through_turn
+            } else {
+                *earlier_completed
+                    .entry(message.execution_id.clone())
+                    .or_insert_with(|| {
+                        self.store
+                            .get(Kind::AgentExecution, &message.execution_id)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|other| {
+                                phase_of(&other) == "completed"
+                                    && other.metadata.created_at.clone().unwrap_or_default()
+                                        < created
+                            })
+                    })
+            };
+            if include {
+                messages.push(message.data.to_string());
+            }
+        }
+        Ok(Response::new(RunContext {
+            execution_json: resource_json(&execution)?,
+            agent_json: resource_json(&agent)?,
+            messages_json: messages,
+            secrets: self.secrets.get(&execution_id).into_iter().collect(),
+        }))
+    }
+
+    async fn save_messages(
+        &self,
+        request: Request<SaveMessagesRequest>,
+    ) -> Result<Response<SaveMessagesResponse>, Status> {
+        let request = request.into_inner();
+        let execution = self.execution(&request.execution_id)?;
+        ensure_open(&execution)?;
+        let messages = request
+            .messages_json
+            .iter()
+            .map(|text| {
+                serde_json::from_str::<serde_json::Value>(text)
+                    .ok()
+                    .filter(serde_json::Value::is_object)
+                    .ok_or_else(|| Status::invalid_argument("a message is not a JSON object"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let session = execution.spec["session"].as_str().unwrap_or_default();
+        self.store
+            .put_messages(
+                session,
+                &request.execution_id,
+                request.turn,
+                request.first_index,
+                &messages,
+            )
+            .map_err(|error| Status::internal(error.to_string()))?;
+        Ok(Response::new(SaveMessagesResponse {}))
+    }
+
     type SubscribeStream = EventStream;
 
     async fn subscribe(
@@ -367,6 +596,8 @@ impl ExecutionService for ExecutionApi {
             execution_id,
             after_seq,
         } = request.into_inner();
+        // An unknown id would otherwise wait forever for events that never come.
+        self.execution(&execution_id)?;
         // Join the live feed before reading the store, so nothing falls between the two.
         let mut live = self.hub.subscribe(&execution_id);
         let store = self.store.clone();

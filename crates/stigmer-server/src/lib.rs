@@ -62,6 +62,8 @@ pub async fn serve(
         store,
         temporal,
     } = context;
+    let executions = ExecutionApi::new(store.clone(), temporal);
+    executions.resume_watches();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<DaemonServiceServer<DaemonApi>>()
@@ -97,7 +99,7 @@ pub async fn serve(
             authenticate.clone(),
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
-            ExecutionServiceServer::new(ExecutionApi::new(store.clone(), temporal)),
+            ExecutionServiceServer::new(executions),
             authenticate.clone(),
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(

@@ -6,7 +6,7 @@
 //! agent-runner polls the queue, failing the execution with that reason when none does. So no
 //! execution stays "pending" forever.
 
-use crate::executions::{EventHub, TERMINAL_PHASES};
+use crate::executions::{EventHub, Secrets, TERMINAL_PHASES};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +44,11 @@ impl Gateway {
             target,
             connected: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Whether a Temporal is configured at all.
+    pub fn configured(&self) -> bool {
+        self.target.is_some()
     }
 
     pub fn pickup_timeout(&self) -> Duration {
@@ -217,10 +222,14 @@ pub struct Watch {
     pub store: Arc<dyn Store>,
     pub hub: Arc<EventHub>,
     pub append_lock: Arc<tokio::sync::Mutex<()>>,
+    pub secrets: Arc<Secrets>,
 }
 
 impl Watch {
     async fn phase(&self, execution_id: &str, phase: &str, reason: Option<&str>) {
+        if TERMINAL_PHASES.contains(&phase) {
+            self.secrets.forget(execution_id);
+        }
         let _guard = self.append_lock.lock().await;
         if let Err(status) =
             record_phase(self.store.as_ref(), &self.hub, execution_id, phase, reason)
@@ -284,10 +293,45 @@ pub async fn watch_execution(
                 .phase(&execution_id, "cancelled", Some("cancelled by request"))
                 .await;
         }
+        Err(WorkflowGetResultError::Failed(error)) => {
+            let reason = failure_reason(error.failure());
+            watch.phase(&execution_id, "failed", Some(&reason)).await;
+        }
+        Err(WorkflowGetResultError::TimedOut) => {
+            watch
+                .phase(&execution_id, "failed", Some("the execution timed out"))
+                .await;
+        }
+        Err(WorkflowGetResultError::Terminated { .. }) => {
+            watch
+                .phase(
+                    &execution_id,
+                    "failed",
+                    Some("the execution's workflow was terminated in Temporal"),
+                )
+                .await;
+        }
         Err(error) => {
             let reason = error.to_string();
             watch.phase(&execution_id, "failed", Some(&reason)).await;
         }
+    }
+}
+
+/// The innermost message of a failure chain: an activity failure wraps the error the step
+/// reported (the provider's message, the turn limit), and that is what the user needs.
+pub fn failure_reason(
+    failure: &stigmer_temporal::temporalio_common::protos::temporal::api::failure::v1::Failure,
+) -> String {
+    let mut current = failure;
+    while let Some(cause) = current.cause.as_deref() {
+        current = cause;
+    }
+    let message = current.message.trim();
+    if message.is_empty() {
+        failure.message.clone()
+    } else {
+        message.to_owned()
     }
 }
 

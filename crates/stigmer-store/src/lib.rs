@@ -55,6 +55,28 @@ pub trait Store: Send + Sync {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Stores conversation messages of one turn of an execution, at `first_index` and after,
+    /// replacing what is stored at those places (a retried step writes the same places).
+    fn put_messages(
+        &self,
+        session_id: &str,
+        execution_id: &str,
+        turn: u32,
+        first_index: u32,
+        messages: &[serde_json::Value],
+    ) -> Result<(), StoreError>;
+    /// The conversation of a session: executions in the order their first message was
+    /// stored, each by turn and index.
+    fn session_messages(&self, session_id: &str) -> Result<Vec<StoredMessage>, StoreError>;
+}
+
+/// One message of a session's conversation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredMessage {
+    pub execution_id: String,
+    pub turn: u32,
+    pub index: u32,
+    pub data: serde_json::Value,
 }
 
 /// An event to append: an idempotency key chosen by the writer, a kind and its data.
@@ -167,10 +189,61 @@ mod tests {
         assert!(store.events_after("aex-9", 0, 10).unwrap().is_empty());
     }
 
+    /// The conversation behaviour every store must have.
+    pub fn message_conformance(store: &dyn Store) {
+        use serde_json::json;
+        let text = |t: &str| json!({"role": "user", "text": t});
+        store
+            .put_messages("ses-1", "aex-1", 0, 0, &[text("first question")])
+            .unwrap();
+        store
+            .put_messages("ses-1", "aex-1", 1, 0, &[text("answer"), text("tool")])
+            .unwrap();
+        // Another session does not mix in.
+        store
+            .put_messages("ses-2", "aex-3", 0, 0, &[text("elsewhere")])
+            .unwrap();
+        store
+            .put_messages("ses-1", "aex-2", 0, 0, &[text("second question")])
+            .unwrap();
+        // A retried step rewrites its places instead of adding to them; a later turn of the
+        // first execution still sorts before the second execution.
+        store
+            .put_messages("ses-1", "aex-1", 1, 1, &[text("tool, retried")])
+            .unwrap();
+        store
+            .put_messages("ses-1", "aex-1", 2, 0, &[text("final")])
+            .unwrap();
+        let messages = store.session_messages("ses-1").unwrap();
+        let seen: Vec<(&str, u32, u32, &str)> = messages
+            .iter()
+            .map(|m| {
+                (
+                    m.execution_id.as_str(),
+                    m.turn,
+                    m.index,
+                    m.data["text"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("aex-1", 0, 0, "first question"),
+                ("aex-1", 1, 0, "answer"),
+                ("aex-1", 1, 1, "tool, retried"),
+                ("aex-1", 2, 0, "final"),
+                ("aex-2", 0, 0, "second question"),
+            ]
+        );
+        assert!(store.session_messages("ses-9").unwrap().is_empty());
+    }
+
     #[test]
     fn memory_store_conforms() {
         conformance(&MemoryStore::default());
         event_conformance(&MemoryStore::default());
+        message_conformance(&MemoryStore::default());
     }
 
     #[test]
@@ -181,6 +254,7 @@ mod tests {
             let store = SqliteStore::open(&path).unwrap();
             conformance(&store);
             event_conformance(&store);
+            message_conformance(&store);
         }
         let reopened = SqliteStore::open(&path).unwrap();
         assert_eq!(

@@ -1,15 +1,20 @@
 //! An in-memory [`Store`], for tests and for planning without a daemon.
 
-use crate::{NewEvent, Store, StoreError, StoredEvent};
+use crate::{NewEvent, Store, StoreError, StoredEvent, StoredMessage};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use stigmer_resources::{Kind, Resource};
+
+/// A session's messages by (execution order, turn, index).
+type Conversation = BTreeMap<(u64, u32, u32), StoredMessage>;
 
 /// Resources and events in maps behind locks.
 #[derive(Default)]
 pub struct MemoryStore {
     resources: Mutex<BTreeMap<(Kind, String), Resource>>,
     events: Mutex<BTreeMap<String, Vec<StoredEvent>>>,
+    /// Per session: (execution order, turn, index) → message.
+    messages: Mutex<BTreeMap<String, Conversation>>,
 }
 
 impl MemoryStore {
@@ -92,6 +97,50 @@ impl Store for MemoryStore {
                     .cloned()
                     .collect()
             })
+            .unwrap_or_default())
+    }
+
+    fn put_messages(
+        &self,
+        session_id: &str,
+        execution_id: &str,
+        turn: u32,
+        first_index: u32,
+        messages: &[serde_json::Value],
+    ) -> Result<(), StoreError> {
+        let mut all = self.messages.lock().unwrap_or_else(|p| p.into_inner());
+        let session = all.entry(session_id.to_owned()).or_default();
+        let order = session
+            .iter()
+            .find(|(_, message)| message.execution_id == execution_id)
+            .map(|((order, _, _), _)| *order)
+            .unwrap_or_else(|| {
+                session
+                    .keys()
+                    .map(|(order, _, _)| order + 1)
+                    .max()
+                    .unwrap_or(1)
+            });
+        for (offset, data) in messages.iter().enumerate() {
+            let index = first_index + offset as u32;
+            session.insert(
+                (order, turn, index),
+                StoredMessage {
+                    execution_id: execution_id.to_owned(),
+                    turn,
+                    index,
+                    data: data.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn session_messages(&self, session_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
+        let all = self.messages.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(all
+            .get(session_id)
+            .map(|session| session.values().cloned().collect())
             .unwrap_or_default())
     }
 }

@@ -1,6 +1,6 @@
 //! The SQLite [`Store`]: one file, WAL mode, a versioned schema migrated on open.
 
-use crate::{NewEvent, Store, StoreError, StoredEvent};
+use crate::{NewEvent, Store, StoreError, StoredEvent, StoredMessage};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -27,6 +27,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (execution_id, seq),
         UNIQUE (execution_id, key)
     ) WITHOUT ROWID;",
+    // 3: conversation messages, per session; `exec_order` orders the executions of a session.
+    "CREATE TABLE messages (
+        session_id TEXT NOT NULL,
+        execution_id TEXT NOT NULL,
+        exec_order INTEGER NOT NULL,
+        turn INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (execution_id, turn, idx)
+    ) WITHOUT ROWID;
+    CREATE INDEX messages_by_session ON messages (session_id, exec_order, turn, idx);",
 ];
 
 /// Resources in a SQLite file.
@@ -290,5 +301,82 @@ impl Store for SqliteStore {
             )
             .map_err(|error| self.backend(error))?;
         Ok(removed > 0)
+    }
+
+    fn put_messages(
+        &self,
+        session_id: &str,
+        execution_id: &str,
+        turn: u32,
+        first_index: u32,
+        messages: &[serde_json::Value],
+    ) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        let transaction = connection
+            .transaction()
+            .map_err(|error| self.backend(error))?;
+        {
+            let order: i64 = transaction
+                .query_row(
+                    "SELECT COALESCE(
+                        (SELECT exec_order FROM messages WHERE execution_id = ?1 LIMIT 1),
+                        (SELECT COALESCE(MAX(exec_order), 0) + 1 FROM messages WHERE session_id = ?2))",
+                    params![execution_id, session_id],
+                    |row| row.get(0),
+                )
+                .map_err(|error| self.backend(error))?;
+            let mut insert = transaction
+                .prepare_cached(
+                    "INSERT INTO messages (session_id, execution_id, exec_order, turn, idx, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (execution_id, turn, idx) DO UPDATE SET data = excluded.data",
+                )
+                .map_err(|error| self.backend(error))?;
+            for (offset, data) in messages.iter().enumerate() {
+                insert
+                    .execute(params![
+                        session_id,
+                        execution_id,
+                        order,
+                        turn,
+                        first_index + offset as u32,
+                        data.to_string()
+                    ])
+                    .map_err(|error| self.backend(error))?;
+            }
+        }
+        transaction.commit().map_err(|error| self.backend(error))
+    }
+
+    fn session_messages(&self, session_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT execution_id, turn, idx, data FROM messages
+                 WHERE session_id = ?1 ORDER BY exec_order, turn, idx",
+            )
+            .map_err(|error| self.backend(error))?;
+        let rows = statement
+            .query_map(params![session_id], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, u32>(1)?,
+                    row.get::<_, u32>(2)?,
+                    row.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(|error| self.backend(error))?;
+        let mut messages = Vec::new();
+        for row in rows {
+            let (execution_id, turn, index, data) = row.map_err(|error| self.backend(error))?;
+            messages.push(StoredMessage {
+                execution_id,
+                turn,
+                index,
+                data: serde_json::from_str(&data)
+                    .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+            });
+        }
+        Ok(messages)
     }
 }

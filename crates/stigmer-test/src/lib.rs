@@ -273,11 +273,15 @@ pub struct ExternalTemporal {
 }
 
 impl ExternalTemporal {
-    /// Starts `temporal server start-dev` on free ports and waits until its port accepts.
+    /// Starts `temporal server start-dev` on free ports and waits until it serves.
     pub fn start() -> ExternalTemporal {
+        ExternalTemporal::start_on(free_port())
+    }
+
+    /// Like [`ExternalTemporal::start`], with the frontend on `port`.
+    pub fn start_on(port: u16) -> ExternalTemporal {
         use std::os::unix::process::CommandExt;
         let dir = tempfile::tempdir().expect("cannot create a temporary directory");
-        let port = free_port();
         let child = Command::new("temporal")
             .args(["server", "start-dev", "--headless", "--ip", "127.0.0.1"])
             .args(["--port", &port.to_string()])

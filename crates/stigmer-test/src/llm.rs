@@ -108,6 +108,8 @@ struct Shared {
     script: VecDeque<Turn>,
     requests: Vec<RecordedRequest>,
     models: Vec<String>,
+    /// When the script is empty, answer like a tiny agent instead of failing (the demo).
+    demo: bool,
 }
 
 /// The running server; stops when dropped.
@@ -126,6 +128,7 @@ impl ScriptedLlm {
             script: script.into(),
             requests: Vec::new(),
             models: vec!["qwen2.5-coder:7b".into(), "scripted".into()],
+            demo: false,
         }));
         let listener =
             std::net::TcpListener::bind("127.0.0.1:0").expect("cannot bind the scripted LLM");
@@ -160,6 +163,15 @@ impl ScriptedLlm {
             _shutdown: shutdown,
             _thread: Some(thread),
         }
+    }
+
+    /// A server for demos: once its script is empty it answers every conversation the same
+    /// way — a `write_todos` call first, then, once a tool result is in the conversation, a
+    /// short greeting. It is a stand-in for a real model, and says so.
+    pub fn start_demo() -> ScriptedLlm {
+        let llm = ScriptedLlm::start(Vec::new());
+        llm.lock().demo = true;
+        llm
     }
 
     /// `http://127.0.0.1:port` (Ollama's base URL).
@@ -212,6 +224,33 @@ enum Dialect {
     Anthropic,
 }
 
+/// The demo's answer to a conversation: todos first, then a greeting.
+fn demo_turn(body: &Value) -> Turn {
+    let last = body["messages"]
+        .as_array()
+        .and_then(|messages| messages.last())
+        .cloned()
+        .unwrap_or(Value::Null);
+    let after_tool = last["role"] == "tool"
+        || last["content"]
+            .as_array()
+            .is_some_and(|parts| parts.iter().any(|part| part["type"] == "tool_result"));
+    if after_tool {
+        Turn::text(
+            "Hello! I am the hello agent, answering through Stigmer's scripted stand-in model              (no real LLM is configured). I wrote down what I would do next in the todo list.              Point Stigmer at Ollama, OpenAI or Anthropic (docs/configuration.md) for real answers.",
+        )
+    } else {
+        Turn::tool_call(
+            "write_todos",
+            json!({"todos": [
+                {"content": "Greet the user", "status": "completed"},
+                {"content": "Ask what they want to build", "status": "in_progress"},
+                {"content": "Connect a real model (Ollama, OpenAI or Anthropic)", "status": "pending"}
+            ]}),
+        )
+    }
+}
+
 async fn chat(
     State(state): State<AppState>,
     uri: Uri,
@@ -244,7 +283,10 @@ async fn chat(
                 .collect(),
             body,
         });
-        shared.script.pop_front()
+        let demo = shared.demo;
+        let next = shared.script.pop_front();
+        let last = shared.requests.last().map(|request| &request.body);
+        next.or_else(|| demo.then(|| demo_turn(last.unwrap_or(&Value::Null))))
     };
     let Some(turn) = turn else {
         return error_response(dialect, 500, "the scripted LLM has no more turns");

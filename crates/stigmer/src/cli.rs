@@ -1,6 +1,7 @@
 //! Command-line definitions (clap).
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use std::fmt;
 use std::path::PathBuf;
 
 /// Stigmer: run AI agents and workflows on your machine.
@@ -22,6 +23,11 @@ pub enum Command {
     Get(GetArgs),
     /// Delete a resource.
     Delete(DeleteArgs),
+    /// Run an agent: send it a message and follow its answer, tool calls and todos.
+    Run(RunArgs),
+    /// List, show, cancel and watch agent executions.
+    #[command(subcommand, alias = "executions", alias = "ex")]
+    Execution(ExecutionCommand),
     /// Roles the daemon starts; not for direct use.
     #[command(subcommand, hide = true)]
     Internal(InternalCommand),
@@ -64,6 +70,138 @@ pub struct StartArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `stigmer run AGENT [MESSAGE]`: exactly one of the positional message and `-m`.
+#[derive(Debug, Args)]
+#[command(
+    group(ArgGroup::new("input").required(true).args(["message", "message_option"])),
+    override_usage = "stigmer run [OPTIONS] <AGENT> <MESSAGE>\n       stigmer run [OPTIONS] <AGENT> -m <MESSAGE>"
+)]
+pub struct RunArgs {
+    /// The agent to run (its name).
+    pub agent: String,
+    /// What to ask the agent (or use -m).
+    pub message: Option<String>,
+    /// What to ask the agent.
+    #[arg(
+        short = 'm',
+        long = "message",
+        value_name = "MESSAGE",
+        id = "message_option"
+    )]
+    pub message_option: Option<String>,
+    /// Continue this session (its id is shown when a run starts).
+    #[arg(long = "session", value_name = "ID")]
+    pub session: Option<String>,
+    /// A variable for the run; repeatable.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
+    pub env: Vec<(String, String)>,
+    /// A secret variable for the run: never stored, logged or printed; repeatable.
+    #[arg(long = "secret", value_name = "KEY=VALUE", value_parser = secret_arg)]
+    pub secrets: Vec<SecretArg>,
+    /// The model to use (an agent's own spec.model still wins).
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// Print the execution id and return without following it.
+    #[arg(long)]
+    pub no_follow: bool,
+    /// Print one JSON object per event on stdout, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl RunArgs {
+    /// The message, from the positional argument or `-m` (clap makes sure there is exactly one).
+    pub fn message_text(&self) -> &str {
+        self.message
+            .as_deref()
+            .or(self.message_option.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+/// A `--secret` argument as typed. Its parser never fails, because clap would print the
+/// rejected text — possibly the secret itself; the command checks the shape and says what is
+/// wrong without showing it. `Debug` does not show it either.
+#[derive(Clone)]
+pub struct SecretArg(pub stigmer_config::Secret);
+
+impl fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretArg(****)")
+    }
+}
+
+fn secret_arg(text: &str) -> Result<SecretArg, std::convert::Infallible> {
+    Ok(SecretArg(stigmer_config::Secret::new(text)))
+}
+
+/// Parses `KEY=VALUE` (the value may be empty or hold `=`).
+pub fn parse_env_pair(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| "expected KEY=VALUE".to_owned())?;
+    if !is_variable_name(key) {
+        return Err(format!(
+            "{key:?} is not a variable name (letters, digits and _, not starting with a digit)"
+        ));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// Whether `name` is a portable environment variable name.
+pub fn is_variable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExecutionCommand {
+    /// List executions, oldest first.
+    #[command(alias = "ls")]
+    List(ExecutionListArgs),
+    /// Show one execution (YAML unless -o says otherwise).
+    Get(ExecutionGetArgs),
+    /// Ask a running execution to stop.
+    Cancel(ExecutionIdArgs),
+    /// Replay an execution from its start and follow it to its end (Ctrl-C stops watching,
+    /// not the execution).
+    Watch(ExecutionWatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExecutionListArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecutionGetArgs {
+    /// The execution id (aex-…).
+    pub id: String,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Yaml)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecutionIdArgs {
+    /// The execution id (aex-…).
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecutionWatchArgs {
+    /// The execution id (aex-…).
+    pub id: String,
+    /// Print one JSON object per event on stdout, for scripts.
     #[arg(long)]
     pub json: bool,
 }

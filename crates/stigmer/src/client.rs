@@ -6,6 +6,7 @@ use stigmer_config::StigmerHome;
 use stigmer_daemon::state::{RunState, read_api_token};
 use stigmer_proto::daemon::v1::daemon_service_client::DaemonServiceClient;
 use stigmer_proto::daemon::v1::{GetStatusRequest, GetStatusResponse, ShutdownRequest};
+use stigmer_proto::executions::v1::execution_service_client::ExecutionServiceClient;
 use stigmer_proto::resources::v1::resource_service_client::ResourceServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -34,6 +35,7 @@ pub type Authenticated = InterceptedService<Channel, TokenInterceptor>;
 pub struct DaemonClient {
     inner: DaemonServiceClient<Authenticated>,
     resources: ResourceServiceClient<Authenticated>,
+    executions: ExecutionServiceClient<Authenticated>,
 }
 
 impl DaemonClient {
@@ -62,9 +64,14 @@ impl DaemonClient {
         let interceptor = TokenInterceptor { header };
         Ok(DaemonClient {
             inner: DaemonServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
-            resources: ResourceServiceClient::with_interceptor(channel, interceptor)
-                .max_decoding_message_size(256 * 1024 * 1024)
-                .max_encoding_message_size(256 * 1024 * 1024),
+            resources: ResourceServiceClient::with_interceptor(
+                channel.clone(),
+                interceptor.clone(),
+            )
+            .max_decoding_message_size(256 * 1024 * 1024)
+            .max_encoding_message_size(256 * 1024 * 1024),
+            executions: ExecutionServiceClient::with_interceptor(channel, interceptor)
+                .max_decoding_message_size(256 * 1024 * 1024),
         })
     }
 
@@ -79,6 +86,11 @@ impl DaemonClient {
     /// The resource API.
     pub fn resources(&mut self) -> &mut ResourceServiceClient<Authenticated> {
         &mut self.resources
+    }
+
+    /// The execution API: create, follow, list and cancel agent executions.
+    pub fn executions(&mut self) -> &mut ExecutionServiceClient<Authenticated> {
+        &mut self.executions
     }
 
     pub async fn shutdown(&mut self) -> Result<(), Status> {

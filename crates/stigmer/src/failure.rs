@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 /// Exit code for invalid input (bad configuration, bad arguments).
 pub const EXIT_INVALID_INPUT: u8 = 2;
+/// Exit code after Ctrl-C (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// A failed command.
 #[derive(Debug)]

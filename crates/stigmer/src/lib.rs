@@ -7,6 +7,7 @@ mod client;
 mod commands;
 mod failure;
 mod printer;
+mod render;
 
 pub use failure::Failure;
 

@@ -18,6 +18,16 @@ impl Printer {
         }
     }
 
+    /// Whether stderr is a terminal (then symbols such as `✓` are used).
+    pub fn is_terminal(&self) -> bool {
+        self.terminal
+    }
+
+    /// Whether lines are coloured.
+    pub fn has_color(&self) -> bool {
+        self.color
+    }
+
     pub fn line(&self, text: &str) {
         let _ = writeln!(std::io::stderr(), "{text}");
     }
@@ -59,5 +69,13 @@ pub fn print_data(text: &str) {
     if !text.ends_with('\n') {
         let _ = stdout.write_all(b"\n");
     }
+    let _ = stdout.flush();
+}
+
+/// Writes text to stdout as it arrives (no newline added) and flushes it, so a reader sees an
+/// answer while it is being written.
+pub fn print_text(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
     let _ = stdout.flush();
 }

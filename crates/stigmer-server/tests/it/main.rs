@@ -280,6 +280,14 @@ async fn events_of_an_unknown_execution_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
+    let status = writer
+        .subscribe(SubscribeRequest {
+            execution_id: "aex-none".into(),
+            after_seq: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
 }
 
 #[tokio::test]
@@ -311,8 +319,7 @@ mod lifecycle {
         CreateExecutionRequest {
             agent: agent.into(),
             message: "hi".into(),
-            session_id: String::new(),
-            model: String::new(),
+            ..Default::default()
         }
     }
 
@@ -414,4 +421,74 @@ mod lifecycle {
         );
         assert!(got["status"]["finishedAt"].is_string());
     }
+}
+
+fn create(agent: &str) -> stigmer_proto::executions::v1::CreateExecutionRequest {
+    stigmer_proto::executions::v1::CreateExecutionRequest {
+        agent: agent.into(),
+        message: "hi".into(),
+        ..Default::default()
+    }
+}
+
+fn target(address: String, pickup_timeout: Duration) -> Option<stigmer_server::TemporalTarget> {
+    Some(stigmer_server::TemporalTarget {
+        address,
+        namespace: "default".into(),
+        pickup_timeout,
+    })
+}
+
+#[tokio::test]
+async fn the_server_reconnects_when_temporal_comes_back() {
+    let port = stigmer_test::free_port();
+    let server = server_with(target(format!("127.0.0.1:{port}"), Duration::from_secs(30))).await;
+    let mut api = client(&server).await;
+    let asked = std::time::Instant::now();
+    let refused = api.create_execution(create("hello")).await.unwrap_err();
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains(&format!("127.0.0.1:{port}")),
+        "{refused:?}"
+    );
+    // Nothing was created for the refused request.
+    let listed = api
+        .list_executions(stigmer_proto::executions::v1::ListExecutionsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.executions_json.len(), 4, "only the fixtures");
+
+    // Temporal comes up on that address: the server reconnects by itself.
+    let temporal =
+        tokio::task::spawn_blocking(move || stigmer_test::ExternalTemporal::start_on(port))
+            .await
+            .unwrap();
+    let created = api.create_execution(create("hello")).await.unwrap();
+    assert!(created.into_inner().execution_json.contains("\"pending\""));
+    drop(temporal);
+}
+
+#[tokio::test]
+async fn nothing_is_written_to_an_execution_that_ended() {
+    let server = server().await;
+    let mut api = client(&server).await;
+    append(&mut api, "aex-4", vec![event("a"), terminal("end")]).await;
+    let late = api
+        .append_events(AppendEventsRequest {
+            execution_id: "aex-4".into(),
+            events: vec![event("late")],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        late.message().contains("already ended (completed)"),
+        "{late:?}"
+    );
 }

@@ -1,10 +1,11 @@
 //! One module per command group; [`dispatch`] maps parsed arguments to them.
 
+mod executions;
 mod internal;
 mod resources;
 mod server;
 
-use crate::cli::{Cli, Command, InternalCommand, ServerCommand, StartArgs};
+use crate::cli::{Cli, Command, ExecutionCommand, InternalCommand, ServerCommand, StartArgs};
 use crate::failure::Failure;
 use std::process::ExitCode;
 use stigmer_config::{EnvVars, Overrides, Settings, StigmerHome};
@@ -19,6 +20,11 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Apply(args) => resources::apply(args).await,
         Command::Get(args) => resources::get(args).await,
         Command::Delete(args) => resources::delete(args).await,
+        Command::Run(args) => executions::run(args).await,
+        Command::Execution(ExecutionCommand::List(args)) => executions::list(args).await,
+        Command::Execution(ExecutionCommand::Get(args)) => executions::get(args).await,
+        Command::Execution(ExecutionCommand::Cancel(args)) => executions::cancel(args).await,
+        Command::Execution(ExecutionCommand::Watch(args)) => executions::watch(args).await,
         Command::Internal(InternalCommand::Daemon) => internal::daemon().await,
         Command::Internal(InternalCommand::AgentRunner) => {
             internal::runner(stigmer_config::RunnerRole::Agent).await

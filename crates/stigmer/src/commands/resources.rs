@@ -292,7 +292,7 @@ fn parse_kind(text: &str) -> Result<Kind, Failure> {
     })
 }
 
-fn status_failure(status: tonic::Status) -> Failure {
+pub(super) fn status_failure(status: tonic::Status) -> Failure {
     let code = match status.code() {
         tonic::Code::InvalidArgument => EXIT_INVALID_INPUT,
         _ => 1,
@@ -303,7 +303,7 @@ fn status_failure(status: tonic::Status) -> Failure {
 pub async fn get(args: GetArgs) -> Result<ExitCode, Failure> {
     let kind = parse_kind(&args.kind)?;
     let home = super::home()?;
-    let resources: Vec<Resource> = if is_locked(&home.lock_file()) {
+    let mut resources: Vec<Resource> = if is_locked(&home.lock_file()) {
         let mut client = super::server::connect(&home).await?;
         match &args.name {
             Some(name) => {
@@ -334,29 +334,51 @@ pub async fn get(args: GetArgs) -> Result<ExitCode, Failure> {
         // Reading needs no daemon: the store is a file.
         read_offline(&home, kind, args.name.as_deref())?
     };
-    let single = args.name.is_some();
-    let output = match args.output {
+    if kind == Kind::AgentExecution {
+        super::executions::sort_by_creation(&mut resources);
+    }
+    if let Some(output) = format_resources(kind, &resources, args.name.is_some(), args.output)? {
+        print_data(&output);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `get` output: one resource (`single`) or a list, as a table, JSON (a list is
+/// `{"items": […]}`) or YAML. `None` when a table would be empty (that was said on stderr).
+pub(super) fn format_resources(
+    kind: Kind,
+    resources: &[Resource],
+    single: bool,
+    format: OutputFormat,
+) -> Result<Option<String>, Failure> {
+    let output = match format {
         OutputFormat::Json => {
-            let value = if single {
-                serde_json::to_value(&resources[0])
-            } else {
-                serde_json::to_value(&resources).map(|items| serde_json::json!({"items": items}))
+            let value = match resources {
+                [resource] if single => serde_json::to_value(resource),
+                _ => {
+                    serde_json::to_value(resources).map(|items| serde_json::json!({"items": items}))
+                }
             };
             serde_json::to_string_pretty(&value.map_err(|e| Failure::new(e.to_string()))?)
                 .map_err(|e| Failure::new(e.to_string()))?
         }
         OutputFormat::Yaml => {
-            let result = if single {
-                serde_yaml_ng::to_string(&resources[0])
-            } else {
-                serde_yaml_ng::to_string(&serde_json::json!({"items": resources}))
+            let result = match resources {
+                [resource] if single => serde_yaml_ng::to_string(resource),
+                _ => serde_yaml_ng::to_string(&serde_json::json!({"items": resources})),
             };
             result.map_err(|e| Failure::new(e.to_string()))?
         }
         OutputFormat::Table => {
             if resources.is_empty() {
                 Printer::stderr().line(&format!("no {} found", kind.cli_names()[1]));
-                return Ok(ExitCode::SUCCESS);
+                return Ok(None);
+            }
+            if kind == Kind::AgentExecution {
+                return Ok(Some(super::executions::execution_table(
+                    resources,
+                    chrono::Utc::now(),
+                )));
             }
             let mut table = vec![[
                 "NAME".to_owned(),
@@ -364,7 +386,7 @@ pub async fn get(args: GetArgs) -> Result<ExitCode, Failure> {
                 "GENERATION".to_owned(),
                 "UPDATED".to_owned(),
             ]];
-            for resource in &resources {
+            for resource in resources {
                 let metadata = &resource.metadata;
                 table.push([
                     metadata.name.clone(),
@@ -379,11 +401,10 @@ pub async fn get(args: GetArgs) -> Result<ExitCode, Failure> {
             render_table(&table)
         }
     };
-    print_data(&output);
-    Ok(ExitCode::SUCCESS)
+    Ok(Some(output))
 }
 
-fn read_offline(
+pub(super) fn read_offline(
     home: &stigmer_config::StigmerHome,
     kind: Kind,
     name: Option<&str>,
@@ -412,13 +433,10 @@ fn read_offline(
 }
 
 fn not_found(kind: Kind, name: &str) -> Failure {
-    Failure::new(format!(
-        "{} \"{name}\" not found",
-        kind.as_str().to_ascii_lowercase()
-    ))
+    Failure::new(format!("{} \"{name}\" not found", kind.cli_names()[0]))
 }
 
-fn decode(json: &str) -> Result<Resource, Failure> {
+pub(super) fn decode(json: &str) -> Result<Resource, Failure> {
     serde_json::from_str(json)
         .map_err(|error| Failure::new(format!("the server sent an invalid resource: {error}")))
 }
@@ -445,7 +463,7 @@ pub async fn delete(args: DeleteArgs) -> Result<ExitCode, Failure> {
 }
 
 /// Left-aligned columns separated by two spaces.
-fn render_table<const N: usize>(rows: &[[String; N]]) -> String {
+pub(super) fn render_table<const N: usize>(rows: &[[String; N]]) -> String {
     let mut widths = [0usize; N];
     for row in rows {
         for (index, cell) in row.iter().enumerate() {

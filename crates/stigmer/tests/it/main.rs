@@ -4,6 +4,7 @@
 mod contract;
 mod lifecycle;
 mod resources;
+mod runs;
 
 use stigmer_test::TestHome;
 

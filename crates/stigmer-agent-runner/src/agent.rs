@@ -1,0 +1,455 @@
+//! The durable agent loop: the `stigmer.AgentExecution` workflow and its activities.
+//!
+//! The workflow only orders steps: start, then model turns, each followed by its tool calls,
+//! until a turn asks for no tool or the turn limit is reached. Every step is an activity with
+//! heartbeats and a retry policy, so a runner killed mid-turn loses only that turn: Temporal
+//! notices the missing heartbeat, and the restarted runner repeats the one step.
+//!
+//! Large data stays out of the workflow history: the conversation lives in the API server,
+//! and activities exchange only ids, turn numbers and counts with the workflow.
+
+use crate::api::{Api, ApiError, ApiSink, Redactor, RunContext};
+use crate::turn::{self, StepError, StepId};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use stigmer_config::{LlmProvider, RunnerLaunchSpec};
+use stigmer_llm::{LlmClient, LlmError, Message, ModelConfig};
+use stigmer_resources::{AgentSpec, Provider};
+use temporalio_macros::{activities, workflow, workflow_methods};
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use temporalio_sdk::{
+    ActivityExecutionError, ActivityOptions, ApplicationFailure, WorkflowContext, WorkflowResult,
+    WorkflowTermination,
+};
+use temporalio_workflow::RetryPolicy;
+
+/// The workflow type name the API server starts.
+pub const AGENT_WORKFLOW: &str = "stigmer.AgentExecution";
+/// Model turns an execution may take when its agent sets no `maxTurns`.
+pub const DEFAULT_MAX_TURNS: u32 = 50;
+/// A step that stops heartbeating for this long is considered lost (its runner died) and is
+/// retried; it also bounds how long a cancelled step may run on.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a running step heartbeats (the SDK sends at most one per 0.8 × the timeout).
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
+
+/// What the start step tells the workflow.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Started {
+    pub max_turns: u32,
+}
+
+/// Which model turn to run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TurnInput {
+    pub execution_id: String,
+    pub turn: u32,
+}
+
+/// What a model turn tells the workflow: how many tool calls to run next.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TurnOutcome {
+    pub tool_calls: u32,
+}
+
+/// Which tool call to run: the `index`th call the model asked for in `turn`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ToolInput {
+    pub execution_id: String,
+    pub turn: u32,
+    pub index: u32,
+}
+
+/// The agent loop.
+#[workflow]
+#[derive(Default)]
+pub struct AgentWorkflow;
+
+#[workflow_methods]
+impl AgentWorkflow {
+    #[run(name = "stigmer.AgentExecution")]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        execution_id: String,
+    ) -> WorkflowResult<String> {
+        let started = ctx
+            .execute_activity(
+                AgentActivities::start,
+                execution_id.clone(),
+                step_options(Duration::from_secs(60), 5),
+            )
+            .await
+            .map_err(ended)?;
+        let mut turn = 1;
+        loop {
+            if turn > started.max_turns {
+                return Err(ApplicationFailure::non_retryable(format!(
+                    "exceeded {} model turns (raise the agent's spec.maxTurns if it needs more)",
+                    started.max_turns
+                ))
+                .into());
+            }
+            let outcome = ctx
+                .execute_activity(
+                    AgentActivities::model_turn,
+                    TurnInput {
+                        execution_id: execution_id.clone(),
+                        turn,
+                    },
+                    step_options(Duration::from_secs(30 * 60), 4),
+                )
+                .await
+                .map_err(ended)?;
+            if outcome.tool_calls == 0 {
+                return Ok(format!("completed after {turn} model turns"));
+            }
+            for index in 0..outcome.tool_calls {
+                ctx.execute_activity(
+                    AgentActivities::tool_call,
+                    ToolInput {
+                        execution_id: execution_id.clone(),
+                        turn,
+                        index,
+                    },
+                    step_options(Duration::from_secs(10 * 60), 3),
+                )
+                .await
+                .map_err(ended)?;
+            }
+            turn += 1;
+        }
+    }
+}
+
+/// Timeouts and retries of one step: heartbeats detect a dead runner within seconds;
+/// retryable failures back off from 1 s, doubling.
+fn step_options(start_to_close: Duration, attempts: u32) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(start_to_close)
+        .heartbeat_timeout(HEARTBEAT_TIMEOUT)
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(30))
+                .maximum_attempts(attempts)
+                .build(),
+        )
+        .build()
+}
+
+/// A cancelled step means the workflow was cancelled: end as cancelled, not failed.
+fn ended(error: ActivityExecutionError) -> WorkflowTermination {
+    match error {
+        ActivityExecutionError::Cancelled(_) => WorkflowTermination::cancelled(),
+        other => other.into(),
+    }
+}
+
+/// The activities of the agent loop.
+pub struct AgentActivities {
+    spec: RunnerLaunchSpec,
+    api: Api,
+}
+
+impl AgentActivities {
+    pub fn new(spec: RunnerLaunchSpec) -> Result<AgentActivities, String> {
+        let api = Api::new(&spec)?;
+        Ok(AgentActivities { spec, api })
+    }
+
+    fn sink(&self, context: &RunContext) -> ApiSink {
+        ApiSink {
+            api: self.api.clone(),
+            execution_id: context.execution_id().to_owned(),
+            redactor: Redactor::new(&context.secrets),
+            ended: AtomicBool::new(false),
+        }
+    }
+
+    fn workspace(&self, context: &RunContext) -> Result<stigmer_tools::Workspace, ActivityError> {
+        let root = self.spec.workspace_dir.join(context.session());
+        stigmer_tools::Workspace::open(&root).map_err(|error| {
+            retryable(format!(
+                "cannot open the workspace {}: {error}",
+                root.display()
+            ))
+        })
+    }
+
+    /// The model of a run: the agent's `spec.model`, then the run's `--model`, then the
+    /// stack's default (config.yaml, then environment, resolved by the daemon).
+    fn model_config(&self, context: &RunContext) -> Result<ModelConfig, ActivityError> {
+        let chosen = context.agent.model.clone().unwrap_or_default();
+        let provider = match chosen.provider {
+            None => self.spec.llm_provider,
+            Some(Provider::Ollama) => LlmProvider::Ollama,
+            Some(Provider::Openai) => LlmProvider::Openai,
+            Some(Provider::Anthropic) => LlmProvider::Anthropic,
+        };
+        let same_provider = provider == self.spec.llm_provider;
+        let run_model = context.execution.spec["model"]
+            .as_str()
+            .filter(|model| !model.is_empty())
+            .map(str::to_owned);
+        let model = chosen.name.or(run_model).unwrap_or_else(|| {
+            if same_provider {
+                self.spec.llm_model.clone()
+            } else {
+                provider.default_model().to_owned()
+            }
+        });
+        let base_url = if same_provider {
+            self.spec.llm_base_url.clone()
+        } else {
+            provider.default_base_url().to_owned()
+        };
+        let api_key = match provider {
+            LlmProvider::Ollama => None,
+            LlmProvider::Openai => self.spec.openai_api_key.as_ref(),
+            LlmProvider::Anthropic => self.spec.anthropic_api_key.as_ref(),
+        }
+        .map(|key| key.expose().to_owned());
+        Ok(ModelConfig {
+            provider,
+            base_url,
+            model,
+            api_key,
+            temperature: chosen.temperature,
+            max_tokens: chosen.max_tokens,
+        })
+    }
+}
+
+#[activities]
+impl AgentActivities {
+    /// Marks the execution running and records the user's message as turn 0.
+    #[activity(name = "stigmer.StartExecution")]
+    pub async fn start(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        execution_id: String,
+    ) -> Result<Started, ActivityError> {
+        let context = self
+            .api
+            .run_context(&execution_id, 0)
+            .await
+            .map_err(api_error)?;
+        let sink = self.sink(&context);
+        use turn::EventSink;
+        sink.emit(vec![(
+            "phase.running".into(),
+            "phase_changed".into(),
+            json!({"phase": "running", "worker": self.spec.worker_identity, "attempt": ctx.info().attempt}),
+        )])
+        .await
+        .map_err(|error| sink_error(&sink, error))?;
+        let message = context.execution.spec["message"]
+            .as_str()
+            .unwrap_or_default();
+        self.api
+            .save_messages(
+                &execution_id,
+                0,
+                0,
+                &[sink.redactor.message(&Message::User {
+                    text: message.to_owned(),
+                })],
+            )
+            .await
+            .map_err(api_error)?;
+        tracing::info!(execution_id, agent = %context.agent_name, "Execution started.");
+        Ok(Started {
+            max_turns: context.agent.max_turns.unwrap_or(DEFAULT_MAX_TURNS).max(1),
+        })
+    }
+
+    /// One model turn: the conversation so far in, the answer streamed out as events and
+    /// stored as the turn's first message.
+    #[activity(name = "stigmer.ModelTurn")]
+    pub async fn model_turn(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: TurnInput,
+    ) -> Result<TurnOutcome, ActivityError> {
+        let step = StepId {
+            turn: input.turn,
+            attempt: ctx.info().attempt,
+        };
+        let work = async {
+            let context = self
+                .api
+                .run_context(&input.execution_id, input.turn - 1)
+                .await
+                .map_err(api_error)?;
+            let workspace = self.workspace(&context)?;
+            let mut messages = vec![Message::System {
+                text: system_prompt(&context.agent, workspace.root()),
+            }];
+            messages.extend(context.messages.iter().cloned());
+            let tools = stigmer_tools::builtin_specs(context.agent.tools.as_deref());
+            let config = self.model_config(&context)?;
+            let client = LlmClient::new(config.clone()).map_err(llm_error)?;
+            let sink = self.sink(&context);
+            let result = match turn::model_turn(&client, &messages, &tools, step, &sink).await {
+                Ok(result) => result,
+                Err(StepError::Llm(LlmError::Fatal { message }))
+                    if config.provider == LlmProvider::Ollama =>
+                {
+                    return Err(fatal(explain_ollama_failure(&config, message).await));
+                }
+                Err(error) => return Err(step_error(&sink, error)),
+            };
+            let answer = sink.redactor.message(&Message::Assistant {
+                text: result.text.clone(),
+                tool_calls: result.tool_calls.clone(),
+            });
+            self.api
+                .save_messages(&input.execution_id, input.turn, 0, &[answer])
+                .await
+                .map_err(api_error)?;
+            Ok(TurnOutcome {
+                tool_calls: result.tool_calls.len() as u32,
+            })
+        };
+        with_heartbeats(&ctx, work).await
+    }
+
+    /// One tool call the model asked for; its result is stored after the turn's answer.
+    #[activity(name = "stigmer.ToolCall")]
+    pub async fn tool_call(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: ToolInput,
+    ) -> Result<(), ActivityError> {
+        let step = StepId {
+            turn: input.turn,
+            attempt: ctx.info().attempt,
+        };
+        let work = async {
+            let context = self
+                .api
+                .run_context(&input.execution_id, input.turn)
+                .await
+                .map_err(api_error)?;
+            let call = context
+                .messages
+                .iter()
+                .rev()
+                .find_map(|message| match message {
+                    Message::Assistant { tool_calls, .. } if !tool_calls.is_empty() => {
+                        Some(tool_calls)
+                    }
+                    _ => None,
+                })
+                .and_then(|calls| calls.get(input.index as usize))
+                .cloned()
+                .ok_or_else(|| {
+                    fatal(format!(
+                        "turn {} has no tool call {} in the stored conversation",
+                        input.turn, input.index
+                    ))
+                })?;
+            let workspace = self.workspace(&context)?;
+            let sink = self.sink(&context);
+            let output = turn::tool_call(&workspace, &call, step, &sink)
+                .await
+                .map_err(|error| step_error(&sink, error))?;
+            let result = sink.redactor.message(&Message::Tool {
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                content: output.content,
+            });
+            self.api
+                .save_messages(&input.execution_id, input.turn, input.index + 1, &[result])
+                .await
+                .map_err(api_error)?;
+            Ok(())
+        };
+        with_heartbeats(&ctx, work).await
+    }
+}
+
+/// The agent's instructions, and where its files are.
+fn system_prompt(agent: &AgentSpec, workspace: &std::path::Path) -> String {
+    let _ = workspace;
+    format!(
+        "{}\n\nFile tools work inside your workspace; give paths relative to it.",
+        agent.instructions.trim_end()
+    )
+}
+
+/// Ollama refuses a model it does not have; say how to get it (never pull silently).
+async fn explain_ollama_failure(config: &ModelConfig, message: String) -> String {
+    match stigmer_llm::check_ollama_model(&config.base_url, &config.model).await {
+        stigmer_llm::ModelCheck::Missing { .. } => format!(
+            "Ollama at {} does not have the model {model}: run `ollama pull {model}` ({message})",
+            config.base_url,
+            model = config.model
+        ),
+        _ => message,
+    }
+}
+
+/// Runs a step while heartbeating; a cancel stops it at once.
+async fn with_heartbeats<T>(
+    ctx: &ActivityContext,
+    work: impl Future<Output = Result<T, ActivityError>>,
+) -> Result<T, ActivityError> {
+    let beat = async {
+        loop {
+            if let Err(error) = ctx.record_heartbeat(()).await {
+                tracing::warn!(error = %error, "Cannot record a heartbeat.");
+            }
+            tokio::time::sleep(HEARTBEAT_EVERY).await;
+        }
+    };
+    tokio::select! {
+        result = work => result,
+        () = ctx.cancelled() => Err(ActivityError::cancelled()),
+        () = beat => unreachable!("the heartbeat loop never ends"),
+    }
+}
+
+fn retryable(message: String) -> ActivityError {
+    ActivityError::application(ApplicationFailure::new(message))
+}
+
+fn fatal(message: String) -> ActivityError {
+    ActivityError::application(ApplicationFailure::non_retryable(message))
+}
+
+fn api_error(error: ApiError) -> ActivityError {
+    match error {
+        ApiError::Ended(message) => ActivityError::application(ApplicationFailure::non_retryable(
+            format!("the execution can no longer run: {message}"),
+        )),
+        ApiError::Refused(message) => fatal(message),
+        unavailable @ ApiError::Unavailable(_) => retryable(unavailable.to_string()),
+    }
+}
+
+fn llm_error(error: LlmError) -> ActivityError {
+    match error {
+        LlmError::Retryable { message } => retryable(message),
+        LlmError::Fatal { message } => fatal(message),
+    }
+}
+
+fn sink_error(sink: &ApiSink, message: String) -> ActivityError {
+    if sink.ended.load(Ordering::SeqCst) {
+        fatal(format!("the execution can no longer run: {message}"))
+    } else {
+        retryable(format!("cannot record events: {message}"))
+    }
+}
+
+fn step_error(sink: &ApiSink, error: StepError) -> ActivityError {
+    match error {
+        StepError::Llm(error) => llm_error(error),
+        StepError::Events(message) => sink_error(sink, message),
+    }
+}

@@ -1,0 +1,300 @@
+//! The runner's side of the API server: run context in, messages and events out.
+
+use crate::turn::{EventSink, PendingEvent};
+use futures::future::BoxFuture;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use stigmer_config::RunnerLaunchSpec;
+use stigmer_llm::Message;
+use stigmer_proto::executions::v1::execution_service_client::ExecutionServiceClient;
+use stigmer_proto::executions::v1::{
+    AppendEventsRequest, GetRunContextRequest, NewEvent, SaveMessagesRequest,
+};
+use stigmer_resources::{AgentSpec, Resource};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+/// Adds the per-home token to every request.
+#[derive(Clone)]
+struct Token(MetadataValue<Ascii>);
+
+impl Interceptor for Token {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+type Client = ExecutionServiceClient<InterceptedService<Channel, Token>>;
+
+/// Why a call to the API server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The execution ended (cancelled, failed elsewhere) or is gone: stop, do not retry.
+    #[error("{0}")]
+    Ended(String),
+    /// Our request is wrong; retrying cannot help.
+    #[error("{0}")]
+    Refused(String),
+    /// The server is unreachable or failed; worth retrying.
+    #[error("the API server did not answer: {0}")]
+    Unavailable(String),
+}
+
+impl From<Status> for ApiError {
+    fn from(status: Status) -> Self {
+        let message = status.message().to_owned();
+        match status.code() {
+            Code::FailedPrecondition | Code::NotFound => ApiError::Ended(message),
+            Code::InvalidArgument | Code::Unauthenticated | Code::PermissionDenied => {
+                ApiError::Refused(message)
+            }
+            _ => ApiError::Unavailable(message),
+        }
+    }
+}
+
+/// A lazily connected client of the execution API.
+#[derive(Clone)]
+pub struct Api {
+    client: Client,
+}
+
+/// What one step of an execution needs.
+pub struct RunContext {
+    pub execution: Resource,
+    pub agent_name: String,
+    pub agent: AgentSpec,
+    pub messages: Vec<Message>,
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl RunContext {
+    pub fn execution_id(&self) -> &str {
+        &self.execution.metadata.name
+    }
+
+    pub fn session(&self) -> &str {
+        self.execution.spec["session"].as_str().unwrap_or_default()
+    }
+}
+
+impl Api {
+    pub fn new(spec: &RunnerLaunchSpec) -> Result<Api, String> {
+        let header: MetadataValue<Ascii> = format!("Bearer {}", spec.api_token.expose())
+            .parse()
+            .map_err(|_| "the API token is not valid text".to_owned())?;
+        let channel = Endpoint::from_shared(spec.api_endpoint.clone())
+            .map_err(|error| format!("bad API endpoint {}: {error}", spec.api_endpoint))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(30))
+            .connect_lazy();
+        Ok(Api {
+            client: ExecutionServiceClient::with_interceptor(channel, Token(header))
+                .max_decoding_message_size(256 * 1024 * 1024)
+                .max_encoding_message_size(256 * 1024 * 1024),
+        })
+    }
+
+    pub async fn run_context(
+        &self,
+        execution_id: &str,
+        through_turn: u32,
+    ) -> Result<RunContext, ApiError> {
+        let reply = self
+            .client
+            .clone()
+            .get_run_context(GetRunContextRequest {
+                execution_id: execution_id.to_owned(),
+                through_turn,
+            })
+            .await?
+            .into_inner();
+        let corrupt = |what: &str, error: serde_json::Error| {
+            ApiError::Refused(format!("the server sent an unreadable {what}: {error}"))
+        };
+        let execution: Resource = serde_json::from_str(&reply.execution_json)
+            .map_err(|error| corrupt("execution", error))?;
+        let agent: Resource =
+            serde_json::from_str(&reply.agent_json).map_err(|error| corrupt("agent", error))?;
+        let agent_name = agent.metadata.name.clone();
+        let agent: AgentSpec =
+            serde_json::from_value(agent.spec).map_err(|error| corrupt("agent spec", error))?;
+        let messages = reply
+            .messages_json
+            .iter()
+            .map(|text| serde_json::from_str(text).map_err(|error| corrupt("message", error)))
+            .collect::<Result<_, _>>()?;
+        Ok(RunContext {
+            execution,
+            agent_name,
+            agent,
+            messages,
+            secrets: reply.secrets.into_iter().collect(),
+        })
+    }
+
+    pub async fn save_messages(
+        &self,
+        execution_id: &str,
+        turn: u32,
+        first_index: u32,
+        messages: &[Message],
+    ) -> Result<(), ApiError> {
+        let messages_json = messages
+            .iter()
+            .map(|message| serde_json::to_string(message).unwrap_or_default())
+            .collect();
+        self.client
+            .clone()
+            .save_messages(SaveMessagesRequest {
+                execution_id: execution_id.to_owned(),
+                turn,
+                first_index,
+                messages_json,
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn append(
+        &self,
+        execution_id: &str,
+        events: Vec<PendingEvent>,
+    ) -> Result<(), ApiError> {
+        let events = events
+            .into_iter()
+            .map(|(key, kind, data)| NewEvent {
+                key,
+                kind,
+                data_json: data.to_string(),
+            })
+            .collect();
+        self.client
+            .clone()
+            .append_events(AppendEventsRequest {
+                execution_id: execution_id.to_owned(),
+                events,
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Replaces secret values in text before it leaves the runner.
+#[derive(Clone, Debug, Default)]
+pub struct Redactor {
+    values: Vec<String>,
+}
+
+/// What a secret becomes in events and stored messages.
+pub const REDACTED: &str = "****";
+
+impl Redactor {
+    pub fn new(secrets: &BTreeMap<String, String>) -> Redactor {
+        let mut values: Vec<String> = secrets
+            .values()
+            .filter(|value| !value.is_empty())
+            .cloned()
+            .collect();
+        // Longest first, so a secret containing another is replaced whole.
+        values.sort_by_key(|value| std::cmp::Reverse(value.len()));
+        Redactor { values }
+    }
+
+    pub fn text(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for value in &self.values {
+            if text.contains(value.as_str()) {
+                text = text.replace(value.as_str(), REDACTED);
+            }
+        }
+        text
+    }
+
+    pub fn value(&self, value: &mut Value) {
+        if self.values.is_empty() {
+            return;
+        }
+        match value {
+            Value::String(text) => *text = self.text(text),
+            Value::Array(items) => items.iter_mut().for_each(|item| self.value(item)),
+            Value::Object(map) => map.values_mut().for_each(|item| self.value(item)),
+            _ => {}
+        }
+    }
+
+    pub fn message(&self, message: &Message) -> Message {
+        let mut value = serde_json::to_value(message).unwrap_or(Value::Null);
+        self.value(&mut value);
+        serde_json::from_value(value).unwrap_or_else(|_| message.clone())
+    }
+}
+
+/// Sends a step's events to the API server, secrets redacted; remembers when the server said
+/// the execution has ended, so the step stops instead of retrying.
+pub struct ApiSink {
+    pub api: Api,
+    pub execution_id: String,
+    pub redactor: Redactor,
+    pub ended: AtomicBool,
+}
+
+impl EventSink for ApiSink {
+    fn emit(&self, mut events: Vec<PendingEvent>) -> BoxFuture<'_, Result<(), String>> {
+        for (_, _, data) in &mut events {
+            self.redactor.value(data);
+        }
+        Box::pin(async move {
+            match self.api.append(&self.execution_id, events).await {
+                Ok(()) => Ok(()),
+                Err(error) => {
+                    if matches!(error, ApiError::Ended(_)) {
+                        self.ended.store(true, Ordering::SeqCst);
+                    }
+                    Err(error.to_string())
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secrets_are_redacted_everywhere_in_a_value() {
+        let secrets = BTreeMap::from([
+            ("A".to_owned(), "tok-123".to_owned()),
+            ("B".to_owned(), "tok-123-long".to_owned()),
+        ]);
+        let redactor = Redactor::new(&secrets);
+        let mut value =
+            json!({"text": "use tok-123-long and tok-123", "list": ["x tok-123"], "n": 3});
+        redactor.value(&mut value);
+        assert_eq!(
+            value,
+            json!({"text": "use **** and ****", "list": ["x ****"], "n": 3})
+        );
+        let message = redactor.message(&Message::Assistant {
+            text: "tok-123".into(),
+            tool_calls: vec![],
+        });
+        assert_eq!(
+            message,
+            Message::Assistant {
+                text: "****".into(),
+                tool_calls: vec![]
+            }
+        );
+    }
+}

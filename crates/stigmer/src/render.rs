@@ -1,0 +1,827 @@
+//! Showing an execution's events: the assistant's text for stdout, everything else (phases,
+//! tool calls, todos, retries, the closing summary) as lines for stderr, or one JSON object per
+//! event for scripts.
+//!
+//! The core is pure — events in, [`Output`]s out — so each case is a unit test; the commands
+//! only write what it returns.
+
+use serde::Serialize;
+use serde_json::Value;
+use std::time::Duration;
+use stigmer_proto::executions::v1::ExecutionEvent;
+
+/// Longest line a tool call, a tool result line or a todo takes, in characters.
+const LINE_LIMIT: usize = 120;
+/// Lines of a tool result shown; the rest is counted.
+const RESULT_LINES: usize = 3;
+/// Phases after which an execution has no more events.
+pub const TERMINAL_PHASES: [&str; 3] = ["completed", "failed", "cancelled"];
+
+/// How lines look: symbols or ASCII, colours or none.
+#[derive(Clone, Copy, Debug)]
+pub struct Style {
+    pub unicode: bool,
+    pub color: bool,
+}
+
+impl Style {
+    fn glyphs(self) -> &'static Glyphs {
+        if self.unicode { &UNICODE } else { &ASCII }
+    }
+
+    fn paint(self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+}
+
+struct Glyphs {
+    phase: &'static str,
+    tool: &'static str,
+    ok: &'static str,
+    error: &'static str,
+    retry: &'static str,
+    ellipsis: &'static str,
+    todo_pending: &'static str,
+    todo_in_progress: &'static str,
+    todo_completed: &'static str,
+    separator: &'static str,
+}
+
+const UNICODE: Glyphs = Glyphs {
+    phase: "·",
+    tool: "→",
+    ok: "✓",
+    error: "✗",
+    retry: "↻",
+    ellipsis: "…",
+    todo_pending: "☐",
+    todo_in_progress: "◐",
+    todo_completed: "☑",
+    separator: " · ",
+};
+
+const ASCII: Glyphs = Glyphs {
+    phase: "-",
+    tool: ">",
+    ok: "[ok]",
+    error: "[error]",
+    retry: "retry:",
+    ellipsis: "...",
+    todo_pending: "[ ]",
+    todo_in_progress: "[~]",
+    todo_completed: "[x]",
+    separator: ", ",
+};
+
+/// One event of an execution's log with its data decoded; serialises as the `--json` line.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Event {
+    pub execution_id: String,
+    pub seq: u64,
+    pub ts: String,
+    pub kind: String,
+    pub data: Value,
+}
+
+impl Event {
+    pub fn from_proto(event: ExecutionEvent) -> Event {
+        // The server stores only JSON objects; anything else is kept as text rather than lost.
+        let data = serde_json::from_str(&event.data_json).unwrap_or(Value::String(event.data_json));
+        Event {
+            execution_id: event.execution_id,
+            seq: event.seq,
+            ts: event.ts,
+            kind: event.kind,
+            data,
+        }
+    }
+
+    /// `{"execution_id","seq","ts","kind","data"}` on one line.
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// What to write, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// The assistant's text for stdout, exactly as it arrives (no newline added).
+    Text(String),
+    /// One line for stderr (without its newline).
+    Line(String),
+}
+
+/// How an execution ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub phase: String,
+    pub reason: Option<String>,
+}
+
+/// Counts for the closing summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Totals {
+    /// `message_completed` events.
+    model_turns: u64,
+    /// `tool_call_finished` events.
+    tool_calls: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+/// Turns events into output, keeping what it needs across events (an unfinished line of text,
+/// counts, how the execution ended).
+pub struct Renderer {
+    style: Style,
+    /// Text was written to stdout and its line is not finished.
+    text_open: bool,
+    /// The current model attempt streamed text (so `message_completed` need not repeat it).
+    streamed: bool,
+    /// The call whose start is the last line written, so its result needs no name.
+    last_started_call: Option<String>,
+    totals: Totals,
+    first_ts: Option<String>,
+    running_ts: Option<String>,
+    end_ts: Option<String>,
+    outcome: Option<Outcome>,
+}
+
+impl Renderer {
+    pub fn new(style: Style) -> Renderer {
+        Renderer {
+            style,
+            text_open: false,
+            streamed: false,
+            last_started_call: None,
+            totals: Totals::default(),
+            first_ts: None,
+            running_ts: None,
+            end_ts: None,
+            outcome: None,
+        }
+    }
+
+    /// How the execution ended, once its terminal event was rendered.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+
+    /// The output for one event.
+    pub fn render(&mut self, event: &Event) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.first_ts.is_none() {
+            self.first_ts = Some(event.ts.clone());
+        }
+        let data = &event.data;
+        let glyphs = self.style.glyphs();
+        match event.kind.as_str() {
+            "token_delta" => {
+                let text = data["text"].as_str().unwrap_or_default();
+                self.write_text(&mut out, text);
+                self.streamed |= !text.is_empty();
+            }
+            "message_started" => {
+                let attempt = data["attempt"].as_u64().unwrap_or(1);
+                if attempt > 1 {
+                    let turn = data["turn"].as_u64().unwrap_or_default();
+                    let line = self.style.paint(
+                        "33",
+                        &format!("{} retrying turn {turn} (attempt {attempt})", glyphs.retry),
+                    );
+                    self.line(&mut out, line);
+                }
+                self.streamed = false;
+            }
+            "message_completed" => {
+                self.totals.model_turns += 1;
+                if !self.streamed {
+                    // A provider that does not stream sends the whole text here only.
+                    let text = data["text"].as_str().unwrap_or_default();
+                    self.write_text(&mut out, text);
+                }
+                self.finish_text(&mut out);
+                self.streamed = false;
+            }
+            "usage" => {
+                self.totals.input_tokens += data["input_tokens"].as_u64().unwrap_or_default();
+                self.totals.output_tokens += data["output_tokens"].as_u64().unwrap_or_default();
+            }
+            "tool_call_started" => {
+                let name = data["name"].as_str().unwrap_or("tool");
+                let call = format!("{name}({})", compact_arguments(&data["arguments"]));
+                let line = format!(
+                    "{} {}",
+                    self.style.paint("36", glyphs.tool),
+                    trim_line(&printable(&call), LINE_LIMIT, glyphs.ellipsis)
+                );
+                self.line(&mut out, line);
+                self.last_started_call = data["call_id"].as_str().map(str::to_owned);
+            }
+            "tool_call_finished" => {
+                self.totals.tool_calls += 1;
+                let lines = self.tool_result(data);
+                for line in lines {
+                    self.line(&mut out, line);
+                }
+            }
+            "todos_updated" => {
+                let lines = self.todos(&data["todos"]);
+                for line in lines {
+                    self.line(&mut out, line);
+                }
+            }
+            "phase_changed" => {
+                let phase = data["phase"].as_str().unwrap_or("unknown");
+                if phase == "running" && self.running_ts.is_none() {
+                    self.running_ts = Some(event.ts.clone());
+                }
+                if TERMINAL_PHASES.contains(&phase) {
+                    self.finish_text(&mut out);
+                    self.end_ts = Some(event.ts.clone());
+                    self.outcome = Some(Outcome {
+                        phase: phase.to_owned(),
+                        reason: data["reason"].as_str().map(str::to_owned),
+                    });
+                } else {
+                    let line = self
+                        .style
+                        .paint("2", &format!("{} {}", glyphs.phase, printable(phase)));
+                    self.line(&mut out, line);
+                }
+            }
+            // Kinds this version does not know are for newer clients; `--json` still has them.
+            _ => {}
+        }
+        out
+    }
+
+    /// The closing line: how it ended, how long it took, turns, tool calls and tokens.
+    pub fn summary(&self, duration: Duration) -> String {
+        let glyphs = self.style.glyphs();
+        let totals = self.totals;
+        let phase = self
+            .outcome
+            .as_ref()
+            .map(|outcome| outcome.phase.as_str())
+            .unwrap_or("ended");
+        let (mark, preposition) = match phase {
+            "completed" => (self.style.paint("32", glyphs.ok), "in"),
+            _ => (self.style.paint("31", glyphs.error), "after"),
+        };
+        let parts = [
+            format!("{phase} {preposition} {}", format_duration(duration)),
+            plural(totals.model_turns, "model turn"),
+            plural(totals.tool_calls, "tool call"),
+            format!(
+                "{} tokens in / {} out",
+                group_digits(totals.input_tokens),
+                group_digits(totals.output_tokens)
+            ),
+        ];
+        let text = parts.join(glyphs.separator);
+        if self.style.unicode {
+            format!("{mark} {text}")
+        } else {
+            text
+        }
+    }
+
+    /// From the first `running` event (else the first event) to the terminal one, by the
+    /// server's timestamps.
+    pub fn logged_duration(&self) -> Option<Duration> {
+        let start = self.running_ts.as_ref().or(self.first_ts.as_ref())?;
+        elapsed_between(start, self.end_ts.as_ref()?)
+    }
+
+    /// Ends an unfinished line of text, so what follows starts on a fresh line.
+    pub fn finish_text(&mut self, out: &mut Vec<Output>) {
+        if self.text_open {
+            out.push(Output::Text("\n".into()));
+            self.text_open = false;
+        }
+    }
+
+    fn write_text(&mut self, out: &mut Vec<Output>, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        out.push(Output::Text(text.to_owned()));
+        self.text_open = !text.ends_with('\n');
+        self.last_started_call = None;
+    }
+
+    fn line(&mut self, out: &mut Vec<Output>, line: String) {
+        self.finish_text(out);
+        out.push(Output::Line(line));
+        self.last_started_call = None;
+    }
+
+    fn tool_result(&self, data: &Value) -> Vec<String> {
+        let glyphs = self.style.glyphs();
+        let is_error = data["is_error"].as_bool().unwrap_or(false);
+        let mark = if is_error {
+            self.style.paint("31", glyphs.error)
+        } else {
+            self.style.paint("32", glyphs.ok)
+        };
+        // The name is needed only when the result does not follow its call directly.
+        let follows_call = self.last_started_call.is_some()
+            && self.last_started_call.as_deref() == data["call_id"].as_str();
+        let label = if follows_call {
+            String::new()
+        } else {
+            format!("{}: ", data["name"].as_str().unwrap_or("tool"))
+        };
+        let result = printable_lines(data["result"].as_str().unwrap_or_default());
+        let lines: Vec<&str> = result
+            .lines()
+            .map(str::trim_end)
+            .skip_while(|line| line.is_empty())
+            .collect();
+        let end = lines
+            .iter()
+            .rposition(|line| !line.is_empty())
+            .map_or(0, |last| last + 1);
+        let lines = &lines[..end];
+        if lines.is_empty() {
+            return vec![format!(
+                "  {mark} {label}{}",
+                self.style.paint("2", "(no output)")
+            )];
+        }
+        let mut out = Vec::new();
+        for (index, line) in lines.iter().take(RESULT_LINES).enumerate() {
+            let text = trim_line(line, LINE_LIMIT, glyphs.ellipsis);
+            if index == 0 {
+                out.push(format!("  {mark} {label}{text}"));
+            } else {
+                out.push(format!("    {}", self.style.paint("2", &text)));
+            }
+        }
+        if lines.len() > RESULT_LINES {
+            let more = lines.len() - RESULT_LINES;
+            out.push(format!(
+                "    {}",
+                self.style.paint(
+                    "2",
+                    &format!(
+                        "{} {more} more line{}",
+                        glyphs.ellipsis,
+                        if more == 1 { "" } else { "s" }
+                    )
+                )
+            ));
+        }
+        out
+    }
+
+    fn todos(&self, todos: &Value) -> Vec<String> {
+        let glyphs = self.style.glyphs();
+        let items = todos.as_array().map(Vec::as_slice).unwrap_or_default();
+        if items.is_empty() {
+            return vec![self.style.paint("2", "todos cleared")];
+        }
+        let done = items
+            .iter()
+            .filter(|item| item["status"] == "completed")
+            .count();
+        let mut out = vec![
+            self.style
+                .paint("2", &format!("todos ({done} of {} done)", items.len())),
+        ];
+        for item in items {
+            let box_ = match item["status"].as_str() {
+                Some("completed") => self.style.paint("32", glyphs.todo_completed),
+                Some("in_progress") => self.style.paint("33", glyphs.todo_in_progress),
+                _ => glyphs.todo_pending.to_owned(),
+            };
+            let content = printable(item["content"].as_str().unwrap_or_default());
+            out.push(format!(
+                "  {box_} {}",
+                trim_line(&content, LINE_LIMIT, glyphs.ellipsis)
+            ));
+        }
+        out
+    }
+}
+
+/// Tool arguments on one line: `key=value, …` with values as compact JSON.
+pub fn compact_arguments(arguments: &Value) -> String {
+    match arguments {
+        Value::Null => String::new(),
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        // Arguments that arrived as text holding JSON are shown as that JSON.
+        Value::String(text) => match serde_json::from_str::<Value>(text) {
+            Ok(parsed @ Value::Object(_)) => compact_arguments(&parsed),
+            _ => arguments.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// `text` cut to `limit` characters, ending with `ellipsis` when cut.
+pub fn trim_line(text: &str, limit: usize, ellipsis: &str) -> String {
+    if text.chars().count() <= limit {
+        return text.to_owned();
+    }
+    let keep = limit.saturating_sub(ellipsis.chars().count());
+    let mut out: String = text.chars().take(keep).collect();
+    out.push_str(ellipsis);
+    out
+}
+
+/// `text` without control characters (a tool's output may hold terminal escapes), on one line.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\r' | '\t' => " ".to_owned(),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// As [`printable`], keeping line breaks.
+fn printable_lines(text: &str) -> String {
+    text.lines().map(printable).collect::<Vec<_>>().join("\n")
+}
+
+/// The time between two RFC 3339 timestamps.
+pub fn elapsed_between(start: &str, end: &str) -> Option<Duration> {
+    let start = chrono::DateTime::parse_from_rfc3339(start).ok()?;
+    let end = chrono::DateTime::parse_from_rfc3339(end).ok()?;
+    (end - start).to_std().ok()
+}
+
+/// `0.8s`, `42.1s`, `3m 05s`, `1h 02m`.
+pub fn format_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0..60 => format!("{:.1}s", duration.as_secs_f64()),
+        60..3600 => format!("{}m {:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h {:02}m", seconds / 3600, (seconds % 3600) / 60),
+    }
+}
+
+fn plural(count: u64, noun: &str) -> String {
+    format!("{count} {noun}{}", if count == 1 { "" } else { "s" })
+}
+
+/// `1234567` → `1,234,567`.
+fn group_digits(number: u64) -> String {
+    let digits = number.to_string();
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Plain ASCII without colour, as in a pipe or a log file.
+    const PLAIN: Style = Style {
+        unicode: false,
+        color: false,
+    };
+
+    fn event(seq: u64, kind: &str, data: Value) -> Event {
+        Event {
+            execution_id: "aex-1".into(),
+            seq,
+            ts: format!("2025-01-01T00:00:{:02}.000Z", seq.min(59)),
+            kind: kind.into(),
+            data,
+        }
+    }
+
+    /// Renders `events` and shows the two streams in one transcript: stdout text as is,
+    /// stderr lines prefixed with `| `.
+    fn transcript(style: Style, events: &[Event]) -> String {
+        let mut renderer = Renderer::new(style);
+        let mut out = String::new();
+        for event in events {
+            for output in renderer.render(event) {
+                match output {
+                    Output::Text(text) => out.push_str(&text),
+                    Output::Line(line) => {
+                        assert!(
+                            out.is_empty() || out.ends_with('\n'),
+                            "a line must start on a fresh line: {out:?}"
+                        );
+                        out.push_str("| ");
+                        out.push_str(&line);
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+        out.push_str(&format!(
+            "= {}\n",
+            renderer.summary(renderer.logged_duration().unwrap_or_default())
+        ));
+        out
+    }
+
+    fn conversation() -> Vec<Event> {
+        vec![
+            event(1, "phase_changed", json!({"phase": "pending"})),
+            event(2, "phase_changed", json!({"phase": "running"})),
+            event(3, "message_started", json!({"turn": 1, "attempt": 1})),
+            event(4, "token_delta", json!({"turn": 1, "text": "Let me look"})),
+            event(
+                5,
+                "token_delta",
+                json!({"turn": 1, "text": " at the files."}),
+            ),
+            event(
+                6,
+                "message_completed",
+                json!({"turn": 1, "text": "Let me look at the files.", "tool_calls": [{"id": "c1", "name": "ls"}]}),
+            ),
+            event(
+                7,
+                "usage",
+                json!({"turn": 1, "input_tokens": 1200, "output_tokens": 30}),
+            ),
+            event(
+                8,
+                "tool_call_started",
+                json!({"turn": 1, "call_id": "c1", "name": "ls", "arguments": {"path": "."}}),
+            ),
+            event(
+                9,
+                "tool_call_finished",
+                json!({"turn": 1, "call_id": "c1", "name": "ls", "result": "a.txt\nb.txt\nc.txt\nd.txt\ne.txt\n", "is_error": false}),
+            ),
+            event(
+                10,
+                "tool_call_started",
+                json!({"turn": 1, "call_id": "c2", "name": "write_todos", "arguments": {"todos": [{"content": "read", "status": "completed"}]}}),
+            ),
+            event(
+                11,
+                "todos_updated",
+                json!({"turn": 1, "todos": [
+                    {"content": "read the files", "status": "completed"},
+                    {"content": "summarise them", "status": "in_progress"},
+                    {"content": "answer", "status": "pending"}
+                ]}),
+            ),
+            event(
+                12,
+                "tool_call_finished",
+                json!({"turn": 1, "call_id": "c2", "name": "write_todos", "result": "", "is_error": false}),
+            ),
+            event(13, "message_started", json!({"turn": 2, "attempt": 1})),
+            event(14, "token_delta", json!({"turn": 2, "text": "There are "})),
+            event(15, "message_started", json!({"turn": 2, "attempt": 2})),
+            event(
+                16,
+                "token_delta",
+                json!({"turn": 2, "text": "There are five files.\n"}),
+            ),
+            event(
+                17,
+                "message_completed",
+                json!({"turn": 2, "text": "There are five files.\n", "tool_calls": []}),
+            ),
+            event(
+                18,
+                "usage",
+                json!({"turn": 2, "input_tokens": 1300, "output_tokens": 12}),
+            ),
+            event(19, "phase_changed", json!({"phase": "completed"})),
+        ]
+    }
+
+    #[test]
+    fn a_conversation_in_plain_text() {
+        insta::assert_snapshot!(transcript(PLAIN, &conversation()), @r#"
+        | - pending
+        | - running
+        Let me look at the files.
+        | > ls(path=".")
+        |   [ok] a.txt
+        |     b.txt
+        |     c.txt
+        |     ... 2 more lines
+        | > write_todos(todos=[{"content":"read","status":"completed"}])
+        | todos (1 of 3 done)
+        |   [x] read the files
+        |   [~] summarise them
+        |   [ ] answer
+        |   [ok] write_todos: (no output)
+        There are 
+        | retry: retrying turn 2 (attempt 2)
+        There are five files.
+        = completed in 17.0s, 2 model turns, 2 tool calls, 2,500 tokens in / 42 out
+        "#);
+    }
+
+    #[test]
+    fn a_conversation_on_a_terminal_without_colour() {
+        let style = Style {
+            unicode: true,
+            color: false,
+        };
+        insta::assert_snapshot!(transcript(style, &conversation()), @r#"
+        | · pending
+        | · running
+        Let me look at the files.
+        | → ls(path=".")
+        |   ✓ a.txt
+        |     b.txt
+        |     c.txt
+        |     … 2 more lines
+        | → write_todos(todos=[{"content":"read","status":"completed"}])
+        | todos (1 of 3 done)
+        |   ☑ read the files
+        |   ◐ summarise them
+        |   ☐ answer
+        |   ✓ write_todos: (no output)
+        There are 
+        | ↻ retrying turn 2 (attempt 2)
+        There are five files.
+        = ✓ completed in 17.0s · 2 model turns · 2 tool calls · 2,500 tokens in / 42 out
+        "#);
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let events = conversation();
+        let coloured = transcript(
+            Style {
+                unicode: true,
+                color: true,
+            },
+            &events,
+        );
+        assert!(coloured.contains("\x1b[32m✓\x1b[0m"));
+        assert!(!transcript(PLAIN, &events).contains('\x1b'));
+    }
+
+    #[test]
+    fn a_failed_tool_call_and_a_failed_execution() {
+        let events = [
+            event(1, "phase_changed", json!({"phase": "running"})),
+            event(
+                2,
+                "tool_call_started",
+                json!({"turn": 1, "call_id": "c1", "name": "read_file", "arguments": {"path": "missing.txt"}}),
+            ),
+            event(
+                3,
+                "tool_call_finished",
+                json!({"turn": 1, "call_id": "c1", "name": "read_file", "result": "no such file: missing.txt", "is_error": true}),
+            ),
+            event(4, "token_delta", json!({"turn": 2, "text": "Sorr"})),
+            event(
+                5,
+                "phase_changed",
+                json!({"phase": "failed", "reason": "the model is unreachable"}),
+            ),
+        ];
+        let mut renderer = Renderer::new(PLAIN);
+        let outputs: Vec<Output> = events.iter().flat_map(|e| renderer.render(e)).collect();
+        assert_eq!(
+            outputs,
+            vec![
+                Output::Line("- running".into()),
+                Output::Line("> read_file(path=\"missing.txt\")".into()),
+                Output::Line("  [error] no such file: missing.txt".into()),
+                Output::Text("Sorr".into()),
+                // The unfinished answer's line is ended before anything else is written.
+                Output::Text("\n".into()),
+            ]
+        );
+        assert_eq!(
+            renderer.outcome(),
+            Some(&Outcome {
+                phase: "failed".into(),
+                reason: Some("the model is unreachable".into())
+            })
+        );
+        assert_eq!(
+            renderer.summary(Duration::from_secs(125)),
+            "failed after 2m 05s, 0 model turns, 1 tool call, 0 tokens in / 0 out"
+        );
+    }
+
+    #[test]
+    fn text_that_was_not_streamed_is_shown_once_complete() {
+        let mut renderer = Renderer::new(PLAIN);
+        let outputs = renderer.render(&event(
+            1,
+            "message_completed",
+            json!({"turn": 1, "text": "Hello.", "tool_calls": []}),
+        ));
+        assert_eq!(
+            outputs,
+            vec![Output::Text("Hello.".into()), Output::Text("\n".into())]
+        );
+    }
+
+    #[test]
+    fn long_arguments_and_results_are_trimmed_to_one_line_each() {
+        let long = "x".repeat(300);
+        let mut renderer = Renderer::new(PLAIN);
+        let started = renderer.render(&event(
+            1,
+            "tool_call_started",
+            json!({"call_id": "c1", "name": "write_file", "arguments": {"content": format!("{long}\nmore")}}),
+        ));
+        let Output::Line(line) = &started[0] else {
+            panic!("expected a line, got {started:?}")
+        };
+        assert_eq!(line.chars().count(), 2 + LINE_LIMIT);
+        assert!(line.starts_with("> write_file(content=\"xxx"));
+        assert!(line.ends_with("..."));
+        let finished = renderer.render(&event(
+            2,
+            "tool_call_finished",
+            json!({"call_id": "c1", "name": "write_file", "result": long, "is_error": false}),
+        ));
+        let Output::Line(line) = &finished[0] else {
+            panic!("expected a line, got {finished:?}")
+        };
+        assert_eq!(line.chars().count(), "  [ok] ".len() + LINE_LIMIT);
+    }
+
+    #[test]
+    fn control_characters_in_tool_output_are_not_sent_to_the_terminal() {
+        let mut renderer = Renderer::new(PLAIN);
+        let outputs = renderer.render(&event(
+            1,
+            "tool_call_finished",
+            json!({"call_id": "c9", "name": "grep", "result": "\u{1b}[31mred\u{1b}[0m", "is_error": false}),
+        ));
+        assert_eq!(
+            outputs,
+            vec![Output::Line("  [ok] grep: \\u{1b}[31mred\\u{1b}[0m".into())]
+        );
+    }
+
+    #[test]
+    fn arguments_read_as_key_value_pairs() {
+        assert_eq!(
+            // Written in key order: serde_json may or may not keep the order it was given.
+            compact_arguments(&json!({"limit": 10, "path": "src"})),
+            r#"limit=10, path="src""#
+        );
+        assert_eq!(
+            compact_arguments(&json!("{\"path\": \"src\"}")),
+            r#"path="src""#
+        );
+        assert_eq!(compact_arguments(&json!(["a"])), r#"["a"]"#);
+        assert_eq!(compact_arguments(&Value::Null), "");
+    }
+
+    #[test]
+    fn json_lines_keep_the_documented_shape() {
+        let event = Event::from_proto(ExecutionEvent {
+            execution_id: "aex-1".into(),
+            seq: 7,
+            ts: "2025-01-01T00:00:00.000Z".into(),
+            kind: "usage".into(),
+            data_json: r#"{"input_tokens":3,"output_tokens":4,"turn":1}"#.into(),
+        });
+        assert_eq!(
+            event.to_json_line(),
+            r#"{"execution_id":"aex-1","seq":7,"ts":"2025-01-01T00:00:00.000Z","kind":"usage","data":{"input_tokens":3,"output_tokens":4,"turn":1}}"#
+        );
+    }
+
+    #[test]
+    fn durations_and_numbers_read_like_people_write_them() {
+        assert_eq!(format_duration(Duration::from_millis(800)), "0.8s");
+        assert_eq!(format_duration(Duration::from_secs(65)), "1m 05s");
+        assert_eq!(format_duration(Duration::from_secs(3720)), "1h 02m");
+        assert_eq!(group_digits(0), "0");
+        assert_eq!(group_digits(999), "999");
+        assert_eq!(group_digits(1000), "1,000");
+        assert_eq!(group_digits(1234567), "1,234,567");
+        assert_eq!(
+            elapsed_between("2025-01-01T00:00:01.500Z", "2025-01-01T00:00:03.000Z"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            elapsed_between("yesterday", "2025-01-01T00:00:03.000Z"),
+            None
+        );
+    }
+}
