@@ -237,7 +237,9 @@ fn demo_turn(body: &Value) -> Turn {
             .is_some_and(|parts| parts.iter().any(|part| part["type"] == "tool_result"));
     if after_tool {
         Turn::text(
-            "Hello! I am the hello agent, answering through Stigmer's scripted stand-in model              (no real LLM is configured). I wrote down what I would do next in the todo list.              Point Stigmer at Ollama, OpenAI or Anthropic (docs/configuration.md) for real answers.",
+            "Hello! I am the hello agent, answering through Stigmer's scripted stand-in model \
+             (no real LLM is configured). I wrote down what I would do next in the todo list. \
+             Point Stigmer at Ollama, OpenAI or Anthropic (docs/configuration.md) for real answers.",
         )
     } else {
         Turn::tool_call(
@@ -516,6 +518,25 @@ fn frames(dialect: Dialect, model: &str, turn: &Turn, streaming: bool) -> Vec<St
             ));
             frames.push(event("message_stop", json!({"type": "message_stop"})));
             frames
+        }
+    }
+}
+
+#[cfg(test)]
+mod demo_tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_calls_write_todos_then_answers_after_the_tool_result() {
+        let asked = json!({"messages": [{"role": "user", "content": "hi"}]});
+        assert_eq!(demo_turn(&asked).tool_calls[0].0, "write_todos");
+        for answered in [
+            json!({"messages": [{"role": "tool", "content": "ok"}]}),
+            json!({"messages": [{"role": "user", "content": [{"type": "tool_result", "content": "ok"}]}]}),
+        ] {
+            let turn = demo_turn(&answered);
+            assert!(turn.tool_calls.is_empty());
+            assert!(turn.text.concat().contains("stand-in model"));
         }
     }
 }

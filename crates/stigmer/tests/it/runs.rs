@@ -860,3 +860,44 @@ fn a_run_started_without_following_can_be_watched_to_its_end() {
     assert_ne!(unknown.code, 0, "{unknown}");
     assert!(unknown.stderr.contains("not found"), "{unknown}");
 }
+
+#[test]
+fn with_temporal_down_a_run_fails_at_once_saying_so() {
+    let temporal = stigmer_test::ExternalTemporal::start();
+    let llm = ScriptedLlm::start(vec![]);
+    let mut home = home();
+    home.write_config(&format!(
+        "{}llm:\n  provider: openai\n  model: scripted\n  base_url: {}\n",
+        stigmer_test::TEST_CONFIG,
+        llm.v1_url()
+    ));
+    home.set_env("TEMPORAL_ADDRESS", &temporal.address);
+    home.start();
+    let manifest = home.path().join("agents.yaml");
+    std::fs::write(&manifest, AGENT).unwrap();
+    assert_eq!(
+        home.run(&["apply", "-f", manifest.to_str().unwrap()]).code,
+        0
+    );
+    let address = temporal.address.clone();
+    drop(temporal);
+
+    let asked = Instant::now();
+    let outcome = home.run(&["run", "helper", "Hi"]);
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_ne!(outcome.code, 0, "{outcome}");
+    assert!(
+        outcome.stderr.contains(&format!(
+            "the Temporal workflow engine at {address} is unavailable"
+        )),
+        "{outcome}"
+    );
+    assert!(
+        listed(&home).is_empty(),
+        "nothing is created while Temporal is down"
+    );
+}
