@@ -26,6 +26,7 @@ use temporalio_sdk::{
     WorkflowTermination,
 };
 use temporalio_workflow::RetryPolicy;
+use tracing::Instrument;
 
 /// The workflow type name the API server starts.
 pub const AGENT_WORKFLOW: &str = "stigmer.AgentExecution";
@@ -233,6 +234,58 @@ impl AgentActivities {
         ctx: ActivityContext,
         execution_id: String,
     ) -> Result<Started, ActivityError> {
+        let span = step_span("start", &execution_id, 0, ctx.info().attempt);
+        self.start_step(ctx, execution_id).instrument(span).await
+    }
+
+    /// One model turn: the conversation so far in, the answer streamed out as events and
+    /// stored as the turn's first message.
+    #[activity(name = "stigmer.ModelTurn")]
+    pub async fn model_turn(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: TurnInput,
+    ) -> Result<TurnOutcome, ActivityError> {
+        let span = step_span(
+            "model_turn",
+            &input.execution_id,
+            input.turn,
+            ctx.info().attempt,
+        );
+        let work = self.model_turn_step(&ctx, input);
+        with_heartbeats(&ctx, work).instrument(span).await
+    }
+
+    /// One tool call the model asked for; its result is stored after the turn's answer.
+    #[activity(name = "stigmer.ToolCall")]
+    pub async fn tool_call(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: ToolInput,
+    ) -> Result<(), ActivityError> {
+        let span = step_span(
+            "tool_call",
+            &input.execution_id,
+            input.turn,
+            ctx.info().attempt,
+        );
+        let work = self.tool_call_step(&ctx, input);
+        with_heartbeats(&ctx, work).instrument(span).await
+    }
+}
+
+/// The span every step runs in, so that each line it logs names its execution.
+fn step_span(step: &'static str, execution_id: &str, turn: u32, attempt: u32) -> tracing::Span {
+    tracing::info_span!("step", step, execution_id = %execution_id, turn, attempt)
+}
+
+impl AgentActivities {
+    /// The body of [`AgentActivities::start`].
+    async fn start_step(
+        &self,
+        ctx: ActivityContext,
+        execution_id: String,
+    ) -> Result<Started, ActivityError> {
         let context = self
             .api
             .run_context(&execution_id, 0)
@@ -267,109 +320,116 @@ impl AgentActivities {
         })
     }
 
-    /// One model turn: the conversation so far in, the answer streamed out as events and
-    /// stored as the turn's first message.
-    #[activity(name = "stigmer.ModelTurn")]
-    pub async fn model_turn(
-        self: Arc<Self>,
-        ctx: ActivityContext,
+    /// The body of [`AgentActivities::model_turn`].
+    async fn model_turn_step(
+        &self,
+        ctx: &ActivityContext,
         input: TurnInput,
     ) -> Result<TurnOutcome, ActivityError> {
         let step = StepId {
             turn: input.turn,
             attempt: ctx.info().attempt,
         };
-        let work = async {
-            let context = self
-                .api
-                .run_context(&input.execution_id, input.turn - 1)
-                .await
-                .map_err(api_error)?;
-            let workspace = self.workspace(&context)?;
-            let mut messages = vec![Message::System {
-                text: system_prompt(&context.agent, workspace.root()),
-            }];
-            messages.extend(context.messages.iter().cloned());
-            let tools = stigmer_tools::builtin_specs(context.agent.tools.as_deref());
-            let config = self.model_config(&context)?;
-            let client = LlmClient::new(config.clone()).map_err(llm_error)?;
-            let sink = self.sink(&context);
-            let result = match turn::model_turn(&client, &messages, &tools, step, &sink).await {
-                Ok(result) => result,
-                Err(StepError::Llm(LlmError::Fatal { message }))
-                    if config.provider == LlmProvider::Ollama =>
-                {
-                    return Err(fatal(explain_ollama_failure(&config, message).await));
-                }
-                Err(error) => return Err(step_error(&sink, error)),
-            };
-            let answer = sink.redactor.message(&Message::Assistant {
-                text: result.text.clone(),
-                tool_calls: result.tool_calls.clone(),
-            });
-            self.api
-                .save_messages(&input.execution_id, input.turn, 0, &[answer])
-                .await
-                .map_err(api_error)?;
-            Ok(TurnOutcome {
-                tool_calls: result.tool_calls.len() as u32,
-            })
+        let context = self
+            .api
+            .run_context(&input.execution_id, input.turn - 1)
+            .await
+            .map_err(api_error)?;
+        let workspace = self.workspace(&context)?;
+        let mut messages = vec![Message::System {
+            text: system_prompt(&context.agent, workspace.root()),
+        }];
+        messages.extend(context.messages.iter().cloned());
+        let tools = stigmer_tools::builtin_specs(context.agent.tools.as_deref());
+        let config = self.model_config(&context)?;
+        let client = LlmClient::new(config.clone()).map_err(llm_error)?;
+        let sink = self.sink(&context);
+        let result = match turn::model_turn(&client, &messages, &tools, step, &sink).await {
+            Ok(result) => result,
+            Err(StepError::Llm(LlmError::Fatal { message }))
+                if config.provider == LlmProvider::Ollama =>
+            {
+                return Err(fatal(explain_ollama_failure(&config, message).await));
+            }
+            Err(error) => return Err(step_error(&sink, error)),
         };
-        with_heartbeats(&ctx, work).await
+        let answer = sink.redactor.message(&Message::Assistant {
+            text: result.text.clone(),
+            tool_calls: result.tool_calls.clone(),
+        });
+        self.api
+            .save_messages(&input.execution_id, input.turn, 0, &[answer])
+            .await
+            .map_err(api_error)?;
+        tracing::info!(
+            turn = step.turn,
+            attempt = step.attempt,
+            tool_calls = result.tool_calls.len(),
+            input_tokens = result.usage.input_tokens,
+            output_tokens = result.usage.output_tokens,
+            model = %config.model,
+            "Model turn finished."
+        );
+        Ok(TurnOutcome {
+            tool_calls: result.tool_calls.len() as u32,
+        })
     }
 
-    /// One tool call the model asked for; its result is stored after the turn's answer.
-    #[activity(name = "stigmer.ToolCall")]
-    pub async fn tool_call(
-        self: Arc<Self>,
-        ctx: ActivityContext,
+    /// The body of [`AgentActivities::tool_call`].
+    async fn tool_call_step(
+        &self,
+        ctx: &ActivityContext,
         input: ToolInput,
     ) -> Result<(), ActivityError> {
         let step = StepId {
             turn: input.turn,
             attempt: ctx.info().attempt,
         };
-        let work = async {
-            let context = self
-                .api
-                .run_context(&input.execution_id, input.turn)
-                .await
-                .map_err(api_error)?;
-            let call = context
-                .messages
-                .iter()
-                .rev()
-                .find_map(|message| match message {
-                    Message::Assistant { tool_calls, .. } if !tool_calls.is_empty() => {
-                        Some(tool_calls)
-                    }
-                    _ => None,
-                })
-                .and_then(|calls| calls.get(input.index as usize))
-                .cloned()
-                .ok_or_else(|| {
-                    fatal(format!(
-                        "turn {} has no tool call {} in the stored conversation",
-                        input.turn, input.index
-                    ))
-                })?;
-            let workspace = self.workspace(&context)?;
-            let sink = self.sink(&context);
-            let output = turn::tool_call(&workspace, &call, step, &sink)
-                .await
-                .map_err(|error| step_error(&sink, error))?;
-            let result = sink.redactor.message(&Message::Tool {
-                call_id: call.id.clone(),
-                name: call.name.clone(),
-                content: output.content,
-            });
-            self.api
-                .save_messages(&input.execution_id, input.turn, input.index + 1, &[result])
-                .await
-                .map_err(api_error)?;
-            Ok(())
-        };
-        with_heartbeats(&ctx, work).await
+        let context = self
+            .api
+            .run_context(&input.execution_id, input.turn)
+            .await
+            .map_err(api_error)?;
+        let call = context
+            .messages
+            .iter()
+            .rev()
+            .find_map(|message| match message {
+                Message::Assistant { tool_calls, .. } if !tool_calls.is_empty() => Some(tool_calls),
+                _ => None,
+            })
+            .and_then(|calls| calls.get(input.index as usize))
+            .cloned()
+            .ok_or_else(|| {
+                fatal(format!(
+                    "turn {} has no tool call {} in the stored conversation",
+                    input.turn, input.index
+                ))
+            })?;
+        let workspace = self.workspace(&context)?;
+        let sink = self.sink(&context);
+        let output = turn::tool_call(&workspace, &call, step, &sink)
+            .await
+            .map_err(|error| step_error(&sink, error))?;
+        let is_error = output.is_error;
+        let result = sink.redactor.message(&Message::Tool {
+            call_id: call.id.clone(),
+            name: call.name.clone(),
+            content: output.content,
+        });
+        self.api
+            .save_messages(&input.execution_id, input.turn, input.index + 1, &[result])
+            .await
+            .map_err(api_error)?;
+        tracing::info!(
+            turn = step.turn,
+            attempt = step.attempt,
+            index = input.index,
+            tool = %call.name,
+            is_error,
+            "Tool call finished."
+        );
+        Ok(())
     }
 }
 

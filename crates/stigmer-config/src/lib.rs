@@ -20,8 +20,9 @@ pub use launch::{LaunchSpecError, RunnerLaunchSpec, RunnerRole};
 pub use llm::LlmProvider;
 pub use secret::Secret;
 pub use settings::{
-    ConfigError, ConfigFile, LlmSettings, LogSettings, Overrides, ServerSettings, Settings,
-    SupervisorSettings, TemporalMode, TemporalSettings, find_temporal_binary,
+    AgentRunnerSettings, ConfigError, ConfigFile, LlmSettings, LogSettings, Overrides, RunnerMode,
+    ServerSettings, Settings, SupervisorSettings, TemporalMode, TemporalSettings,
+    find_temporal_binary,
 };
 
 /// Temporal task queue polled by the agent runner.

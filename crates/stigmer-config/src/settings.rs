@@ -25,6 +25,19 @@ pub struct ConfigFile {
     pub logs: LogsFile,
     #[serde(default)]
     pub llm: LlmFile,
+    #[serde(default)]
+    pub agent_runner: AgentRunnerFile,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRunnerFile {
+    /// `process` (default) or `container`.
+    pub mode: Option<String>,
+    /// Registry to pull `stigmer/agent-runner:<version>` from, e.g. `ghcr.io`.
+    pub image_registry: Option<String>,
+    /// Container networking on Linux: `host` (default) or `bridge`.
+    pub network: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -113,6 +126,8 @@ pub struct Overrides {
     pub temporal_ui_port: Option<u16>,
     pub temporal_address: Option<String>,
     pub startup_timeout_secs: Option<u64>,
+    /// `--agent-runner process|container`.
+    pub agent_runner_mode: Option<String>,
 }
 
 /// The resolved configuration of one home.
@@ -124,6 +139,53 @@ pub struct Settings {
     pub supervisor: SupervisorSettings,
     pub logs: LogSettings,
     pub llm: LlmSettings,
+    #[serde(default)]
+    pub agent_runner: AgentRunnerSettings,
+}
+
+/// How the agent-runner runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunnerMode {
+    #[default]
+    Process,
+    Container,
+}
+
+impl RunnerMode {
+    pub fn parse(text: &str) -> Option<RunnerMode> {
+        match text {
+            "process" => Some(RunnerMode::Process),
+            "container" => Some(RunnerMode::Container),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunnerMode::Process => "process",
+            RunnerMode::Container => "container",
+        }
+    }
+}
+
+/// The agent-runner's mode and, for containers, where its image comes from and its network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRunnerSettings {
+    pub mode: RunnerMode,
+    pub image_registry: Option<String>,
+    /// `host` or `bridge` (Linux; elsewhere always bridge).
+    pub network: String,
+}
+
+impl Default for AgentRunnerSettings {
+    fn default() -> Self {
+        AgentRunnerSettings {
+            mode: RunnerMode::Process,
+            image_registry: None,
+            network: "host".into(),
+        }
+    }
 }
 
 /// The default model of the stack (an agent's `spec.model` and `stigmer run --model` override it).
@@ -390,6 +452,46 @@ impl Settings {
         };
 
         let llm = resolve_llm(&file.llm, env)?;
+        let runner_mode = match overrides
+            .agent_runner_mode
+            .as_deref()
+            .map(|text| (text, "--agent-runner"))
+            .or(file
+                .agent_runner
+                .mode
+                .as_deref()
+                .map(|text| (text, "agent_runner.mode")))
+        {
+            None => RunnerMode::Process,
+            Some((text, key)) => RunnerMode::parse(text).ok_or_else(|| ConfigError::Invalid {
+                key: if key == "--agent-runner" {
+                    "--agent-runner"
+                } else {
+                    "agent_runner.mode"
+                },
+                message: format!("unknown mode {text:?}: expected process or container"),
+            })?,
+        };
+        let network = file
+            .agent_runner
+            .network
+            .clone()
+            .unwrap_or_else(|| "host".into());
+        if !["host", "bridge"].contains(&network.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "agent_runner.network",
+                message: format!("unknown network {network:?}: expected host or bridge"),
+            });
+        }
+        let agent_runner = AgentRunnerSettings {
+            mode: runner_mode,
+            image_registry: file
+                .agent_runner
+                .image_registry
+                .clone()
+                .filter(|registry| !registry.trim().is_empty()),
+            network,
+        };
         Ok(Settings {
             home,
             server: ServerSettings { port: server_port },
@@ -397,6 +499,7 @@ impl Settings {
             supervisor,
             logs,
             llm,
+            agent_runner,
         })
     }
 }

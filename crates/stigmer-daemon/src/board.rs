@@ -33,6 +33,7 @@ impl ComponentState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunMode {
     Process,
+    Container,
     External,
 }
 
@@ -40,6 +41,7 @@ impl RunMode {
     pub fn as_str(self) -> &'static str {
         match self {
             RunMode::Process => "process",
+            RunMode::Container => "container",
             RunMode::External => "external",
         }
     }
@@ -51,6 +53,8 @@ pub struct ComponentRecord {
     pub state: ComponentState,
     pub mode: RunMode,
     pub pid: Option<u32>,
+    /// The engine's id of the current container (container mode).
+    pub container_id: Option<String>,
     pub restarts: u32,
     /// When the current process started (for uptime).
     pub since: Option<Instant>,
@@ -64,6 +68,7 @@ impl ComponentRecord {
             state: ComponentState::Starting,
             mode,
             pid: None,
+            container_id: None,
             restarts: 0,
             since: None,
             last_exit: None,
@@ -111,7 +116,7 @@ impl Board {
                 name: component.name().to_owned(),
                 state: record.state.as_str().to_owned(),
                 pid: record.pid.map(i64::from),
-                container_id: None,
+                container_id: record.container_id.clone(),
                 mode: record.mode.as_str().to_owned(),
                 restarts: record.restarts,
                 uptime_secs: match record.state {

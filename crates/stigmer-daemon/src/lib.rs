@@ -29,7 +29,7 @@ use stigmer_proto::daemon::v1::GetStatusResponse;
 use stigmer_temporal::TemporalProbe;
 use tokio::process::Command;
 use tokio::sync::{OnceCell, watch};
-use unit::{Launch, LaunchFactory, UnitContext};
+use unit::{Launch, LaunchFactory, Spawn, UnitContext};
 
 /// Why the daemon could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,8 @@ pub enum DaemonError {
     Server(#[from] stigmer_server::ServeError),
     #[error(transparent)]
     Store(#[from] stigmer_store::StoreError),
+    #[error("container mode cannot start: {0}")]
+    Container(String),
 }
 
 impl DaemonError {
@@ -65,6 +67,11 @@ impl DaemonError {
             DaemonError::AlreadyRunning { .. } => {
                 Some("see `stigmer server status`, or stop it with `stigmer server stop`".into())
             }
+            DaemonError::Container(_) => Some(
+                "process mode needs no container engine: `stigmer server start --agent-runner process` \
+                 (or `agent_runner.mode: process` in config.yaml)"
+                    .into(),
+            ),
             _ => None,
         }
     }
@@ -118,6 +125,10 @@ pub async fn run(
     tracing::info!(pid = daemon_pid, home = %home.root().display(), version = stigmer_config::VERSION, "Daemon starting.");
 
     reap_leftovers(&settings);
+    let container = match settings.agent_runner.mode {
+        stigmer_config::RunnerMode::Container => Some(prepare_container(&settings).await?),
+        stigmer_config::RunnerMode::Process => None,
+    };
     let api_token =
         state::ensure_api_token(&home).map_err(io_error("cannot create the API token"))?;
     let store: Arc<dyn stigmer_store::Store> =
@@ -155,7 +166,11 @@ pub async fn run(
     board.insert(Component::Temporal, temporal_record);
     board.insert(
         Component::AgentRunner,
-        ComponentRecord::new(RunMode::Process),
+        ComponentRecord::new(if container.is_some() {
+            RunMode::Container
+        } else {
+            RunMode::Process
+        }),
     );
     board.insert(
         Component::WorkflowRunner,
@@ -307,12 +322,13 @@ pub async fn run(
             };
             let factory = runner_factory(
                 &runner_settings,
-                component,
-                role,
-                queue,
+                (component, role, queue),
                 server_address,
                 runner_token.clone(),
                 probe.clone(),
+                container
+                    .clone()
+                    .filter(|_| component == Component::AgentRunner),
             );
             tasks.push(tokio::spawn(unit::supervise(
                 context,
@@ -491,7 +507,7 @@ fn temporal_factory(
         let namespace = namespace.clone();
         let probe = probe.clone();
         Launch {
-            command,
+            spawn: Spawn::Process(command),
             probe: Box::new(move || {
                 let address = address.clone();
                 let namespace = namespace.clone();
@@ -562,12 +578,11 @@ async fn watch_external_temporal(
 
 fn runner_factory(
     settings: &Settings,
-    component: Component,
-    role: RunnerRole,
-    queue: &'static str,
+    (component, role, queue): (Component, RunnerRole, &'static str),
     server_address: std::net::SocketAddr,
     api_token: Secret,
     probe: TemporalProbe,
+    container: Option<ContainerPlan>,
 ) -> LaunchFactory {
     let executable = std::env::current_exe().unwrap_or_else(|_| "stigmer".into());
     let home = settings.home.clone();
@@ -597,13 +612,19 @@ fn runner_factory(
             openai_api_key: llm.openai_api_key.clone(),
             anthropic_api_key: llm.anthropic_api_key.clone(),
         };
-        let mut command = Command::new(&executable);
-        command.args(["internal", component.name()]);
-        minimal_env(&mut command);
-        command.envs(spec.to_env());
+        let spawn = match &container {
+            Some(plan) => plan.spawn(&spec, daemon_pid, generation),
+            None => {
+                let mut command = Command::new(&executable);
+                command.args(["internal", component.name()]);
+                minimal_env(&mut command);
+                command.envs(spec.to_env());
+                Spawn::Process(command)
+            }
+        };
         let probe = probe.clone();
         Launch {
-            command,
+            spawn,
             probe: Box::new(move || {
                 let probe = probe.clone();
                 let identity = worker_identity.clone();
@@ -615,6 +636,122 @@ fn runner_factory(
                 })
             }),
         }
+    })
+}
+
+/// What container mode needs for every launch of the agent-runner.
+#[derive(Clone)]
+struct ContainerPlan {
+    engine: stigmer_container::Engine,
+    image: String,
+    home_label: String,
+    network: stigmer_container::Network,
+    workspace: std::path::PathBuf,
+    user: Option<String>,
+}
+
+impl ContainerPlan {
+    /// The container for one launch: the launch contract as its environment (addresses made
+    /// reachable from inside), the workspace mounted at the same path, our labels, no restart
+    /// policy (the daemon supervises).
+    fn spawn(&self, spec: &RunnerLaunchSpec, daemon_pid: u32, generation: u64) -> Spawn {
+        use stigmer_container::address::for_container;
+        let os = stigmer_container::HostOs::current();
+        let mut spec = spec.clone();
+        spec.temporal_address = for_container(&spec.temporal_address, os, self.network);
+        spec.api_endpoint = for_container(&spec.api_endpoint, os, self.network);
+        spec.llm_base_url = for_container(&spec.llm_base_url, os, self.network);
+        let workspace = self.workspace.display().to_string();
+        Spawn::Container {
+            engine: self.engine.clone(),
+            spec: stigmer_container::ContainerSpec {
+                name: format!(
+                    "stigmer-agent-runner-{}-{daemon_pid}-{generation}",
+                    self.home_label
+                ),
+                image: self.image.clone(),
+                env: spec.to_env(),
+                labels: [
+                    (stigmer_container::LABEL_HOME, self.home_label.clone()),
+                    (
+                        stigmer_container::LABEL_COMPONENT,
+                        "agent-runner".to_owned(),
+                    ),
+                    (
+                        stigmer_container::LABEL_VERSION,
+                        stigmer_config::VERSION.to_owned(),
+                    ),
+                ]
+                .into_iter()
+                .map(|(key, value)| (key.to_owned(), value))
+                .collect(),
+                mounts: vec![(workspace.clone(), workspace)],
+                network: Some(self.network),
+                user: self.user.clone(),
+            },
+        }
+    }
+}
+
+/// Connects to the engine, removes what a crashed daemon of this home left, and ensures the
+/// image: all before anything starts, so a missing engine fails the start with its reason.
+async fn prepare_container(settings: &Settings) -> Result<ContainerPlan, DaemonError> {
+    let engine = stigmer_container::Engine::connect()
+        .await
+        .map_err(|error| DaemonError::Container(error.to_string()))?;
+    let home_label = stigmer_container::home_label(settings.home.root());
+    match engine
+        .remove_labelled(stigmer_container::LABEL_HOME, &home_label)
+        .await
+    {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::warn!(containers = ?removed, "Removed containers a previous daemon of this home left behind.");
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(error = %error, "Cannot look for leftover containers."),
+    }
+    let binary = std::env::current_exe()
+        .map_err(|error| DaemonError::Container(format!("cannot find our own binary: {error}")))?;
+    let ensured = engine
+        .ensure_image(&stigmer_container::image::ImagePlan {
+            version: stigmer_config::VERSION.to_owned(),
+            binary,
+            registry: settings.agent_runner.image_registry.clone(),
+        })
+        .await
+        .map_err(|error| DaemonError::Container(error.to_string()))?;
+    tracing::info!(
+        image = %ensured.reference,
+        source = ?ensured.source,
+        took_ms = ensured.took.as_millis() as u64,
+        engine = %engine.host(),
+        "Agent-runner image ready."
+    );
+    let workspace = settings.home.workspace_dir();
+    fs_err::create_dir_all(&workspace).map_err(io_error("cannot create the workspace"))?;
+    // The container runs as the user who runs Stigmer, so workspace files stay theirs; when
+    // that is root, as the image's unprivileged user, who must be able to write the workspace.
+    let uid = nix::unistd::getuid();
+    let user = if uid.is_root() {
+        let nonroot = nix::unistd::Uid::from_raw(65532);
+        let group = nix::unistd::Gid::from_raw(65532);
+        nix::unistd::chown(&workspace, Some(nonroot), Some(group)).map_err(|error| {
+            DaemonError::Container(format!(
+                "cannot hand the workspace to the container user: {error}"
+            ))
+        })?;
+        None
+    } else {
+        Some(format!("{}:{}", uid, nix::unistd::getgid()))
+    };
+    Ok(ContainerPlan {
+        engine,
+        image: ensured.reference,
+        home_label,
+        network: stigmer_container::Network::parse(&settings.agent_runner.network)
+            .unwrap_or(stigmer_container::Network::Host),
+        workspace,
+        user,
     })
 }
 

@@ -31,9 +31,80 @@ pub type ProbeFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
 
 /// What one launch of a child looks like.
 pub struct Launch {
-    pub command: Command,
+    pub spawn: Spawn,
     /// Answers true once this launch is ready (polling its queue, answering health checks).
     pub probe: Box<dyn Fn() -> ProbeFuture + Send + Sync>,
+}
+
+/// How a child is started: a process of ours, or a container on the engine.
+pub enum Spawn {
+    Process(Command),
+    Container {
+        engine: stigmer_container::Engine,
+        spec: stigmer_container::ContainerSpec,
+    },
+}
+
+/// A started child.
+enum Running {
+    Process(Child),
+    Container {
+        engine: stigmer_container::Engine,
+        id: String,
+    },
+}
+
+/// How a child ended.
+struct Exit {
+    description: String,
+    code: Option<i32>,
+}
+
+impl Running {
+    /// Waits for the child to end.
+    async fn wait(&mut self) -> Exit {
+        match self {
+            Running::Process(child) => {
+                let status = child
+                    .wait()
+                    .await
+                    .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0));
+                Exit {
+                    description: process::describe_exit(status),
+                    code: status.code(),
+                }
+            }
+            Running::Container { engine, id } => {
+                let code = engine.wait(id).await;
+                let description = match code {
+                    137 => "killed (exit code 137, SIGKILL)".to_owned(),
+                    143 => "terminated (exit code 143, SIGTERM)".to_owned(),
+                    code => format!("exited with code {code}"),
+                };
+                // The container is gone for good: remove it, the next launch makes a new one.
+                let _ = engine.remove(id).await;
+                Exit {
+                    description: format!("container {} {description}", short_id(id)),
+                    code: i32::try_from(code).ok(),
+                }
+            }
+        }
+    }
+
+    async fn stop(&mut self, component: Component, grace: Duration) {
+        match self {
+            Running::Process(child) => stop_child(child, component, grace).await,
+            Running::Container { engine, id } => {
+                engine.stop(id, grace).await;
+                tracing::info!(unit = %component, container = %short_id(id), "Container stopped and removed.");
+            }
+        }
+    }
+}
+
+/// The first 12 characters of a container id, as engines show them.
+pub fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
 }
 
 /// Builds the launch for a generation (1 for the first start, 2 after the first restart, ...).
@@ -70,8 +141,14 @@ pub async fn supervise(
         let launch = factory(generation);
         let last_lines = Arc::new(Mutex::new(VecDeque::with_capacity(LAST_LINES)));
         let started_at = Instant::now();
-        let (mut child, captures) = match spawn(launch.command, &context, &last_lines) {
-            Ok(spawned) => spawned,
+        let (mut child, captures, pid, container_id) = match start(
+            launch.spawn,
+            &context,
+            &last_lines,
+        )
+        .await
+        {
+            Ok(started) => started,
             Err(error) => {
                 let reason = format!("could not be started: {error}");
                 tracing::error!(unit = %component, error = %error, "Child could not be started.");
@@ -82,9 +159,9 @@ pub async fn supervise(
                 break;
             }
         };
-        let pid = child.id();
-        let start_time = pid.and_then(process::start_time).unwrap_or(0);
-        if let Some(pid) = pid {
+        // Containers are found again by label, not by pid: only processes are recorded.
+        if let (Some(pid), None) = (pid, &container_id) {
+            let start_time = process::start_time(pid).unwrap_or(0);
             (context.children_changed)(
                 component,
                 Some(ChildRecord {
@@ -96,6 +173,7 @@ pub async fn supervise(
         }
         context.board.update(component, |record| {
             record.pid = pid;
+            record.container_id = container_id.clone();
             record.since = Some(started_at);
             if record.state != ComponentState::Restarting {
                 record.state = ComponentState::Starting;
@@ -106,11 +184,12 @@ pub async fn supervise(
         let outcome =
             run_until_exit(&mut child, &context, &launch.probe, started_at, &mut stop).await;
         (context.children_changed)(component, None);
-        let Some(status) = outcome else {
+        let Some(exit) = outcome else {
             // Stopped on request.
             context.board.update(component, |record| {
                 record.state = ComponentState::Stopped;
                 record.pid = None;
+                record.container_id = None;
             });
             return;
         };
@@ -124,14 +203,14 @@ pub async fn supervise(
         })
         .await;
         let ran_for = started_at.elapsed();
-        let description = process::describe_exit(status);
+        let description = exit.description;
         let lines: Vec<String> = lock(&last_lines).iter().cloned().collect();
         let last_exit = if lines.is_empty() {
             description.clone()
         } else {
             format!("{description}; last output: {}", lines.join(" | "))
         };
-        let decision = policy.on_exit(Instant::now(), ran_for, status.code());
+        let decision = policy.on_exit(Instant::now(), ran_for, exit.code);
         match &decision {
             RestartDecision::Restart(delay) => {
                 tracing::warn!(
@@ -146,6 +225,7 @@ pub async fn supervise(
                 context.board.update(component, |record| {
                     record.state = ComponentState::Restarting;
                     record.pid = None;
+                    record.container_id = None;
                     record.since = None;
                     record.restarts += 1;
                     record.last_exit = Some(last_exit);
@@ -166,6 +246,7 @@ pub async fn supervise(
                 context.board.update(component, |record| {
                     record.state = ComponentState::Failed;
                     record.pid = None;
+                    record.container_id = None;
                     record.since = None;
                     record.last_exit = Some(format!("{last_exit} (given up: {reason})"));
                 });
@@ -186,21 +267,19 @@ pub async fn supervise(
 /// Waits for the child to exit (returning its status) while probing readiness, or stops it when
 /// asked (returning `None`).
 async fn run_until_exit(
-    child: &mut Child,
+    child: &mut Running,
     context: &UnitContext,
     probe: &(dyn Fn() -> ProbeFuture + Send + Sync),
     started_at: Instant,
     stop: &mut watch::Receiver<bool>,
-) -> Option<std::process::ExitStatus> {
+) -> Option<Exit> {
     let component = context.component;
     let mut ready = false;
     loop {
         tokio::select! {
-            status = child.wait() => {
-                return Some(status.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0)));
-            }
+            exit = child.wait() => return Some(exit),
             () = until_true(stop) => {
-                stop_child(child, component, Duration::from_secs(context.supervisor.stop_timeout_secs)).await;
+                child.stop(component, Duration::from_secs(context.supervisor.stop_timeout_secs)).await;
                 return None;
             }
             () = tokio::time::sleep(READY_POLL), if !ready => {
@@ -232,7 +311,48 @@ pub async fn stop_child(child: &mut Child, component: Component, grace: Duration
     tracing::info!(unit = %component, pid, "Child stopped.");
 }
 
-fn spawn(
+type Started = (
+    Running,
+    Vec<tokio::task::JoinHandle<()>>,
+    Option<u32>,
+    Option<String>,
+);
+
+/// Starts a launch and the capture of its output.
+async fn start(
+    spawn: Spawn,
+    context: &UnitContext,
+    last_lines: &Arc<Mutex<VecDeque<String>>>,
+) -> Result<Started, String> {
+    match spawn {
+        Spawn::Process(command) => {
+            let (child, captures) =
+                spawn_process(command, context, last_lines).map_err(|error| error.to_string())?;
+            let pid = child.id();
+            Ok((Running::Process(child), captures, pid, None))
+        }
+        Spawn::Container { engine, spec } => {
+            let id = engine
+                .start(&spec)
+                .await
+                .map_err(|error| error.to_string())?;
+            let pid = engine.pid(&id).await;
+            let capture = capture_container(engine.output(&id), context, last_lines.clone());
+            tracing::info!(unit = %context.component, container = %short_id(&id), image = %spec.image, "Container started.");
+            Ok((
+                Running::Container {
+                    engine,
+                    id: id.clone(),
+                },
+                vec![capture],
+                pid,
+                Some(id),
+            ))
+        }
+    }
+}
+
+fn spawn_process(
     mut command: Command,
     context: &UnitContext,
     last_lines: &Arc<Mutex<VecDeque<String>>>,
@@ -301,21 +421,60 @@ fn capture(
             }
             let line = String::from_utf8_lossy(&buffer);
             let line = line.trim_end_matches(['\n', '\r']);
-            let Some(record) =
-                stigmer_logs::capture_line(component, stream, line, chrono::Utc::now())
-            else {
-                continue;
-            };
-            {
-                let mut last = lock(&last_lines);
-                if last.len() == LAST_LINES {
-                    last.pop_front();
-                }
-                last.push_back(record.message.clone());
-            }
-            let _ = log.write_record(&record);
+            record_line(
+                &log,
+                &last_lines,
+                component,
+                stream,
+                line,
+                chrono::Utc::now(),
+            );
         }
     })
+}
+
+/// Copies a container's output into its component's log with the engine's timestamps.
+fn capture_container(
+    output: impl futures::Stream<Item = stigmer_container::OutputLine> + Send + 'static,
+    context: &UnitContext,
+    last_lines: Arc<Mutex<VecDeque<String>>>,
+) -> tokio::task::JoinHandle<()> {
+    use futures::StreamExt;
+    let log = context.log.clone();
+    let component = context.component.name();
+    tokio::spawn(async move {
+        let mut output = std::pin::pin!(output);
+        while let Some(line) = output.next().await {
+            let stream = if line.stderr {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            };
+            record_line(&log, &last_lines, component, stream, &line.text, line.ts);
+        }
+    })
+}
+
+/// One output line into the log and the last-lines window.
+fn record_line(
+    log: &SharedLogFile,
+    last_lines: &Mutex<VecDeque<String>>,
+    component: &'static str,
+    stream: Stream,
+    line: &str,
+    ts: chrono::DateTime<chrono::Utc>,
+) {
+    let Some(record) = stigmer_logs::capture_line(component, stream, line, ts) else {
+        return;
+    };
+    {
+        let mut last = lock(last_lines);
+        if last.len() == LAST_LINES {
+            last.pop_front();
+        }
+        last.push_back(record.message.clone());
+    }
+    let _ = log.write_record(&record);
 }
 
 /// Completes once the flag becomes true (or its sender is gone).
@@ -362,7 +521,7 @@ mod tests {
             let mut command = Command::new("/bin/sh");
             command.arg("-c").arg(script);
             Launch {
-                command,
+                spawn: Spawn::Process(command),
                 probe: Box::new(move || Box::pin(async move { ready })),
             }
         })

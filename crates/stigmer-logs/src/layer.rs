@@ -21,7 +21,16 @@ pub enum LogSink {
 
 /// Writes one JSON line per event: the event's fields plus those of every span in scope
 /// (outer spans first, inner ones and then the event override), and `target`.
+///
+/// Events go to the layer's sink as its component, except those of a routed target (see
+/// [`JsonLayer::route`]): one process can thus write the logs of two components, as the
+/// daemon does for the API server it hosts.
 pub struct JsonLayer {
+    default: Destination,
+    routes: Vec<(String, Destination)>,
+}
+
+struct Destination {
     component: String,
     sink: LogSink,
 }
@@ -29,11 +38,45 @@ pub struct JsonLayer {
 impl JsonLayer {
     pub fn new(component: impl Into<String>, sink: LogSink) -> JsonLayer {
         JsonLayer {
-            component: component.into(),
-            sink,
+            default: Destination {
+                component: component.into(),
+                sink,
+            },
+            routes: Vec::new(),
         }
     }
 
+    /// Writes the events of `target` (a module path such as `stigmer_server`, with everything
+    /// below it) as `component` to `sink`. The first matching route wins.
+    pub fn route(
+        mut self,
+        target: impl Into<String>,
+        component: impl Into<String>,
+        sink: LogSink,
+    ) -> JsonLayer {
+        self.routes.push((
+            target.into(),
+            Destination {
+                component: component.into(),
+                sink,
+            },
+        ));
+        self
+    }
+
+    fn destination(&self, target: &str) -> &Destination {
+        self.routes
+            .iter()
+            .find(|(prefix, _)| {
+                target
+                    .strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+            })
+            .map_or(&self.default, |(_, destination)| destination)
+    }
+}
+
+impl Destination {
     /// Stamps `record` with the current time and writes it.
     ///
     /// The time is taken while holding the sink's lock, so that lines from concurrent threads
@@ -115,19 +158,18 @@ where
                 fields.insert(format!("field_{key}"), value);
             }
         }
-        fields.insert(
-            "target".into(),
-            Value::from(event.metadata().target().to_owned()),
-        );
+        let target = event.metadata().target();
+        fields.insert("target".into(), Value::from(target.to_owned()));
+        let destination = self.destination(target);
         let record = LogRecord {
             // Replaced by the time of writing, taken under the sink's lock.
             ts: chrono::Utc::now(),
-            component: self.component.clone(),
+            component: destination.component.clone(),
             level: level_of(event.metadata().level()),
             message,
             fields,
         };
-        self.write(record);
+        destination.write(record);
     }
 }
 
@@ -196,6 +238,11 @@ impl std::error::Error for InitError {}
 /// Installs the global subscriber: `filter` (or `$STIGMER_LOG`, which wins) and a
 /// [`JsonLayer`] writing to `sink`.
 pub fn init(component: &str, filter: &str, sink: LogSink) -> Result<(), InitError> {
+    init_layer(filter, JsonLayer::new(component, sink))
+}
+
+/// Installs the global subscriber: `filter` (or `$STIGMER_LOG`, which wins) and `layer`.
+pub fn init_layer(filter: &str, layer: JsonLayer) -> Result<(), InitError> {
     let directive = std::env::var("STIGMER_LOG")
         .ok()
         .filter(|value| !value.trim().is_empty())
@@ -204,7 +251,7 @@ pub fn init(component: &str, filter: &str, sink: LogSink) -> Result<(), InitErro
         .map_err(|error| InitError::Filter(format!("{directive:?}: {error}")))?;
     tracing_subscriber::registry()
         .with(filter)
-        .with(JsonLayer::new(component, sink))
+        .with(layer)
         .try_init()
         .map_err(|error| InitError::AlreadySet(error.to_string()))
 }
@@ -285,5 +332,43 @@ mod tests {
             "the inner span overrides the outer one"
         );
         assert!(record.ts <= second.ts);
+    }
+
+    #[test]
+    fn routed_targets_go_to_their_own_file_as_their_component() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon =
+            SharedLogFile::open(dir.path().join("daemon.log"), RotationPolicy::default()).unwrap();
+        let server =
+            SharedLogFile::open(dir.path().join("server.log"), RotationPolicy::default()).unwrap();
+        let layer = JsonLayer::new("daemon", LogSink::File(daemon)).route(
+            "stigmer_server",
+            "server",
+            LogSink::File(server),
+        );
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            tracing::info!(target: "stigmer_server::executions", execution_id = "aex-1", "Execution created.");
+            tracing::info!(target: "stigmer_server", "API server serving.");
+            tracing::info!(target: "stigmer_serverless", "Not the server.");
+            tracing::info!("The daemon's own.");
+        });
+        let read = |name: &str| -> Vec<LogRecord> {
+            fs_err::read_to_string(dir.path().join(name))
+                .unwrap()
+                .lines()
+                .map(|line| LogRecord::parse(line).unwrap())
+                .collect()
+        };
+        let server = read("server.log");
+        assert_eq!(server.len(), 2);
+        assert!(server.iter().all(|record| record.component == "server"));
+        assert_eq!(server[0].fields["execution_id"], "aex-1");
+        let daemon = read("daemon.log");
+        let messages: Vec<&str> = daemon
+            .iter()
+            .map(|record| record.message.as_str())
+            .collect();
+        assert_eq!(messages, ["Not the server.", "The daemon's own."]);
+        assert!(daemon.iter().all(|record| record.component == "daemon"));
     }
 }

@@ -13,13 +13,15 @@
 //! time, their own timestamp is kept as the field `source_ts`), and writes them through a
 //! [`SharedLogFile`], which keeps each file in `ts` order, with size-based rotation
 //! ([`RotatingFile`]): the newest lines are in `x.log`, older ones in `x.log.1`, `x.log.2`, …
-//! ([`rotated_paths`]). The `logs` command merges the files by `ts`, so this format is a
-//! contract.
+//! ([`rotated_paths`]). [`read`] reads them back for `stigmer server logs`: merged by `ts`
+//! across components, the last lines without reading whole files, filtered, and followed as
+//! they grow, so this format is a contract.
 
 mod layer;
+pub mod read;
 mod record;
 mod rotate;
 
-pub use layer::{InitError, JsonLayer, LogSink, init};
+pub use layer::{InitError, JsonLayer, LogSink, init, init_layer};
 pub use record::{Level, LogRecord, Stream, capture_line, format_ts};
 pub use rotate::{RotatingFile, RotationPolicy, SharedLogFile, rotated_paths};

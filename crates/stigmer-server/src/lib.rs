@@ -91,6 +91,9 @@ pub async fn serve(
             )),
         }
     };
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(address = %address, "API server serving.");
+    }
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
@@ -113,6 +116,7 @@ pub async fn serve(
             shutdown,
         )
         .await?;
+    tracing::info!("API server stopped.");
     Ok(())
 }
 

@@ -231,10 +231,17 @@ impl Watch {
             self.secrets.forget(execution_id);
         }
         let _guard = self.append_lock.lock().await;
-        if let Err(status) =
-            record_phase(self.store.as_ref(), &self.hub, execution_id, phase, reason)
-        {
-            tracing::error!(execution_id, error = %status.message(), "Cannot record a phase.");
+        match record_phase(self.store.as_ref(), &self.hub, execution_id, phase, reason) {
+            Ok(true) if phase == "failed" => {
+                tracing::warn!(execution_id, phase, reason, "Execution ended.");
+            }
+            Ok(true) if TERMINAL_PHASES.contains(&phase) => {
+                tracing::info!(execution_id, phase, reason, "Execution ended.");
+            }
+            Ok(_) => {}
+            Err(status) => {
+                tracing::error!(execution_id, error = %status.message(), "Cannot record a phase.");
+            }
         }
     }
 

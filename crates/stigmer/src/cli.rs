@@ -1,8 +1,14 @@
 //! Command-line definitions (clap).
 
+use chrono::{DateTime, Utc};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use regex::Regex;
 use std::fmt;
 use std::path::PathBuf;
+use stigmer_config::Component;
+use stigmer_logs::Level;
+use stigmer_logs::read::Tail;
 
 /// Stigmer: run AI agents and workflows on your machine.
 #[derive(Debug, Parser)]
@@ -28,9 +34,28 @@ pub enum Command {
     /// List, show, cancel and watch agent executions.
     #[command(subcommand, alias = "executions", alias = "ex")]
     Execution(ExecutionCommand),
+    /// The agent-runner's container image.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Roles the daemon starts; not for direct use.
     #[command(subcommand, hide = true)]
     Internal(InternalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build `stigmer-agent-runner:<version>` from this binary (no base image needed).
+    Build(ImageBuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageBuildArgs {
+    /// Also push it to the registry (`agent_runner.image_registry`, or --registry).
+    #[arg(long)]
+    pub push: bool,
+    /// Registry to push to, e.g. `127.0.0.1:5000` (overrides agent_runner.image_registry).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub registry: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,6 +68,8 @@ pub enum ServerCommand {
     Restart(StartArgs),
     /// Show what runs, since when, how often it restarted and why (exit 3 when not running).
     Status(StatusArgs),
+    /// Show the components' logs merged in time order (works with the daemon stopped too).
+    Logs(LogsArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -65,6 +92,59 @@ pub struct StartArgs {
     /// Use an existing Temporal cluster at HOST:PORT instead of starting one.
     #[arg(long, value_name = "HOST:PORT")]
     pub temporal_address: Option<String>,
+    /// Run the agent-runner as a process (default) or in a container (Docker or Podman,
+    /// through DOCKER_HOST).
+    #[arg(long, value_name = "MODE", value_parser = ["process", "container"])]
+    pub agent_runner: Option<String>,
+}
+
+/// `stigmer server logs [COMPONENT ...]`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Components to show (default: all of them).
+    #[arg(
+        value_name = "COMPONENT",
+        value_parser = PossibleValuesParser::new(Component::ALL.map(Component::name))
+            .map(|name| Component::parse(&name).unwrap_or(Component::Daemon))
+    )]
+    pub components: Vec<Component>,
+    /// Keep printing lines as they are written, in time order (Ctrl-C stops, exit code 130).
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// How many lines of history to show: a number (0 for none), or `all` [default: 100, or
+    /// all with --since].
+    #[arg(short = 'n', long = "tail", value_name = "N|all")]
+    pub tail: Option<Tail>,
+    /// Only lines at or after TIME: RFC 3339 (2026-11-23T05:06:58Z; UTC without an offset),
+    /// or a duration before now (30s, 10m, 1h30m, 2d).
+    #[arg(long, value_name = "TIME", value_parser = time_bound)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only lines at or before TIME (same forms as --since).
+    #[arg(long, value_name = "TIME", value_parser = time_bound)]
+    pub until: Option<DateTime<Utc>>,
+    /// Only lines whose message or fields (as key=value) match this regular expression.
+    #[arg(long, value_name = "REGEX", value_parser = Regex::new)]
+    pub grep: Option<Regex>,
+    /// Only lines of this level or above: trace, debug, info, warn, error.
+    #[arg(long, value_name = "LEVEL", value_parser = level)]
+    pub level: Option<Level>,
+    /// Only lines tagged with this execution id (aex-…).
+    #[arg(long, value_name = "ID")]
+    pub execution: Option<String>,
+    /// Print one JSON object per line (ts, component, level, message, fields), for scripts.
+    #[arg(long)]
+    pub json: bool,
+    /// No colours, even on a terminal (NO_COLOR works too).
+    #[arg(long)]
+    pub no_color: bool,
+}
+
+fn time_bound(text: &str) -> Result<DateTime<Utc>, String> {
+    stigmer_logs::read::parse_time_bound(text, Utc::now()).map_err(|error| error.to_string())
+}
+
+fn level(text: &str) -> Result<Level, String> {
+    Level::parse(text).ok_or_else(|| "expected one of trace, debug, info, warn, error".to_owned())
 }
 
 #[derive(Debug, Args)]

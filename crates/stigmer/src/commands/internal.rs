@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 use stigmer_config::{Component, RunnerLaunchSpec, RunnerRole, Settings};
 use stigmer_daemon::EXIT_CONFIG;
-use stigmer_logs::LogSink;
+use stigmer_logs::{JsonLayer, LogSink, RotationPolicy, SharedLogFile};
 
 /// `stigmer internal daemon`: reads the settings the CLI resolved from stdin and runs until
 /// SIGTERM/SIGINT or an API shutdown.
@@ -30,12 +30,38 @@ pub async fn daemon() -> Result<ExitCode, Failure> {
     }
 }
 
-/// Runs the daemon in this process with its log in `daemon.log`; shared by `--foreground`.
+/// Runs the daemon in this process with its log in `daemon.log`, and the log of the API server
+/// it hosts in `server.log`; shared by `--foreground`.
 pub async fn run_daemon(settings: Settings) -> Result<ExitCode, Failure> {
     let log = stigmer_daemon::open_daemon_log(&settings)
         .map_err(|error| Failure::new(format!("cannot open the daemon log: {error}")))?;
+    let server_path = settings.home.log_file(Component::Server);
+    let server_log = SharedLogFile::open(
+        &server_path,
+        RotationPolicy {
+            max_bytes: settings.logs.max_file_bytes,
+            max_files: settings.logs.max_files,
+        },
+    )
+    .map_err(|error| {
+        Failure::new(format!(
+            "cannot open the server log {}: {error}",
+            server_path.display()
+        ))
+    })?;
     let filter = settings.logs.level.clone();
-    if let Err(error) = stigmer_logs::init(Component::Daemon.name(), &filter, LogSink::File(log)) {
+    let layer = JsonLayer::new(Component::Daemon.name(), LogSink::File(log))
+        .route(
+            "stigmer_server",
+            Component::Server.name(),
+            LogSink::File(server_log.clone()),
+        )
+        .route(
+            "stigmer_store",
+            Component::Server.name(),
+            LogSink::File(server_log),
+        );
+    if let Err(error) = stigmer_logs::init_layer(&filter, layer) {
         return Err(Failure::new(format!("cannot set up logging: {error}")));
     }
     match stigmer_daemon::run(settings, termination()).await {

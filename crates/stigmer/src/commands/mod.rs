@@ -1,11 +1,15 @@
 //! One module per command group; [`dispatch`] maps parsed arguments to them.
 
 mod executions;
+mod image;
 mod internal;
+mod logs;
 mod resources;
 mod server;
 
-use crate::cli::{Cli, Command, ExecutionCommand, InternalCommand, ServerCommand, StartArgs};
+use crate::cli::{
+    Cli, Command, ExecutionCommand, ImageCommand, InternalCommand, ServerCommand, StartArgs,
+};
 use crate::failure::Failure;
 use std::process::ExitCode;
 use stigmer_config::{EnvVars, Overrides, Settings, StigmerHome};
@@ -17,6 +21,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Server(ServerCommand::Stop) => server::stop().await,
         Command::Server(ServerCommand::Restart(args)) => server::restart(args).await,
         Command::Server(ServerCommand::Status(args)) => server::status(args).await,
+        Command::Server(ServerCommand::Logs(args)) => logs::logs(args).await,
         Command::Apply(args) => resources::apply(args).await,
         Command::Get(args) => resources::get(args).await,
         Command::Delete(args) => resources::delete(args).await,
@@ -25,6 +30,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Execution(ExecutionCommand::Get(args)) => executions::get(args).await,
         Command::Execution(ExecutionCommand::Cancel(args)) => executions::cancel(args).await,
         Command::Execution(ExecutionCommand::Watch(args)) => executions::watch(args).await,
+        Command::Image(ImageCommand::Build(args)) => image::build(args).await,
         Command::Internal(InternalCommand::Daemon) => internal::daemon().await,
         Command::Internal(InternalCommand::AgentRunner) => {
             internal::runner(stigmer_config::RunnerRole::Agent).await
@@ -52,6 +58,7 @@ pub fn settings(home: StigmerHome, args: &StartArgs) -> Result<Settings, Failure
         temporal_ui_port: args.temporal_ui_port,
         temporal_address: args.temporal_address.clone(),
         startup_timeout_secs: args.wait_timeout,
+        agent_runner_mode: args.agent_runner.clone(),
     };
     Ok(Settings::resolve(
         home,

@@ -576,7 +576,14 @@ fn status_table(status: &GetStatusResponse) -> String {
                 .map(human_duration)
                 .unwrap_or_else(|| "-".into()),
             component.restarts,
-            component.endpoint.clone().unwrap_or_else(|| "-".into()),
+            component
+                .endpoint
+                .clone()
+                .or_else(|| component
+                    .container_id
+                    .as_ref()
+                    .map(|id| format!("container {}", &id[..id.len().min(12)])))
+                .unwrap_or_else(|| "-".into()),
         ));
     }
     if let Some(ui) = &status.temporal_ui {

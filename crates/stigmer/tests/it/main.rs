@@ -1,8 +1,10 @@
 //! Integration tests of the real `stigmer` binary against the real Temporal dev server.
 //! Each test has its own `STIGMER_HOME` with free ports, and stops what it started on drop.
 
+mod containers;
 mod contract;
 mod lifecycle;
+mod logs;
 mod resources;
 mod runs;
 
