@@ -19,8 +19,12 @@ const HOLD: Duration = Duration::from_millis(250);
 const POLL: Duration = Duration::from_millis(100);
 /// Lines of history when neither `--tail` nor `--since` says otherwise.
 const DEFAULT_TAIL: usize = 100;
-/// Fields not worth a column in the human format (still in `--json`).
-const HIDDEN_FIELDS: [&str; 1] = ["target"];
+/// Fields not worth a column in the human format (still in `--json`): the code location, and
+/// what the Temporal SDK's spans add (the span's name and kind, and the workflow and run ids,
+/// which repeat the line's `execution_id`).
+const HIDDEN_FIELDS: [&str; 3] = ["target", "temporalWorkflowID", "temporalRunID"];
+/// Prefixes of more such fields.
+const HIDDEN_PREFIXES: [&str; 1] = ["otel."];
 
 pub async fn logs(args: LogsArgs) -> Result<ExitCode, Failure> {
     let home = super::home()?;
@@ -250,7 +254,9 @@ fn write_human(out: &mut String, parts: &LineParts, component: &str, width: usiz
     out.push(' ');
     out.push_str(&parts.message);
     for (key, value) in &parts.fields {
-        if HIDDEN_FIELDS.contains(&key.as_ref()) {
+        if HIDDEN_FIELDS.contains(&key.as_ref())
+            || HIDDEN_PREFIXES.iter().any(|prefix| key.starts_with(prefix))
+        {
             continue;
         }
         out.push(' ');
@@ -353,7 +359,7 @@ mod tests {
                 "agent-runner",
                 Level::Info,
                 "Model turn finished.",
-                json!({"attempt": 1, "execution_id": "aex-1", "tokens": 42, "tool_calls": 0, "turn": 1}),
+                json!({"attempt": 1, "execution_id": "aex-1", "otel.kind": "server", "otel.name": "RunActivity:stigmer.ModelTurn", "temporalActivityID": "4", "temporalRunID": "01a2085c-49bf-726e-ab1a-14dee6450a34", "temporalWorkflowID": "aex-1", "tokens": 42, "tool_calls": 0, "turn": 1}),
             ),
             record(
                 85,
@@ -393,7 +399,7 @@ mod tests {
         2026-11-18T11:06:40.000Z daemon          INFO  Child ready. ready_ms=79 unit=agent-runner
         2026-11-18T11:06:40.012Z temporal        WARN  frontend slow source_ts=2026-11-18T11:06:40.011Z
         2026-11-18T11:06:40.040Z server          INFO  Execution created. agent=helper execution_id=aex-1
-        2026-11-18T11:06:40.085Z agent-runner    INFO  Model turn finished. attempt=1 execution_id=aex-1 tokens=42 tool_calls=0 turn=1
+        2026-11-18T11:06:40.085Z agent-runner    INFO  Model turn finished. attempt=1 execution_id=aex-1 temporalActivityID=4 tokens=42 tool_calls=0 turn=1
         2026-11-18T11:06:40.085Z agent-runner    ERROR Cannot record events. error="the execution has ended" reason=""
         2026-11-18T11:06:40.090Z workflow-runner DEBUG Polling. queue=workflow_execution_runner
         "#);
@@ -419,7 +425,7 @@ mod tests {
         ^[2m2026-11-18T11:06:40.000Z^[0m ^[34mdaemon         ^[0m ^[32mINFO ^[0m Child ready. ^[2mready_ms=^[0m79 ^[2munit=^[0magent-runner
         ^[2m2026-11-18T11:06:40.012Z^[0m ^[36mtemporal       ^[0m ^[33mWARN ^[0m frontend slow ^[2msource_ts=^[0m2026-11-18T11:06:40.011Z
         ^[2m2026-11-18T11:06:40.040Z^[0m ^[35mserver         ^[0m ^[32mINFO ^[0m Execution created. ^[2magent=^[0mhelper ^[2mexecution_id=^[0maex-1
-        ^[2m2026-11-18T11:06:40.085Z^[0m ^[32magent-runner   ^[0m ^[32mINFO ^[0m Model turn finished. ^[2mattempt=^[0m1 ^[2mexecution_id=^[0maex-1 ^[2mtokens=^[0m42 ^[2mtool_calls=^[0m0 ^[2mturn=^[0m1
+        ^[2m2026-11-18T11:06:40.085Z^[0m ^[32magent-runner   ^[0m ^[32mINFO ^[0m Model turn finished. ^[2mattempt=^[0m1 ^[2mexecution_id=^[0maex-1 ^[2mtemporalActivityID=^[0m4 ^[2mtokens=^[0m42 ^[2mtool_calls=^[0m0 ^[2mturn=^[0m1
         ^[2m2026-11-18T11:06:40.085Z^[0m ^[32magent-runner   ^[0m ^[1;31mERROR^[0m Cannot record events. ^[2merror=^[0m"the execution has ended" ^[2mreason=^[0m""
         ^[2m2026-11-18T11:06:40.090Z^[0m ^[33mworkflow-runner^[0m ^[2mDEBUG^[0m Polling. ^[2mqueue=^[0mworkflow_execution_runner
         "#);
@@ -441,7 +447,7 @@ mod tests {
         {"ts":"2026-11-18T11:06:40.000Z","component":"daemon","level":"info","message":"Child ready.","ready_ms":79,"target":"stigmer_daemon::unit","unit":"agent-runner"}
         {"ts":"2026-11-18T11:06:40.012Z","component":"temporal","level":"warn","message":"frontend slow","source_ts":"2026-11-18T11:06:40.011Z"}
         {"ts":"2026-11-18T11:06:40.040Z","component":"server","level":"info","message":"Execution created.","agent":"helper","execution_id":"aex-1"}
-        {"ts":"2026-11-18T11:06:40.085Z","component":"agent-runner","level":"info","message":"Model turn finished.","attempt":1,"execution_id":"aex-1","tokens":42,"tool_calls":0,"turn":1}
+        {"ts":"2026-11-18T11:06:40.085Z","component":"agent-runner","level":"info","message":"Model turn finished.","attempt":1,"execution_id":"aex-1","otel.kind":"server","otel.name":"RunActivity:stigmer.ModelTurn","temporalActivityID":"4","temporalRunID":"01a2085c-49bf-726e-ab1a-14dee6450a34","temporalWorkflowID":"aex-1","tokens":42,"tool_calls":0,"turn":1}
         {"ts":"2026-11-18T11:06:40.085Z","component":"agent-runner","level":"error","message":"Cannot record events.","error":"the execution has ended","reason":""}
         {"ts":"2026-11-18T11:06:40.090Z","component":"workflow-runner","level":"debug","message":"Polling.","queue":"workflow_execution_runner"}
         "#);
