@@ -97,6 +97,12 @@ pub enum ImageError {
 }
 
 impl Engine {
+    /// The id of a local image: containers are created from it, so a later re-tag of the
+    /// reference (another build of the same version) cannot change what a restart runs.
+    pub async fn image_id(&self, reference: &str) -> Option<String> {
+        self.docker.inspect_image(reference).await.ok()?.id
+    }
+
     /// The `ai.stigmer.binary` label of a local image, `None` when there is no such image.
     async fn image_binary(&self, reference: &str) -> Option<Option<String>> {
         let inspected = self.docker.inspect_image(reference).await.ok()?;
@@ -134,14 +140,16 @@ impl Engine {
             let remote = registry_reference(registry, &plan.version);
             match self.pull(&remote).await {
                 Ok(()) => match self.image_binary(&remote).await {
-                    Some(Some(found)) if found == digest => {
-                        self.tag(&remote, &local).await?;
-                        return Ok(EnsuredImage {
-                            reference: local,
-                            source: ImageSource::Pulled,
-                            took: started.elapsed(),
-                        });
-                    }
+                    Some(Some(found)) if found == digest => match self.tag(&remote, &local).await {
+                        Ok(()) => {
+                            return Ok(EnsuredImage {
+                                reference: local,
+                                source: ImageSource::Pulled,
+                                took: started.elapsed(),
+                            });
+                        }
+                        Err(error) => attempts.push(format!("pulled {remote}, but: {error}")),
+                    },
                     _ => attempts.push(format!(
                         "pulled {remote}, but it holds another build of the binary"
                     )),

@@ -15,7 +15,7 @@ pub mod image;
 
 use bollard::Docker;
 use bollard::container::LogOutput;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
     CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, StopContainerOptions, WaitContainerOptions,
@@ -79,7 +79,7 @@ fn refused(action: &str) -> impl Fn(bollard::errors::Error) -> EngineError + '_ 
 }
 
 /// One container to run.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct ContainerSpec {
     pub name: String,
     pub image: String,
@@ -90,6 +90,24 @@ pub struct ContainerSpec {
     pub network: Option<Network>,
     /// `uid:gid` to run as; the image's non-root user when `None`.
     pub user: Option<String>,
+}
+
+/// The environment holds secrets (the API token, LLM keys): only its names are shown.
+impl std::fmt::Debug for ContainerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerSpec")
+            .field("name", &self.name)
+            .field("image", &self.image)
+            .field(
+                "env",
+                &self.env.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            )
+            .field("labels", &self.labels)
+            .field("mounts", &self.mounts)
+            .field("network", &self.network)
+            .field("user", &self.user)
+            .finish()
+    }
 }
 
 /// A line a container printed, with the engine's timestamp.
@@ -148,6 +166,15 @@ impl Engine {
             ),
             extra_hosts: (network.effective(HostOs::current()) == Network::Bridge)
                 .then(|| vec![format!("{}:host-gateway", address::HOST_GATEWAY)]),
+            // The daemon keeps the log (rotated); the engine's copy only feeds the capture, so
+            // it is bounded rather than kept whole for the container's lifetime.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".to_owned()),
+                config: Some(HashMap::from([
+                    ("max-size".to_owned(), "10m".to_owned()),
+                    ("max-file".to_owned(), "2".to_owned()),
+                ])),
+            }),
             // The daemon supervises; the engine must not restart or remove on its own.
             ..HostConfig::default()
         };
@@ -221,28 +248,44 @@ impl Engine {
             .flatten()
     }
 
-    /// Waits for the container to exit; its exit code (137 when killed).
+    /// Waits for the container to exit; its exit code (137 when killed, -1 when the engine
+    /// cannot tell). A wait the engine breaks off while the container still runs is resumed.
     pub async fn wait(&self, id: &str) -> i64 {
-        let mut waits = self.docker.wait_container(
-            id,
-            Some(WaitContainerOptions {
-                condition: "not-running".into(),
-            }),
-        );
-        match waits.next().await {
-            Some(Ok(response)) => response.status_code,
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-            Some(Err(error)) => {
-                tracing::warn!(container = id, error = %error, "Cannot wait for the container; inspecting it.");
-                self.exit_code(id).await.unwrap_or(-1)
+        let mut broken = 0u32;
+        loop {
+            let mut waits = self.docker.wait_container(
+                id,
+                Some(WaitContainerOptions {
+                    condition: "not-running".into(),
+                }),
+            );
+            let error = match waits.next().await {
+                Some(Ok(response)) => return response.status_code,
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+                    return code;
+                }
+                Some(Err(error)) => error.to_string(),
+                None => "the engine ended the wait without an answer".to_owned(),
+            };
+            match self
+                .docker
+                .inspect_container(id, None)
+                .await
+                .ok()
+                .and_then(|c| c.state)
+            {
+                Some(state) if state.running == Some(true) && broken < 5 => {
+                    broken += 1;
+                    tracing::warn!(container = id, error = %error, "The wait for the container broke off while it runs; waiting again.");
+                    tokio::time::sleep(Duration::from_millis(200) * broken).await;
+                }
+                Some(state) if state.running != Some(true) => return state.exit_code.unwrap_or(-1),
+                _ => {
+                    tracing::warn!(container = id, error = %error, "Cannot wait for the container or inspect it.");
+                    return -1;
+                }
             }
-            None => self.exit_code(id).await.unwrap_or(-1),
         }
-    }
-
-    async fn exit_code(&self, id: &str) -> Option<i64> {
-        let inspected = self.docker.inspect_container(id, None).await.ok()?;
-        inspected.state?.exit_code
     }
 
     /// The host pid of the container's main process, while it runs.
@@ -253,7 +296,7 @@ impl Engine {
     }
 
     /// Stops gracefully (SIGTERM, `grace`), then kills, then removes.
-    pub async fn stop(&self, id: &str, grace: Duration) {
+    pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
         let stopped = tokio::time::timeout(
             grace + Duration::from_secs(5),
             self.docker.stop_container(
@@ -276,7 +319,7 @@ impl Engine {
                 )
                 .await;
         }
-        let _ = self.remove(id).await;
+        self.remove(id).await
     }
 
     /// Force-removes a container.
@@ -353,6 +396,17 @@ mod tests {
         );
         let plain = parse_timestamped(false, "no stamp here");
         assert_eq!(plain.text, "no stamp here");
+    }
+
+    #[test]
+    fn a_spec_shows_the_names_of_its_environment_not_the_values() {
+        let spec = ContainerSpec {
+            env: vec![("STIGMER_API_TOKEN".into(), "s3cr3t-token".into())],
+            ..ContainerSpec::default()
+        };
+        let shown = format!("{spec:?}");
+        assert!(shown.contains("STIGMER_API_TOKEN"), "{shown}");
+        assert!(!shown.contains("s3cr3t-token"), "{shown}");
     }
 
     #[test]

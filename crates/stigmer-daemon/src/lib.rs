@@ -124,10 +124,20 @@ pub async fn run(
     let daemon_pid = std::process::id();
     tracing::info!(pid = daemon_pid, home = %home.root().display(), version = stigmer_config::VERSION, "Daemon starting.");
 
-    reap_leftovers(&settings);
+    let previous_had_containers = reap_leftovers(&settings);
     let container = match settings.agent_runner.mode {
         stigmer_config::RunnerMode::Container => Some(prepare_container(&settings).await?),
-        stigmer_config::RunnerMode::Process => None,
+        stigmer_config::RunnerMode::Process => {
+            if previous_had_containers {
+                match stigmer_container::Engine::connect().await {
+                    Ok(engine) => remove_leftover_containers(&engine, &settings).await,
+                    Err(error) => {
+                        tracing::warn!(error = %error, "Cannot look for containers a previous daemon of this home left behind.");
+                    }
+                }
+            }
+            None
+        }
     };
     let api_token =
         state::ensure_api_token(&home).map_err(io_error("cannot create the API token"))?;
@@ -149,6 +159,7 @@ pub async fn run(
         temporal_address: Some(temporal_plan.address.clone()),
         temporal_ui: temporal_plan.ui_url.clone(),
         children: Vec::new(),
+        container_mode: container.is_some(),
     }));
     save_state(&home, &run_state);
 
@@ -376,10 +387,11 @@ pub async fn run(
 }
 
 /// Stops whatever a previous daemon of this home recorded and left running (after `kill -9`,
-/// the parent-death signal normally got them already; this covers every other case).
-fn reap_leftovers(settings: &Settings) {
+/// the parent-death signal normally got them already; this covers every other case). True when
+/// that daemon ran the agent-runner in containers, which are found by label instead.
+fn reap_leftovers(settings: &Settings) -> bool {
     let Some(previous) = RunState::load(&settings.home) else {
-        return;
+        return false;
     };
     for child in &previous.children {
         if process::reap_recorded(
@@ -389,6 +401,22 @@ fn reap_leftovers(settings: &Settings) {
         ) {
             tracing::warn!(unit = %child.component, pid = child.pid, "Stopped a process left behind by a previous daemon.");
         }
+    }
+    previous.container_mode
+}
+
+/// Removes the containers of this home (found by label) that a daemon which died left behind.
+async fn remove_leftover_containers(engine: &stigmer_container::Engine, settings: &Settings) {
+    let home_label = stigmer_container::home_label(settings.home.root());
+    match engine
+        .remove_labelled(stigmer_container::LABEL_HOME, &home_label)
+        .await
+    {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::warn!(containers = ?removed, "Removed containers a previous daemon of this home left behind.");
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(error = %error, "Cannot look for leftover containers."),
     }
 }
 
@@ -699,17 +727,8 @@ async fn prepare_container(settings: &Settings) -> Result<ContainerPlan, DaemonE
     let engine = stigmer_container::Engine::connect()
         .await
         .map_err(|error| DaemonError::Container(error.to_string()))?;
+    remove_leftover_containers(&engine, settings).await;
     let home_label = stigmer_container::home_label(settings.home.root());
-    match engine
-        .remove_labelled(stigmer_container::LABEL_HOME, &home_label)
-        .await
-    {
-        Ok(removed) if !removed.is_empty() => {
-            tracing::warn!(containers = ?removed, "Removed containers a previous daemon of this home left behind.");
-        }
-        Ok(_) => {}
-        Err(error) => tracing::warn!(error = %error, "Cannot look for leftover containers."),
-    }
     let binary = std::env::current_exe()
         .map_err(|error| DaemonError::Container(format!("cannot find our own binary: {error}")))?;
     let ensured = engine
@@ -727,17 +746,21 @@ async fn prepare_container(settings: &Settings) -> Result<ContainerPlan, DaemonE
         engine = %engine.host(),
         "Agent-runner image ready."
     );
+    let image = engine
+        .image_id(&ensured.reference)
+        .await
+        .unwrap_or_else(|| ensured.reference.clone());
     let workspace = settings.home.workspace_dir();
     fs_err::create_dir_all(&workspace).map_err(io_error("cannot create the workspace"))?;
     // The container runs as the user who runs Stigmer, so workspace files stay theirs; when
     // that is root, as the image's unprivileged user, who must be able to write the workspace.
     let uid = nix::unistd::getuid();
     let user = if uid.is_root() {
-        let nonroot = nix::unistd::Uid::from_raw(65532);
-        let group = nix::unistd::Gid::from_raw(65532);
-        nix::unistd::chown(&workspace, Some(nonroot), Some(group)).map_err(|error| {
+        // The whole tree: sessions that ran in process mode were written by root.
+        hand_over(&workspace, 65532).map_err(|error| {
             DaemonError::Container(format!(
-                "cannot hand the workspace to the container user: {error}"
+                "cannot hand the workspace {} to the container user: {error}",
+                workspace.display()
             ))
         })?;
         None
@@ -746,13 +769,29 @@ async fn prepare_container(settings: &Settings) -> Result<ContainerPlan, DaemonE
     };
     Ok(ContainerPlan {
         engine,
-        image: ensured.reference,
+        image,
         home_label,
         network: stigmer_container::Network::parse(&settings.agent_runner.network)
             .unwrap_or(stigmer_container::Network::Host),
         workspace,
         user,
     })
+}
+
+/// Gives `path` and everything under it to user and group `id` (symbolic links themselves, never
+/// what they point to), skipping what is theirs already.
+fn hand_over(path: &std::path::Path, id: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::symlink_metadata(path)?;
+    if metadata.uid() != id || metadata.gid() != id {
+        std::os::unix::fs::lchown(path, Some(id), Some(id))?;
+    }
+    if metadata.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            hand_over(&entry?.path(), id)?;
+        }
+    }
+    Ok(())
 }
 
 /// Children get a clean environment: only what every program needs, never the daemon's
@@ -820,5 +859,31 @@ impl stigmer_server::DaemonControl for Control {
 
     fn request_shutdown(&self) {
         self.shutdown.send_replace(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workspace_is_handed_over_whole_without_following_links() {
+        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::getuid().is_root() {
+            eprintln!("skipped: only root can give files away");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let workspace = dir.path().join("workspace");
+        fs_err::create_dir_all(workspace.join("ses-1/src")).unwrap();
+        fs_err::write(workspace.join("ses-1/src/main.rs"), "fn main() {}").unwrap();
+        std::os::unix::fs::symlink(outside.path(), workspace.join("ses-1/out")).unwrap();
+        hand_over(&workspace, 65532).unwrap();
+        for path in ["", "ses-1", "ses-1/src", "ses-1/src/main.rs", "ses-1/out"] {
+            let metadata = std::fs::symlink_metadata(workspace.join(path)).unwrap();
+            assert_eq!((metadata.uid(), metadata.gid()), (65532, 65532), "{path}");
+        }
+        assert_eq!(std::fs::metadata(outside.path()).unwrap().uid(), 0);
     }
 }

@@ -87,6 +87,10 @@ pub struct RunState {
     pub temporal_ui: Option<String>,
     /// Children alive right now.
     pub children: Vec<ChildRecord>,
+    /// The agent-runner runs in containers: the next daemon removes what this one left on the
+    /// engine, whatever mode it runs in itself.
+    #[serde(default)]
+    pub container_mode: bool,
 }
 
 /// One child process as the daemon started it.

@@ -51,6 +51,9 @@ enum Running {
     Container {
         engine: stigmer_container::Engine,
         id: String,
+        /// The engine's wait for the exit, started once per launch: polling it again after a
+        /// readiness probe must not send a new request or lose an exit already reported.
+        exited: tokio::task::JoinHandle<i64>,
     },
 }
 
@@ -74,15 +77,13 @@ impl Running {
                     code: status.code(),
                 }
             }
-            Running::Container { engine, id } => {
-                let code = engine.wait(id).await;
+            Running::Container { id, exited, .. } => {
+                let code = exited.await.unwrap_or(-1);
                 let description = match code {
                     137 => "killed (exit code 137, SIGKILL)".to_owned(),
                     143 => "terminated (exit code 143, SIGTERM)".to_owned(),
                     code => format!("exited with code {code}"),
                 };
-                // The container is gone for good: remove it, the next launch makes a new one.
-                let _ = engine.remove(id).await;
                 Exit {
                     description: format!("container {} {description}", short_id(id)),
                     code: i32::try_from(code).ok(),
@@ -94,10 +95,27 @@ impl Running {
     async fn stop(&mut self, component: Component, grace: Duration) {
         match self {
             Running::Process(child) => stop_child(child, component, grace).await,
-            Running::Container { engine, id } => {
-                engine.stop(id, grace).await;
-                tracing::info!(unit = %component, container = %short_id(id), "Container stopped and removed.");
+            Running::Container { engine, id, exited } => {
+                exited.abort();
+                match engine.stop(id, grace).await {
+                    Ok(()) => {
+                        tracing::info!(unit = %component, container = %short_id(id), "Container stopped and removed.");
+                    }
+                    Err(error) => {
+                        tracing::error!(unit = %component, container = %short_id(id), error = %error, "Container could not be removed.");
+                    }
+                }
             }
+        }
+    }
+
+    /// After an exit, once its output is captured: a container is removed (the next launch
+    /// makes a new one).
+    async fn dispose(self, component: Component) {
+        if let Running::Container { engine, id, .. } = self
+            && let Err(error) = engine.remove(&id).await
+        {
+            tracing::error!(unit = %component, container = %short_id(&id), error = %error, "Exited container could not be removed.");
         }
     }
 }
@@ -202,6 +220,7 @@ pub async fn supervise(
             }
         })
         .await;
+        child.dispose(component).await;
         let ran_for = started_at.elapsed();
         let description = exit.description;
         let lines: Vec<String> = lock(&last_lines).iter().cloned().collect();
@@ -338,11 +357,16 @@ async fn start(
                 .map_err(|error| error.to_string())?;
             let pid = engine.pid(&id).await;
             let capture = capture_container(engine.output(&id), context, last_lines.clone());
+            let exited = tokio::spawn({
+                let (engine, id) = (engine.clone(), id.clone());
+                async move { engine.wait(&id).await }
+            });
             tracing::info!(unit = %context.component, container = %short_id(&id), image = %spec.image, "Container started.");
             Ok((
                 Running::Container {
                     engine,
                     id: id.clone(),
+                    exited,
                 },
                 vec![capture],
                 pid,

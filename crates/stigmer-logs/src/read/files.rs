@@ -118,7 +118,11 @@ fn complete_end(file: &std::fs::File, length: u64) -> io::Result<u64> {
     while end > 0 {
         let start = end.saturating_sub(BLOCK);
         let chunk = &mut block[..(end - start) as usize];
-        file.read_exact_at(chunk, start)?;
+        match file.read_exact_at(chunk, start) {
+            // Truncated since its length was read: nothing complete to show from it.
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+            result => result?,
+        }
         if let Some(index) = chunk.iter().rposition(|byte| *byte == b'\n') {
             return Ok(start + index as u64 + 1);
         }
@@ -168,9 +172,18 @@ impl<'f> ReverseLines<'f> {
                 self.buffer.clear();
                 return Ok(Some(line));
             }
-            let start = self.position.saturating_sub(BLOCK);
+            // Doubling the read while no newline turns up keeps a very long line linear.
+            let start = self
+                .position
+                .saturating_sub(BLOCK.max(self.buffer.len() as u64));
             let mut block = vec![0u8; (self.position - start) as usize];
-            self.file.read_exact_at(&mut block, start)?;
+            if let Err(error) = self.file.read_exact_at(&mut block, start) {
+                // The file was truncated under us: what is left of it is not there any more.
+                return match error.kind() {
+                    io::ErrorKind::UnexpectedEof => Ok(None),
+                    _ => Err(error),
+                };
+            }
             block.extend_from_slice(&self.buffer);
             self.buffer = block;
             self.position = start;

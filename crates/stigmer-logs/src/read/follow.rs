@@ -6,7 +6,7 @@ use super::head::DateCache;
 use super::{Filter, Line, Source, is_blank};
 use crate::rotate::rotated_paths;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -24,13 +24,22 @@ const CHUNK: usize = 256 * 1024;
 /// line is read within `hold` of the lines written around it, the output is in time order; a
 /// line later than that is still shown, at once, out of order. Time passes only through the
 /// `now` arguments, so tests can drive it.
+///
+/// No line waits longer than [`MAX_WAIT_HOLDS`] holds: a component whose clock lags (a
+/// container's, say) sorts every line it writes first and would otherwise hold the others back
+/// for as long as it keeps writing; past that bound its lines come out early instead.
 pub struct Follower {
     files: Vec<FollowedFile>,
     filter: Filter,
     hold: Duration,
     held: BinaryHeap<Reverse<Held>>,
     arrivals: u64,
+    /// When each held line was read, by arrival: the first is the line waiting longest.
+    waiting: BTreeMap<u64, Instant>,
 }
+
+/// The longest a line waits, in holds.
+const MAX_WAIT_HOLDS: u32 = 4;
 
 struct FollowedFile {
     component: String,
@@ -112,6 +121,7 @@ impl Follower {
             hold,
             held: BinaryHeap::new(),
             arrivals: 0,
+            waiting: BTreeMap::new(),
         }
     }
 
@@ -130,6 +140,7 @@ impl Follower {
                     continue;
                 }
                 self.arrivals += 1;
+                self.waiting.insert(self.arrivals, now);
                 self.held.push(Reverse(Held {
                     ts: line.ts,
                     source,
@@ -149,7 +160,10 @@ impl Follower {
         mut emit: impl FnMut(&Line) -> io::Result<()>,
     ) -> io::Result<()> {
         while let Some(Reverse(first)) = self.held.peek() {
-            if now.saturating_duration_since(first.read_at) < self.hold {
+            let longest = self.waiting.values().next().copied().unwrap_or(now);
+            if now.saturating_duration_since(first.read_at) < self.hold
+                && now.saturating_duration_since(longest) < self.hold * MAX_WAIT_HOLDS
+            {
                 break;
             }
             self.emit_first(&mut emit)?;
@@ -172,6 +186,7 @@ impl Follower {
 
     fn emit_first(&mut self, emit: &mut impl FnMut(&Line) -> io::Result<()>) -> io::Result<()> {
         if let Some(Reverse(held)) = self.held.pop() {
+            self.waiting.remove(&held.arrival);
             emit(&held.line)?;
         }
         Ok(())

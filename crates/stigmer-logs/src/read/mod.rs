@@ -154,7 +154,14 @@ impl Line {
     /// One JSON object with `ts`, `component`, `level`, `message` and the fields: the line
     /// itself when it already is one in the canonical layout (no parsing, no copy).
     pub fn json(&self, component: &str) -> Cow<'_, str> {
-        if self.canonical_level.is_some() && self.text.ends_with('}') {
+        // A second line start inside is a line cut short (a full disk) with the next written
+        // onto it: that is not one object, so it is made into a record like foreign text.
+        static LINE_START: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(br#"{"ts":""#));
+        if self.canonical_level.is_some()
+            && self.text.ends_with('}')
+            && LINE_START.find(&self.text.as_bytes()[1..]).is_none()
+        {
             Cow::Borrowed(&self.text)
         } else {
             Cow::Owned(self.record(component).to_json_line())

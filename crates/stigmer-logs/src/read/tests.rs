@@ -257,6 +257,26 @@ fn the_tail_does_not_read_the_whole_file() {
 }
 
 #[test]
+fn the_tail_reads_lines_longer_than_many_blocks_whole() {
+    let logs = Logs::new(&["daemon"]);
+    let long = "x".repeat(3 << 20) + "é";
+    write(
+        &logs.path("daemon"),
+        &[
+            info(1, "daemon", "before"),
+            info(2, "daemon", &long),
+            info(3, "daemon", "after"),
+        ],
+    );
+    let tail = logs.history(&Filter::default(), Tail::Last(2));
+    assert_eq!(tail.len(), 2);
+    assert_eq!(tail[0], format!("daemon {long}"));
+    assert_eq!(tail[1], "daemon after");
+    let tail = logs.history(&Filter::default(), Tail::Last(3));
+    assert_eq!(tail[0], "daemon before");
+}
+
+#[test]
 fn since_and_until_bound_history_and_tail_inclusively() {
     let logs = Logs::new(&["daemon", "server"]);
     write(
@@ -456,9 +476,11 @@ fn json_output_is_the_line_itself_or_a_record_made_from_it() {
         "slow",
         json!({"wf-id": "aex-1"}),
     );
+    let torn = line(6, "temporal", Level::Info, "cut short", json!({}));
+    let torn = format!("{}{own}", &torn[..torn.len() - 8]);
     write(
         &logs.path("temporal"),
-        &[own.clone(), "ERROR plain text".into()],
+        &[own.clone(), "ERROR plain text".into(), torn.clone()],
     );
     let set = logs.set();
     let mut out = Vec::new();
@@ -473,6 +495,9 @@ fn json_output_is_the_line_itself_or_a_record_made_from_it() {
     assert_eq!(made.level, Level::Error);
     assert_eq!(made.message, "ERROR plain text");
     assert_eq!(made.ts, ts(5), "the time of the line before");
+    // A line cut short with the next one written onto it is still one valid object.
+    let made = LogRecord::parse(&out[2]).expect("valid JSON");
+    assert_eq!(made.message, torn);
 }
 
 #[test]
@@ -531,6 +556,38 @@ impl Following {
         self.poll(HOLD);
         self.released()
     }
+}
+
+#[test]
+fn a_component_whose_clock_lags_holds_the_others_back_for_a_bounded_time() {
+    let logs = Logs::new(&["daemon", "agent-runner"]);
+    write(&logs.path("daemon"), &[]);
+    write(&logs.path("agent-runner"), &[]);
+    let mut following = Following::start(&logs, Filter::default());
+    append(&logs.path("daemon"), &[info(1000, "daemon", "now")]);
+    // The runner's clock is far behind, and it writes more often than the hold: each of its
+    // lines sorts before the daemon's.
+    let mut released = Vec::new();
+    for n in 0..20 {
+        append(
+            &logs.path("agent-runner"),
+            &[info(n, "agent-runner", &format!("r{n}"))],
+        );
+        following.poll(Duration::from_millis(100));
+        released.extend(following.released());
+    }
+    let at = released
+        .iter()
+        .position(|line| line == "daemon now")
+        .unwrap_or_else(|| panic!("the daemon's line is still held: {released:?}"));
+    // Out within four holds (a second) of being read: ten polls, at most eleven runner lines.
+    assert!(at <= 11, "{released:?}");
+    assert_eq!(
+        released[..at],
+        (0..at)
+            .map(|n| format!("agent-runner r{n}"))
+            .collect::<Vec<_>>()[..]
+    );
 }
 
 #[test]

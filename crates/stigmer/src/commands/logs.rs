@@ -7,11 +7,14 @@ use crate::printer::Printer;
 use serde_json::Value;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use stigmer_config::{Component, EnvVars};
 use stigmer_logs::read::{FieldValue, Filter, Line, LineParts, LogSet, Source, Tail};
 use stigmer_logs::{Level, format_ts};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
 
 /// How long a followed line is held so that lines read out of order come out in time order.
 const HOLD: Duration = Duration::from_millis(250);
@@ -91,14 +94,37 @@ pub async fn logs(args: LogsArgs) -> Result<ExitCode, Failure> {
         json: args.json,
     };
     let mut out = LogOutput::new(style, set.components());
-    // Ctrl-C is handled from the start, so that stopping during a long history still ends the
-    // same way as stopping while following.
+    // Ctrl-C is handled from the start, so that stopping during a long history ends the same
+    // way as stopping while following: a flag the history checks before each line, and a
+    // wake-up for the follow loop.
     let mut interrupts = signal(SignalKind::interrupt())
         .map_err(|error| Failure::new(format!("cannot handle Ctrl-C: {error}")))?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let interrupt = Arc::new(Notify::new());
+    tokio::spawn({
+        let (interrupted, interrupt) = (interrupted.clone(), interrupt.clone());
+        async move {
+            while interrupts.recv().await.is_some() {
+                interrupted.store(true, Ordering::Relaxed);
+                interrupt.notify_one();
+            }
+        }
+    });
 
-    let written = set
-        .history(&filter, tail, |line| out.write(line))
-        .and_then(|()| out.flush());
+    let written = set.history(&filter, tail, |line| {
+        if interrupted.load(Ordering::Relaxed) {
+            return Err(std::io::ErrorKind::Interrupted.into());
+        }
+        out.write(line)
+    });
+    let written = match written {
+        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {
+            // What was printed so far is shown whole before stopping.
+            ended(out.flush()).map_err(unreadable)?;
+            return Ok(ExitCode::from(EXIT_INTERRUPTED));
+        }
+        written => written.and_then(|()| out.flush()),
+    };
     if let Some(code) = ended(written).map_err(unreadable)? {
         return Ok(code);
     }
@@ -134,7 +160,7 @@ pub async fn logs(args: LogsArgs) -> Result<ExitCode, Failure> {
                     return Ok(ExitCode::SUCCESS);
                 }
             }
-            Some(()) = interrupts.recv() => {
+            () = interrupt.notified() => {
                 // What was read is shown before stopping.
                 let written = follower
                     .finish(|line| out.write(line))
@@ -252,7 +278,7 @@ fn write_human(out: &mut String, parts: &LineParts, component: &str, width: usiz
     };
     paint(out, code, level);
     out.push(' ');
-    out.push_str(&parts.message);
+    push_message(out, &parts.message);
     for (key, value) in &parts.fields {
         if HIDDEN_FIELDS.contains(&key.as_ref())
             || HIDDEN_PREFIXES.iter().any(|prefix| key.starts_with(prefix))
@@ -269,6 +295,23 @@ fn write_human(out: &mut String, parts: &LineParts, component: &str, width: usiz
             out.push('=');
         }
         push_field_value(out, value);
+    }
+}
+
+/// The message on one line and inert: control characters (a newline, a terminal escape from a
+/// tool's output) are written as escapes, so no line can forge another or drive the terminal.
+fn push_message(out: &mut String, message: &str) {
+    let control = |c: char| c.is_control() && c != '\t';
+    if !message.chars().any(control) {
+        out.push_str(message);
+        return;
+    }
+    for c in message.chars() {
+        if control(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
     }
 }
 
@@ -416,6 +459,19 @@ mod tests {
             })
             .collect();
         assert_eq!(from_lines.join("\n"), transcript(false));
+    }
+
+    #[test]
+    fn messages_cannot_forge_lines_or_drive_the_terminal() {
+        let mut record = sample().remove(0);
+        record.message = "first\nline 2\r\x1b[2Jcleared\ttab".to_owned();
+        record.fields.clear();
+        let line = human_line(&LineParts::from_record(&record), "server", 6, false);
+        assert!(!line.contains(['\n', '\r', '\x1b']), "{line:?}");
+        assert!(
+            line.ends_with("first\\nline 2\\r\\u{1b}[2Jcleared\ttab"),
+            "{line:?}"
+        );
     }
 
     #[test]

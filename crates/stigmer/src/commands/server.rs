@@ -342,31 +342,30 @@ fn describe(exit: std::process::ExitStatus) -> String {
     process::describe_exit(exit)
 }
 
-/// The last `count` lines of a component's log, formatted for people.
+/// The last `count` lines of a component's log (stepping into rotated files when needed),
+/// formatted for people.
 fn log_tail(home: &StigmerHome, component: Component, count: usize) -> Vec<String> {
-    let path = home.log_file(component);
-    let Ok(mut file) = fs_err::File::open(&path) else {
+    use stigmer_logs::read::{Filter, LogSet, Source, Tail};
+    let name = component.name();
+    let Ok(set) = LogSet::open(vec![Source {
+        component: name.to_owned(),
+        path: home.log_file(component),
+    }]) else {
         return Vec::new();
     };
-    use std::io::{Seek, SeekFrom};
-    let length = file.metadata().map(|meta| meta.len()).unwrap_or(0);
-    let _ = file.seek(SeekFrom::Start(length.saturating_sub(64 * 1024)));
-    let mut text = String::new();
-    let _ = file.read_to_string(&mut text);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(count)..]
-        .iter()
-        .map(|line| match stigmer_logs::LogRecord::parse(line) {
-            Some(record) => format!(
-                "{} {} {}: {}",
-                stigmer_logs::format_ts(record.ts),
-                record.component,
-                record.level.as_str(),
-                record.message
-            ),
-            None => (*line).to_owned(),
-        })
-        .collect()
+    let mut lines = Vec::new();
+    let _ = set.history(&Filter::default(), Tail::Last(count), |line| {
+        let record = line.record(name);
+        lines.push(format!(
+            "{} {} {}: {}",
+            stigmer_logs::format_ts(record.ts),
+            record.component,
+            record.level.as_str(),
+            record.message
+        ));
+        Ok(())
+    });
+    lines
 }
 
 /// A client of this home's daemon, starting the daemon first when it is not running (what

@@ -211,6 +211,16 @@ fn a_container_left_by_a_killed_daemon_is_removed_by_the_next_start() {
     assert_eq!(containers.len(), 1, "{containers:?}");
     assert_ne!(containers[0], orphan);
     assert!(home.log("daemon").contains("left behind"));
+
+    // Again, and this time the next start is in process mode: the orphan goes all the same.
+    let daemon = home.status()["daemon_pid"].as_u64().unwrap() as u32;
+    stigmer_test::signal(daemon, nix::sys::signal::Signal::SIGKILL);
+    home.wait_until_stopped();
+    assert_eq!(engine.containers_of(&home), containers);
+    let outcome = home.run(&["server", "start", "--agent-runner", "process"]);
+    assert_eq!(outcome.code, 0, "{outcome}");
+    assert_eq!(agent_runner(&home)["mode"], "process");
+    assert!(engine.containers_of(&home).is_empty());
 }
 
 #[test]

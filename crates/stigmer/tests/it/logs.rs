@@ -313,3 +313,39 @@ fn following_keeps_time_order_through_rotation_and_stops_on_ctrl_c() {
     );
     assert_eq!(following.interrupt(), 130);
 }
+
+#[test]
+fn ctrl_c_stops_a_long_history_at_once() {
+    let home = home();
+    let logs = home.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    const LINES: usize = 300_000;
+    let mut text = String::with_capacity(LINES * 110);
+    for n in 0..LINES {
+        text.push_str(&format!(
+            "{{\"ts\":\"2026-11-23T10:00:00.000Z\",\"component\":\"daemon\",\"level\":\"INFO\",\"message\":\"Line {n} of a long history.\"}}\n"
+        ));
+    }
+    std::fs::write(logs.join("daemon.log"), text).unwrap();
+
+    let mut child = ChildGuard(
+        home.command(&["server", "logs", "-n", "all", "--no-color"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+    // Printing has begun (and blocks on the full pipe until it is read): interrupt it.
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("Line 0 "), "{first}");
+    stigmer_test::signal(child.id(), nix::sys::signal::Signal::SIGINT);
+    let printed = 1 + stdout.lines().map_while(Result::ok).count();
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        printed < LINES,
+        "Ctrl-C should stop the history: {printed} of {LINES} lines printed"
+    );
+}
