@@ -36,7 +36,8 @@ pub struct AgentRunnerFile {
     pub mode: Option<String>,
     /// Registry to pull `stigmer/agent-runner:<version>` from, e.g. `ghcr.io`.
     pub image_registry: Option<String>,
-    /// Container networking on Linux: `host` (default) or `bridge`.
+    /// Container networking: `host` (the default; on Linux the only one that works, `bridge` is
+    /// refused at start) or `bridge`.
     pub network: Option<String>,
 }
 
@@ -174,7 +175,7 @@ impl RunnerMode {
 pub struct AgentRunnerSettings {
     pub mode: RunnerMode,
     pub image_registry: Option<String>,
-    /// `host` or `bridge` (Linux; elsewhere always bridge).
+    /// `host` or `bridge` (on Linux `bridge` is refused at start; elsewhere always bridge).
     pub network: String,
 }
 

@@ -1,10 +1,11 @@
 //! The one function that turns an address the host uses into one a container can use.
 //!
-//! On Linux the runner container shares the host's network by default, so every address works
-//! unchanged. With a bridge network (an option on Linux, the only way on macOS and Windows,
-//! where the engine runs in a VM), loopback inside the container is the container itself: a
-//! loopback host is rewritten to `host.docker.internal`, which the engine maps to the host
-//! (`host-gateway` on Linux, built in on Docker Desktop and Podman machines).
+//! On Linux the runner container shares the host's network, so every address works unchanged.
+//! With a bridge network (the only way on macOS and Windows, where the engine runs in a VM),
+//! loopback inside the container is the container itself: a loopback host is rewritten to
+//! `host.docker.internal`, which Docker Desktop and Podman machines forward to the host's
+//! loopback. (A Linux bridge would reach the host through `host-gateway`, but not its loopback,
+//! where Stigmer's services listen: the daemon refuses `network: bridge` there.)
 
 /// The host name a container uses to reach the host.
 pub const HOST_GATEWAY: &str = "host.docker.internal";

@@ -724,6 +724,19 @@ impl ContainerPlan {
 /// Connects to the engine, removes what a crashed daemon of this home left, and ensures the
 /// image: all before anything starts, so a missing engine fails the start with its reason.
 async fn prepare_container(settings: &Settings) -> Result<ContainerPlan, DaemonError> {
+    let network = stigmer_container::Network::parse(&settings.agent_runner.network)
+        .unwrap_or(stigmer_container::Network::Host);
+    let os = stigmer_container::HostOs::current();
+    if os == stigmer_container::HostOs::Linux && network == stigmer_container::Network::Bridge {
+        // Docker Desktop and Podman machines forward host.docker.internal to the host's
+        // loopback; a Linux bridge reaches the host's interfaces only.
+        return Err(DaemonError::Container(
+            "agent_runner.network: bridge cannot work on Linux: the API server and the managed \
+             Temporal listen on 127.0.0.1 only, which a container on a bridge network cannot \
+             reach; use `network: host` (the default on Linux)"
+                .into(),
+        ));
+    }
     let engine = stigmer_container::Engine::connect()
         .await
         .map_err(|error| DaemonError::Container(error.to_string()))?;
@@ -771,8 +784,7 @@ async fn prepare_container(settings: &Settings) -> Result<ContainerPlan, DaemonE
         engine,
         image,
         home_label,
-        network: stigmer_container::Network::parse(&settings.agent_runner.network)
-            .unwrap_or(stigmer_container::Network::Host),
+        network,
         workspace,
         user,
     })

@@ -346,3 +346,24 @@ fn without_an_engine_container_mode_says_what_to_do_and_leaves_nothing() {
     assert_eq!(process.code, 0, "{process}");
     assert_eq!(agent_runner(&home)["mode"], "process");
 }
+
+#[test]
+fn a_bridge_network_on_linux_is_refused_with_what_to_use() {
+    let llm = ScriptedLlm::start(vec![]);
+    let home = home();
+    home.write_config(&format!(
+        "{}agent_runner:\n  mode: container\n  network: bridge\nllm:\n  provider: openai\n  model: scripted\n  base_url: {}\n",
+        stigmer_test::TEST_CONFIG,
+        llm.v1_url()
+    ));
+    let started = home.run(&["server", "start"]);
+    assert_ne!(started.code, 0, "{started}");
+    assert!(
+        started
+            .stderr
+            .contains("agent_runner.network: bridge cannot work on Linux"),
+        "{started}"
+    );
+    assert!(started.stderr.contains("network: host"), "{started}");
+    assert_eq!(home.run(&["server", "status"]).code, 3);
+}
