@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Resource API benchmark: `stigmer apply` of 1,000 agents in one file (throughput) and
-# `stigmer get agents` with 10,000 stored agents (latency). Medians of RUNS runs.
+# Resource API benchmark: `stigmer apply` of 1,000 agents in one file (throughput),
+# `stigmer get agents` with 10,000 stored agents (latency), then `apply` of 1,000 agents again
+# with a 10 MB agent stored (a big resource must not slow the others). Medians of RUNS runs.
 #
 #   benches/resources.sh            # RUNS=5 by default; builds the release binary first
 set -euo pipefail
@@ -61,9 +62,24 @@ for run in $(seq "$RUNS"); do
     t0=$(now_ms); "$BIN" get agents -o json >/dev/null; t1=$(now_ms); get_json_ms+=($((t1 - t0)))
     t0=$(now_ms); "$BIN" get agent ar1-500 >/dev/null; t1=$(now_ms); get_one_ms+=($((t1 - t0)))
 done
+# A 10 MB agent stored (named to sort among the others): the same applies again.
+python3 - "$home/big.yaml" <<'PY'
+import sys
+with open(sys.argv[1], "w") as out:
+    out.write("apiVersion: agentic.stigmer.ai/v1\nkind: Agent\nmetadata:\n  name: ar1-big\n"
+              "spec:\n  instructions: " + "x" * 10_000_000 + "\n")
+PY
+"$BIN" apply -f "$home/big.yaml" >/dev/null
+apply_big_ms=()
+for run in $(seq "$RUNS"); do
+    make_batch "b$run" "$home/batch.yaml"
+    t0=$(now_ms); "$BIN" apply -f "$home/batch.yaml" >/dev/null; t1=$(now_ms)
+    apply_big_ms+=($((t1 - t0)))
+done
 apply_median=$(printf '%s\n' "${apply_ms[@]}" | median)
 printf 'runs: %s, agents stored for get: %s\n' "$RUNS" "$count"
 printf 'apply 1,000 agents, one file (ms, median):   %s  (%s agents/s)\n' "$apply_median" "$(awk "BEGIN {printf \"%.0f\", 1000000/$apply_median}")"
 printf 'get agents, 10,000 stored, table (ms, med.): %s\n' "$(printf '%s\n' "${get_table_ms[@]}" | median)"
 printf 'get agents, 10,000 stored, json (ms, med.):  %s\n' "$(printf '%s\n' "${get_json_ms[@]}" | median)"
 printf 'get agent NAME, 10,000 stored (ms, median):  %s\n' "$(printf '%s\n' "${get_one_ms[@]}" | median)"
+printf 'apply 1,000 agents, a 10 MB agent stored (ms, median): %s\n' "$(printf '%s\n' "${apply_big_ms[@]}" | median)"

@@ -116,7 +116,7 @@ impl AgentWorkflow {
                         turn,
                         index,
                     },
-                    step_options(Duration::from_secs(10 * 60), 3),
+                    step_options(Duration::from_secs(10 * 60), 4),
                 )
                 .await
                 .map_err(ended)?;
@@ -127,15 +127,19 @@ impl AgentWorkflow {
 }
 
 /// Timeouts and retries of one step: heartbeats detect a dead runner within seconds;
-/// retryable failures back off from 1 s, doubling.
+/// retryable failures back off 3 s, 12 s, 48 s (then 60 s). The backoff is that long because
+/// a stalled runner (stopped, not dead) swallows retries: Temporal hands each one to the
+/// runner's open polls, where it times out unheard. With four attempts the last one starts
+/// about 72 s after a stall began, so a runner stalled for a minute (or replaced by the
+/// supervisor meanwhile) still runs the step.
 fn step_options(start_to_close: Duration, attempts: u32) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(start_to_close)
         .heartbeat_timeout(HEARTBEAT_TIMEOUT)
         .retry_policy(
             RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(30))
+                .initial_interval(Duration::from_secs(3))
+                .backoff_coefficient(4.0)
+                .maximum_interval(Duration::from_secs(60))
                 .maximum_attempts(attempts)
                 .build(),
         )
@@ -454,7 +458,8 @@ async fn explain_ollama_failure(config: &ModelConfig, message: String) -> String
     }
 }
 
-/// Runs a step while heartbeating; a cancel stops it at once.
+/// Runs a step while heartbeating; a cancel stops it at once. The step's future is dropped on a
+/// cancel, which also stops a built-in tool running on another thread (see `turn::tool_call`).
 async fn with_heartbeats<T>(
     ctx: &ActivityContext,
     work: impl Future<Output = Result<T, ActivityError>>,

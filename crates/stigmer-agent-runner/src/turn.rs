@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use std::time::Duration;
 use stigmer_llm::{LlmClient, LlmError, Message, StreamEvent, ToolCall, ToolSpec, TurnResult};
-use stigmer_tools::{ToolOutput, Workspace};
+use stigmer_tools::{ToolBudget, ToolOutput, Workspace};
 use tokio::sync::mpsc;
 
 /// Longest tool result text put into an event (the model gets the whole result).
@@ -119,13 +119,33 @@ pub async fn model_turn(
     Ok(result)
 }
 
+/// How long one built-in tool call may run: past it the tool stops and the model reads an
+/// error saying so ("`glob` took longer than 30 s and was stopped"); the run goes on.
+pub const TOOL_DEADLINE: Duration = Duration::from_secs(30);
+/// How long past its deadline a tool is waited for before the step gives up on it (a tool
+/// checks its deadline in every loop, so only one stuck in a single system call needs this).
+const TOOL_GRACE: Duration = Duration::from_secs(5);
+
 /// Runs one built-in tool call, emitting `tool_call_started`, `tool_call_finished` (with the
-/// result trimmed for display) and, for `write_todos`, `todos_updated`.
+/// result trimmed for display) and, for `write_todos`, `todos_updated`. The tool runs on a
+/// blocking thread within [`TOOL_DEADLINE`]; dropping the returned future (a cancelled
+/// activity) cancels the tool, so its thread stops at its next check.
 pub async fn tool_call(
     workspace: &Workspace,
     call: &ToolCall,
     step: StepId,
     sink: &dyn EventSink,
+) -> Result<ToolOutput, StepError> {
+    tool_call_within(workspace, call, step, sink, TOOL_DEADLINE).await
+}
+
+/// [`tool_call`] with a chosen deadline.
+pub async fn tool_call_within(
+    workspace: &Workspace,
+    call: &ToolCall,
+    step: StepId,
+    sink: &dyn EventSink,
+    deadline: Duration,
 ) -> Result<ToolOutput, StepError> {
     sink.emit(vec![(
         step.key(&format!("tool.{}.started", call.id)),
@@ -134,17 +154,7 @@ pub async fn tool_call(
     )])
     .await
     .map_err(StepError::Events)?;
-    let workspace = workspace.clone();
-    let (name, arguments) = (call.name.clone(), call.arguments.clone());
-    // File tools block; keep them off the async workers.
-    let output =
-        tokio::task::spawn_blocking(move || stigmer_tools::execute(&workspace, &name, &arguments))
-            .await
-            .unwrap_or_else(|error| stigmer_tools::ToolOutput {
-                content: format!("Error: the tool crashed: {error}"),
-                is_error: true,
-                todos: None,
-            });
+    let output = run_tool(workspace, call, deadline).await;
     let mut events = vec![(
         step.key(&format!("tool.{}.finished", call.id)),
         "tool_call_finished".into(),
@@ -162,6 +172,51 @@ pub async fn tool_call(
     }
     sink.emit(events).await.map_err(StepError::Events)?;
     Ok(output)
+}
+
+/// Runs the tool on a blocking thread (file tools block) within `deadline`.
+async fn run_tool(workspace: &Workspace, call: &ToolCall, deadline: Duration) -> ToolOutput {
+    let (workspace, name, arguments) =
+        (workspace.clone(), call.name.clone(), call.arguments.clone());
+    run_blocking(&call.name, deadline, move |budget| {
+        stigmer_tools::execute(&workspace, &name, &arguments, budget)
+    })
+    .await
+}
+
+/// Runs `job` on a blocking thread with a budget of `deadline`. The budget's guard lives in
+/// this future: if the future is dropped (a cancelled activity), the job is cancelled and its
+/// thread ends at the job's next check.
+async fn run_blocking(
+    name: &str,
+    deadline: Duration,
+    job: impl FnOnce(&ToolBudget) -> ToolOutput + Send + 'static,
+) -> ToolOutput {
+    let budget = ToolBudget::new(deadline);
+    let guard = budget.cancel_on_drop();
+    let job_budget = budget.clone();
+    let task = tokio::task::spawn_blocking(move || job(&job_budget));
+    let output = match tokio::time::timeout(deadline + TOOL_GRACE, task).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(error)) => tool_error(format!("the tool crashed: {error}")),
+        Err(_) => {
+            budget.cancel();
+            tool_error(format!(
+                "`{name}` {}",
+                stigmer_tools::Stopped::Deadline { limit: deadline }
+            ))
+        }
+    };
+    guard.disarm();
+    output
+}
+
+fn tool_error(message: String) -> ToolOutput {
+    ToolOutput {
+        content: format!("Error: {message}"),
+        is_error: true,
+        todos: None,
+    }
 }
 
 /// At most `limit` characters, marking what was cut.
@@ -335,6 +390,68 @@ mod tests {
             .await
             .unwrap();
         assert!(refused.is_error && refused.content.contains("outside the workspace"));
+    }
+
+    #[tokio::test]
+    async fn a_tool_past_its_deadline_is_stopped_and_the_model_is_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = Workspace::open(dir.path()).unwrap();
+        std::os::unix::fs::symlink(".", dir.path().join("a")).unwrap();
+        std::os::unix::fs::symlink(".", dir.path().join("b")).unwrap();
+        let recorder = Recorder::default();
+        let step = StepId {
+            turn: 1,
+            attempt: 1,
+        };
+        let glob = ToolCall {
+            id: "c1".into(),
+            name: "glob".into(),
+            arguments: json!({"pattern": "**/*"}),
+        };
+        let stopped = tool_call_within(&workspace, &glob, step, &recorder, Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(stopped.is_error, "{stopped:?}");
+        assert!(
+            stopped
+                .content
+                .contains("`glob` took longer than 0 s and was stopped"),
+            "{stopped:?}"
+        );
+        // Within the default deadline the same walk over the link cycle ends with an answer.
+        let answered = tool_call(&workspace, &glob, step, &recorder).await.unwrap();
+        assert_eq!(answered.content, "a\nb");
+        let finished = recorder.events.lock().unwrap()[1].2.clone();
+        assert_eq!(finished["is_error"], true);
+    }
+
+    #[tokio::test]
+    async fn dropping_a_tool_call_stops_its_thread() {
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (ended_tx, ended_rx) = std::sync::mpsc::channel();
+        let running = run_blocking("spin", Duration::from_secs(3600), move |budget| {
+            started_tx.send(()).unwrap();
+            // Work that only its budget can stop.
+            while budget.check().is_ok() {
+                std::thread::yield_now();
+            }
+            ended_tx.send(budget.check()).unwrap();
+            tool_error("stopped".into())
+        });
+        let mut running = Box::pin(running);
+        // Poll the call until the job runs, then drop it like a cancelled activity does.
+        tokio::select! {
+            _ = &mut running => panic!("the job cannot finish by itself"),
+            started = tokio::time::timeout(Duration::from_secs(10), started_rx) => {
+                started.expect("the job did not start within 10 s").unwrap();
+            }
+        }
+        drop(running);
+        let ended =
+            tokio::task::spawn_blocking(move || ended_rx.recv_timeout(Duration::from_secs(10)))
+                .await
+                .unwrap();
+        assert_eq!(ended, Ok(Err(stigmer_tools::Stopped::Cancelled)));
     }
 
     #[test]

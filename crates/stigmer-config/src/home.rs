@@ -96,25 +96,34 @@ impl StigmerHome {
         self.logs_dir().join(format!("{}.log", component.name()))
     }
 
-    /// Creates every directory of the layout. Run state is private to the user.
+    /// Creates every directory of the layout, each private to the user (mode 0700) whatever
+    /// the umask and however an earlier version left it: they hold conversations, tool output,
+    /// logs and the API token. The home itself is made private only when created here: an
+    /// existing directory chosen as `STIGMER_HOME` keeps the mode its owner gave it.
     pub fn create_dirs(&self) -> std::io::Result<()> {
+        if !self.root.exists() {
+            fs_err::create_dir_all(&self.root)?;
+            set_private(&self.root)?;
+        }
         for dir in [
-            self.root.clone(),
             self.data_dir(),
             self.logs_dir(),
             self.run_dir(),
             self.workspace_dir(),
         ] {
             fs_err::create_dir_all(&dir)?;
+            set_private(&dir)?;
         }
-        set_private(&self.run_dir())?;
-        set_private(&self.data_dir())
+        Ok(())
     }
 }
 
 #[cfg(unix)]
 fn set_private(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    if fs_err::metadata(dir)?.permissions().mode() & 0o777 == 0o700 {
+        return Ok(());
+    }
     fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
@@ -187,6 +196,42 @@ mod tests {
         let home = StigmerHome::from_env(Some(""), Some("/home/u")).unwrap();
         assert_eq!(home.root(), Path::new("/home/u/.stigmer"));
         assert!(StigmerHome::from_env(None, None).is_none());
+    }
+
+    #[test]
+    fn every_directory_of_the_layout_is_private_whatever_its_mode_was() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| fs_err::metadata(path).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let layout = |home: &StigmerHome| {
+            [
+                home.data_dir(),
+                home.logs_dir(),
+                home.run_dir(),
+                home.workspace_dir(),
+            ]
+        };
+
+        // A new home, created here.
+        let home = StigmerHome::new(dir.path().join("new"));
+        home.create_dirs().unwrap();
+        assert_eq!(mode(home.root()), 0o700);
+        for path in layout(&home) {
+            assert_eq!(mode(&path), 0o700, "{}", path.display());
+        }
+
+        // An existing home whose directories a umask of 0 (or an older version) left open: the
+        // layout is made private, the chosen directory itself is left as its owner set it.
+        let home = StigmerHome::new(dir.path().join("existing"));
+        for path in [home.root().to_path_buf(), home.logs_dir()] {
+            fs_err::create_dir_all(&path).unwrap();
+            fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        home.create_dirs().unwrap();
+        assert_eq!(mode(home.root()), 0o777);
+        for path in layout(&home) {
+            assert_eq!(mode(&path), 0o700, "{}", path.display());
+        }
     }
 
     #[test]

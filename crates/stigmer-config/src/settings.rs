@@ -79,6 +79,7 @@ pub struct SupervisorFile {
     pub stop_timeout_secs: Option<u64>,
     pub startup_timeout_secs: Option<u64>,
     pub pickup_timeout_secs: Option<u64>,
+    pub unresponsive_restart_secs: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -92,14 +93,38 @@ pub struct LogsFile {
 impl ConfigFile {
     /// Reads `path`; a missing file is the empty configuration.
     pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
-        let text = match fs_err::read_to_string(path) {
-            Ok(text) => text,
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(ConfigFile::default());
             }
-            Err(source) => return Err(ConfigError::Read { source }),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
         };
-        ConfigFile::parse(path, &text)
+        match String::from_utf8(bytes) {
+            Ok(text) => ConfigFile::parse(path, &text),
+            Err(error) => {
+                // YAML is text: say where the first byte that is not UTF-8 is.
+                let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
+                let line = valid.iter().filter(|byte| **byte == b'\n').count() + 1;
+                let column = valid.len()
+                    - valid
+                        .iter()
+                        .rposition(|byte| *byte == b'\n')
+                        .map_or(0, |at| at + 1)
+                    + 1;
+                Err(ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    line: Some(line),
+                    column: Some(column),
+                    message: "not a YAML text file: the byte here is not UTF-8".into(),
+                })
+            }
+        }
     }
 
     /// Parses the text of a configuration file named `path` (used in errors).
@@ -245,6 +270,10 @@ pub struct SupervisorSettings {
     /// How long an execution may stay `pending` before the server checks that an agent-runner
     /// polls its queue (and fails it with that reason when none does).
     pub pickup_timeout_secs: u64,
+    /// A child that stops answering (its process is stopped, e.g. by SIGSTOP) is shown as
+    /// `unresponsive` within seconds, and killed and restarted once it has not answered for
+    /// this long.
+    pub unresponsive_restart_secs: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,6 +295,7 @@ impl Default for SupervisorSettings {
             stop_timeout_secs: 10,
             startup_timeout_secs: 60,
             pickup_timeout_secs: 30,
+            unresponsive_restart_secs: 30,
         }
     }
 }
@@ -434,6 +464,10 @@ impl Settings {
                 .supervisor
                 .pickup_timeout_secs
                 .unwrap_or(defaults.pickup_timeout_secs),
+            unresponsive_restart_secs: file
+                .supervisor
+                .unresponsive_restart_secs
+                .unwrap_or(defaults.unresponsive_restart_secs),
         };
         if supervisor.backoff_initial_ms == 0 || supervisor.backoff_max_ms == 0 {
             return Err(ConfigError::Invalid {
@@ -602,8 +636,9 @@ fn is_executable(path: &Path) -> bool {
 /// Why configuration could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the configuration")]
+    #[error("cannot read the configuration file {}: {source}", path.display())]
     Read {
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -861,5 +896,40 @@ mod tests {
             find_temporal_binary(Some("/no/such/temporal"), None, &home),
             Err(ConfigError::TemporalBinaryInvalid { .. })
         ));
+    }
+
+    #[test]
+    fn a_config_file_that_is_not_readable_yaml_names_the_file_and_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+
+        fs_err::write(&path, b"server:\n  port: 7\xff\n").unwrap();
+        let error = ConfigFile::load(&path).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "{}:2:10: not a YAML text file: the byte here is not UTF-8",
+                path.display()
+            )
+        );
+
+        fs_err::write(&path, "server: [port\n").unwrap();
+        let error = ConfigFile::load(&path).unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!("{}:", path.display())),
+            "{error}"
+        );
+
+        fs_err::remove_file(&path).unwrap();
+        fs_err::create_dir(&path).unwrap();
+        let error = ConfigFile::load(&path).unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!(
+                "cannot read the configuration file {}: ",
+                path.display()
+            )),
+            "{error}"
+        );
+        assert!(error.contains("directory"), "{error}");
     }
 }

@@ -12,6 +12,8 @@ use stigmer_proto::daemon::v1::ComponentStatus;
 pub enum ComponentState {
     Starting,
     Running,
+    /// Alive but not answering (its process is stopped); restarted after a bound.
+    Unresponsive,
     Restarting,
     Failed,
     Stopped,
@@ -22,6 +24,7 @@ impl ComponentState {
         match self {
             ComponentState::Starting => "starting",
             ComponentState::Running => "running",
+            ComponentState::Unresponsive => "unresponsive",
             ComponentState::Restarting => "restarting",
             ComponentState::Failed => "failed",
             ComponentState::Stopped => "stopped",
@@ -77,13 +80,38 @@ impl ComponentRecord {
     }
 }
 
-/// All components, behind one lock (never held across an await).
+/// All components, behind one lock (never held across an await), and the problems the daemon
+/// noticed that need the user.
 #[derive(Default)]
 pub struct Board {
     records: Mutex<BTreeMap<Component, ComponentRecord>>,
+    /// One sentence per kind of problem (the key), e.g. the store file being deleted.
+    problems: Mutex<BTreeMap<&'static str, String>>,
 }
 
 impl Board {
+    /// Reports a problem of kind `key` (replacing an earlier one of that kind), or clears it.
+    pub fn set_problem(&self, key: &'static str, problem: Option<String>) {
+        let mut problems = self
+            .problems
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match problem {
+            Some(problem) => problems.insert(key, problem),
+            None => problems.remove(key),
+        };
+    }
+
+    /// The problems reported now.
+    pub fn problems(&self) -> Vec<String> {
+        self.problems
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     pub fn insert(&self, component: Component, record: ComponentRecord) {
         self.lock().insert(component, record);
     }
@@ -120,7 +148,7 @@ impl Board {
                 mode: record.mode.as_str().to_owned(),
                 restarts: record.restarts,
                 uptime_secs: match record.state {
-                    ComponentState::Running => {
+                    ComponentState::Running | ComponentState::Unresponsive => {
                         record.since.map(|since| since.elapsed().as_secs() as i64)
                     }
                     _ => None,

@@ -10,6 +10,7 @@ mod board;
 mod policy;
 pub mod process;
 pub mod state;
+mod store_file;
 mod unit;
 
 pub use board::ComponentState;
@@ -110,6 +111,10 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), DaemonError> {
+    // Everything the daemon and its children create (logs, the store, session directories,
+    // files the agent writes) is private to the user, whatever umask the daemon was started with:
+    // it holds conversations and tool output.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let home = settings.home.clone();
     home.create_dirs()
         .map_err(io_error(format!("cannot create {}", home.root().display())))?;
@@ -143,6 +148,8 @@ pub async fn run(
         state::ensure_api_token(&home).map_err(io_error("cannot create the API token"))?;
     let store: Arc<dyn stigmer_store::Store> =
         Arc::new(stigmer_store::SqliteStore::open(&home.store_file())?);
+    let store_identity = store_file::FileIdentity::of(&home.store_file())
+        .map_err(io_error("cannot inspect the store's database file"))?;
 
     // Bind the API port first: it proves the port is free and fixes a `0` port.
     let server_listener = bind(settings.server.port, "server.port")?;
@@ -164,6 +171,11 @@ pub async fn run(
     save_state(&home, &run_state);
 
     let board = Arc::new(Board::default());
+    let store_watch = tokio::spawn(watch_store_file(
+        board.clone(),
+        home.store_file(),
+        store_identity,
+    ));
     let mut server_record = ComponentRecord::new(RunMode::Process);
     server_record.pid = Some(daemon_pid);
     server_record.endpoint = Some(server_address.to_string());
@@ -371,6 +383,7 @@ pub async fn run(
     tracing::info!("Stopping Temporal.");
     temporal_stop_tx.send_replace(true);
     let _ = temporal_task.await;
+    store_watch.abort();
     {
         let mut state = lock(&run_state);
         state.children.clear();
@@ -383,6 +396,36 @@ pub async fn run(
     match server_result {
         Ok(result) => result.map_err(DaemonError::from),
         Err(_) => Ok(()),
+    }
+}
+
+/// How often the store's database file is checked.
+const STORE_FILE_CHECK: Duration = Duration::from_secs(1);
+
+/// Checks, for the daemon's life, that the store's database file is still the one it opened;
+/// a deleted or replaced file is a problem in status and an error in the log (once per change).
+async fn watch_store_file(
+    board: Arc<Board>,
+    path: std::path::PathBuf,
+    opened: store_file::FileIdentity,
+) {
+    let mut reported: Option<String> = None;
+    loop {
+        tokio::time::sleep(STORE_FILE_CHECK).await;
+        let problem = store_file::problem(&path, opened);
+        if problem == reported {
+            continue;
+        }
+        match &problem {
+            Some(problem) => {
+                tracing::error!(path = %path.display(), "{problem}");
+            }
+            None => {
+                tracing::info!(path = %path.display(), "The database file is back in place.");
+            }
+        }
+        board.set_problem(store_file::PROBLEM_KEY, problem.clone());
+        reported = problem;
     }
 }
 
@@ -866,6 +909,7 @@ impl stigmer_server::DaemonControl for Control {
             temporal_ui: self.temporal_ui.clone(),
             version: stigmer_config::VERSION.to_owned(),
             daemon_uptime_secs: self.started.elapsed().as_secs() as i64,
+            problems: self.board.problems(),
         }
     }
 

@@ -83,9 +83,102 @@ impl RestartPolicy {
     }
 }
 
+/// How long a child may not answer before status calls it `unresponsive`: long enough that a
+/// process briefly stopped (job control, a debugger's single step) is not reported.
+pub const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(2);
+
+/// What the liveness watch of a running child concludes from one sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// It answers (again).
+    Answering,
+    /// It has not answered for a moment; not worth reporting yet.
+    Silent,
+    /// It has not answered for this long: report it.
+    Unresponsive(Duration),
+    /// It has not answered for this long, past the restart bound: kill and restart it.
+    Restart(Duration),
+}
+
+/// The liveness watch of one launch: a child that stops answering (its process is stopped, so it
+/// cannot poll Temporal or heartbeat) is reported after [`UNRESPONSIVE_AFTER`] and restarted
+/// after `restart_after`, both counted from the first sample that found it silent.
+#[derive(Debug, Clone)]
+pub struct LivenessWatch {
+    restart_after: Duration,
+    silent_since: Option<Instant>,
+}
+
+impl LivenessWatch {
+    pub fn new(settings: &SupervisorSettings) -> Self {
+        LivenessWatch {
+            restart_after: Duration::from_secs(settings.unresponsive_restart_secs),
+            silent_since: None,
+        }
+    }
+
+    /// Records whether the child answered at `now`, and concludes.
+    pub fn observe(&mut self, now: Instant, answering: bool) -> Liveness {
+        if answering {
+            self.silent_since = None;
+            return Liveness::Answering;
+        }
+        let silent_for = now.saturating_duration_since(*self.silent_since.get_or_insert(now));
+        if silent_for >= self.restart_after.max(UNRESPONSIVE_AFTER) {
+            Liveness::Restart(silent_for)
+        } else if silent_for >= UNRESPONSIVE_AFTER {
+            Liveness::Unresponsive(silent_for)
+        } else {
+            Liveness::Silent
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_that_stops_answering_is_reported_then_restarted_and_forgiven_when_it_answers() {
+        let mut watch = LivenessWatch::new(&SupervisorSettings {
+            unresponsive_restart_secs: 30,
+            ..SupervisorSettings::default()
+        });
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        assert_eq!(watch.observe(at(0), true), Liveness::Answering);
+        assert_eq!(watch.observe(at(1), false), Liveness::Silent);
+        assert_eq!(watch.observe(at(2), false), Liveness::Silent);
+        assert_eq!(
+            watch.observe(at(3), false),
+            Liveness::Unresponsive(Duration::from_secs(2))
+        );
+        // It answers again (SIGCONT): the count starts over.
+        assert_eq!(watch.observe(at(10), true), Liveness::Answering);
+        assert_eq!(watch.observe(at(11), false), Liveness::Silent);
+        assert_eq!(
+            watch.observe(at(40), false),
+            Liveness::Unresponsive(Duration::from_secs(29))
+        );
+        assert_eq!(
+            watch.observe(at(41), false),
+            Liveness::Restart(Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn a_restart_bound_below_the_report_bound_waits_for_the_report_bound() {
+        let mut watch = LivenessWatch::new(&SupervisorSettings {
+            unresponsive_restart_secs: 0,
+            ..SupervisorSettings::default()
+        });
+        let start = Instant::now();
+        assert_eq!(watch.observe(start, false), Liveness::Silent);
+        assert_eq!(
+            watch.observe(start + UNRESPONSIVE_AFTER, false),
+            Liveness::Restart(UNRESPONSIVE_AFTER)
+        );
+    }
 
     fn policy() -> RestartPolicy {
         RestartPolicy::new(&SupervisorSettings {

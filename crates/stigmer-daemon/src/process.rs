@@ -23,6 +23,18 @@ pub fn start_time(pid: u32) -> Option<u64> {
     state_and_rest.get(19)?.parse().ok()
 }
 
+/// True when `pid` is stopped (state `T`, by a signal such as SIGSTOP, or `t`, by a tracer): it
+/// runs no code, so it cannot poll, heartbeat or answer until it is continued.
+pub fn is_stopped(pid: u32) -> bool {
+    let Ok(stat) = fs_err::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next());
+    matches!(state, Some("T" | "t"))
+}
+
 /// True when `pid` is alive and is the same process that had `start_time` when it was recorded.
 pub fn is_same_process(pid: u32, recorded_start_time: u64) -> bool {
     start_time(pid) == Some(recorded_start_time)
@@ -184,6 +196,42 @@ mod tests {
         assert!(is_same_process(pid, first));
         assert!(!is_same_process(pid, first + 1));
         assert_eq!(start_time(u32::MAX - 1), None);
+    }
+
+    #[test]
+    fn a_stopped_process_is_seen_as_stopped_until_continued() {
+        /// Killed and reaped however the test ends.
+        struct Sleeper(std::process::Child);
+        impl Drop for Sleeper {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let child = Sleeper(
+            std::process::Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .unwrap(),
+        );
+        let pid = child.0.id();
+        let wait_for = |stopped: bool| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while is_stopped(pid) != stopped {
+                assert!(
+                    Instant::now() < deadline,
+                    "is_stopped never became {stopped}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        assert!(!is_stopped(pid));
+        signal_process(pid, Signal::SIGSTOP);
+        wait_for(true);
+        signal_process(pid, Signal::SIGCONT);
+        wait_for(false);
+        drop(child);
+        assert!(!is_stopped(pid));
     }
 
     #[test]

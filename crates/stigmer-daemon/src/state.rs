@@ -101,11 +101,43 @@ pub struct ChildRecord {
     pub start_time: u64,
 }
 
+/// Why `run/state.json` exists but cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("{} cannot be read: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is damaged: {message}", path.display())]
+    Damaged {
+        path: std::path::PathBuf,
+        message: String,
+    },
+}
+
 impl RunState {
     /// Reads the state file; a missing or unreadable file is `None` (it is advisory).
     pub fn load(home: &StigmerHome) -> Option<RunState> {
-        let text = fs_err::read_to_string(home.state_file()).ok()?;
-        serde_json::from_str(&text).ok()
+        RunState::read(home).ok().flatten()
+    }
+
+    /// Reads the state file, telling a missing file (`None`, nothing recorded) from one that is
+    /// there but cannot be read or parsed (it is written atomically, so that is damage).
+    pub fn read(home: &StigmerHome) -> Result<Option<RunState>, StateFileError> {
+        let path = home.state_file();
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StateFileError::Read { path, source }),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|error| StateFileError::Damaged {
+                path,
+                message: error.to_string(),
+            })
     }
 
     /// Writes the state file atomically (write a temporary file, then rename over).
@@ -160,6 +192,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_missing_state_file_is_nothing_and_a_damaged_one_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = StigmerHome::new(dir.path());
+        home.create_dirs().unwrap();
+        assert!(matches!(RunState::read(&home), Ok(None)));
+        fs_err::write(home.state_file(), "{ not json").unwrap();
+        let error = RunState::read(&home).unwrap_err().to_string();
+        assert!(error.contains("run/state.json is damaged: "), "{error}");
+        assert!(error.contains("line 1 column 3"), "{error}");
+        assert_eq!(RunState::load(&home), None);
+    }
+
+    #[test]
     fn the_lock_is_exclusive_and_released_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/daemon.lock");
@@ -192,6 +237,7 @@ mod tests {
         };
         state.save(&home).unwrap();
         assert_eq!(RunState::load(&home), Some(state));
+        assert!(matches!(RunState::read(&home), Ok(Some(_))));
 
         let token = ensure_api_token(&home).unwrap();
         assert_eq!(token.len(), 64);

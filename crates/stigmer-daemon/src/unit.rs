@@ -5,7 +5,7 @@
 //! the daemon even when the daemon is killed with SIGKILL, and a stop reaches anything it forked.
 
 use crate::board::{Board, ComponentState};
-use crate::policy::{RestartDecision, RestartPolicy};
+use crate::policy::{Liveness, LivenessWatch, RestartDecision, RestartPolicy};
 use crate::process;
 use crate::state::ChildRecord;
 use nix::sys::signal::Signal;
@@ -25,6 +25,8 @@ use tokio::sync::watch;
 const LAST_LINES: usize = 8;
 /// How often readiness is probed.
 const READY_POLL: Duration = Duration::from_millis(25);
+/// How often a child's liveness is sampled.
+const LIVENESS_POLL: Duration = Duration::from_millis(500);
 
 /// A boxed future returned by a readiness probe.
 pub type ProbeFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
@@ -89,6 +91,19 @@ impl Running {
                     code: i32::try_from(code).ok(),
                 }
             }
+        }
+    }
+
+    /// Kills a child that stopped answering: no grace, since it cannot handle a signal.
+    async fn kill(&mut self, component: Component) {
+        match self {
+            Running::Process(child) => {
+                if let Some(pid) = child.id() {
+                    process::signal_group(pid, Signal::SIGKILL);
+                }
+                let _ = child.wait().await;
+            }
+            Running::Container { .. } => self.stop(component, Duration::ZERO).await,
         }
     }
 
@@ -199,8 +214,14 @@ pub async fn supervise(
         });
         tracing::info!(unit = %component, pid, generation, "Child started.");
 
-        let outcome =
-            run_until_exit(&mut child, &context, &launch.probe, started_at, &mut stop).await;
+        let outcome = run_until_exit(
+            &mut child,
+            &context,
+            &launch.probe,
+            (started_at, pid),
+            &mut stop,
+        )
+        .await;
         (context.children_changed)(component, None);
         let Some(exit) = outcome else {
             // Stopped on request.
@@ -283,17 +304,23 @@ pub async fn supervise(
     });
 }
 
-/// Waits for the child to exit (returning its status) while probing readiness, or stops it when
-/// asked (returning `None`).
+/// Waits for the child to exit (returning its status) while probing readiness and watching its
+/// liveness, or stops it when asked (returning `None`). A child that stops answering is shown
+/// as `unresponsive` and, past `supervisor.unresponsive_restart_secs`, killed: its exit then
+/// says so, and the restart policy restarts it like any other exit.
 async fn run_until_exit(
     child: &mut Running,
     context: &UnitContext,
     probe: &(dyn Fn() -> ProbeFuture + Send + Sync),
-    started_at: Instant,
+    (started_at, pid): (Instant, Option<u32>),
     stop: &mut watch::Receiver<bool>,
 ) -> Option<Exit> {
     let component = context.component;
     let mut ready = false;
+    let mut liveness = LivenessWatch::new(&context.supervisor);
+    let mut reported = false;
+    let mut liveness_tick = tokio::time::interval(LIVENESS_POLL);
+    liveness_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             exit = child.wait() => return Some(exit),
@@ -307,9 +334,60 @@ async fn run_until_exit(
                     let ready_ms = started_at.elapsed().as_millis() as u64;
                     tracing::info!(unit = %component, ready_ms, "Child ready.");
                     context.board.update(component, |record| {
-                        record.state = ComponentState::Running;
+                        if record.state != ComponentState::Unresponsive {
+                            record.state = ComponentState::Running;
+                        }
                     });
                     context.ready.send_replace(true);
+                }
+            }
+            _ = liveness_tick.tick(), if pid.is_some() => {
+                let answering = !pid.is_some_and(process::is_stopped);
+                match liveness.observe(Instant::now(), answering) {
+                    Liveness::Answering | Liveness::Silent => {
+                        if answering && reported {
+                            reported = false;
+                            tracing::info!(unit = %component, pid, "Child answers again.");
+                            context.board.update(component, |record| {
+                                record.state = if ready {
+                                    ComponentState::Running
+                                } else {
+                                    ComponentState::Starting
+                                };
+                            });
+                        }
+                    }
+                    Liveness::Unresponsive(silent_for) => {
+                        if !reported {
+                            reported = true;
+                            tracing::warn!(
+                                unit = %component,
+                                pid,
+                                silent_ms = silent_for.as_millis() as u64,
+                                restart_after_secs = context.supervisor.unresponsive_restart_secs,
+                                "Child is unresponsive: its process is stopped; it is restarted if it stays so."
+                            );
+                            context.board.update(component, |record| {
+                                record.state = ComponentState::Unresponsive;
+                            });
+                        }
+                    }
+                    Liveness::Restart(silent_for) => {
+                        tracing::error!(
+                            unit = %component,
+                            pid,
+                            silent_ms = silent_for.as_millis() as u64,
+                            "Child stayed unresponsive; killing it."
+                        );
+                        child.kill(component).await;
+                        return Some(Exit {
+                            description: format!(
+                                "unresponsive for {}s (its process was stopped); killed by the supervisor",
+                                silent_for.as_secs()
+                            ),
+                            code: None,
+                        });
+                    }
                 }
             }
         }
@@ -620,6 +698,69 @@ mod tests {
         let log = fs_err::read_to_string(dir.path().join("agent-runner.log")).unwrap();
         assert!(log.contains("bad \u{fffd}\u{fffd} bytes"), "{log}");
         assert!(log.contains("still captured"), "{log}");
+        stop_tx.send_replace(true);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stopped_child_is_shown_unresponsive_then_killed_and_restarted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut context, board, _ready) = context(dir.path());
+        context.supervisor.unresponsive_restart_secs = 3;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(supervise(context, shell("exec sleep 600", true), stop_rx));
+        wait_for(&board, Duration::from_secs(10), |record| {
+            record.state == ComponentState::Running
+        })
+        .await;
+        let first = board.get(Component::AgentRunner).unwrap().pid.unwrap();
+        process::signal_process(first, Signal::SIGSTOP);
+        wait_for(&board, Duration::from_secs(10), |record| {
+            record.state == ComponentState::Unresponsive && record.pid == Some(first)
+        })
+        .await;
+        wait_for(&board, Duration::from_secs(20), |record| {
+            record.state == ComponentState::Running && record.restarts == 1
+        })
+        .await;
+        let record = board.get(Component::AgentRunner).unwrap();
+        assert_ne!(record.pid, Some(first));
+        let last_exit = record.last_exit.unwrap();
+        assert!(
+            last_exit.contains(
+                "unresponsive for 3s (its process was stopped); killed by the supervisor"
+            ),
+            "{last_exit}"
+        );
+        assert!(process::start_time(first).is_none(), "{first} survived");
+        stop_tx.send_replace(true);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_child_continued_in_time_is_running_again_and_not_restarted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut context, board, _ready) = context(dir.path());
+        context.supervisor.unresponsive_restart_secs = 600;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(supervise(context, shell("exec sleep 600", true), stop_rx));
+        wait_for(&board, Duration::from_secs(10), |record| {
+            record.state == ComponentState::Running
+        })
+        .await;
+        let pid = board.get(Component::AgentRunner).unwrap().pid.unwrap();
+        process::signal_process(pid, Signal::SIGSTOP);
+        wait_for(&board, Duration::from_secs(10), |record| {
+            record.state == ComponentState::Unresponsive
+        })
+        .await;
+        process::signal_process(pid, Signal::SIGCONT);
+        wait_for(&board, Duration::from_secs(10), |record| {
+            record.state == ComponentState::Running
+        })
+        .await;
+        let record = board.get(Component::AgentRunner).unwrap();
+        assert_eq!((record.pid, record.restarts), (Some(pid), 0));
         stop_tx.send_replace(true);
         task.await.unwrap();
     }

@@ -113,11 +113,21 @@ fn remove_if_present(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Opens `path` for appending, creating it private to the user (mode 0600): logs hold
+/// conversations and tool output. The mode is set after opening too, so neither the umask nor
+/// a file created by an older version leaves it readable by others.
 fn open_append(path: &Path) -> std::io::Result<fs_err::File> {
-    fs_err::OpenOptions::new()
+    use fs_err::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::PermissionsExt;
+    let file = fs_err::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(path)
+        .mode(0o600)
+        .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o777 != 0o600 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
 }
 
 fn numbered_path(path: &Path, index: usize) -> PathBuf {
@@ -280,6 +290,31 @@ mod tests {
             numbers.windows(2).all(|pair| pair[1] == pair[0] + 1),
             "{numbers:?}"
         );
+    }
+
+    #[test]
+    fn log_files_are_private_whatever_the_umask_left() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |path: &Path| fs_err::metadata(path).unwrap().permissions().mode() & 0o777;
+        let fresh = dir.path().join("fresh.log");
+        RotatingFile::open(&fresh, RotationPolicy::default()).unwrap();
+        assert_eq!(mode(&fresh), 0o600);
+        // As a umask of 0 (or an older version) would have left it.
+        let old = dir.path().join("old.log");
+        fs_err::write(&old, "").unwrap();
+        fs_err::set_permissions(&old, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let policy = RotationPolicy {
+            max_bytes: 10,
+            max_files: 2,
+        };
+        let mut file = RotatingFile::open(&old, policy).unwrap();
+        assert_eq!(mode(&old), 0o600);
+        for _ in 0..3 {
+            file.write_line("a line that rotates").unwrap();
+        }
+        assert_eq!(mode(&old), 0o600);
+        assert_eq!(mode(&numbered_path(&old, 1)), 0o600);
     }
 
     #[test]

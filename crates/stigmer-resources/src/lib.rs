@@ -4,6 +4,7 @@
 //! No I/O: the CLI reads files and the server owns the store; both call into this crate, so
 //! a manifest is judged by the same rules on either side.
 
+mod depth;
 mod kind;
 mod locate;
 mod manifest;

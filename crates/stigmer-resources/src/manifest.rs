@@ -1,6 +1,7 @@
 //! Parsing and validating manifest files: multi-document YAML → [`Resource`]s, or every error
 //! found, each naming the file, line, column, document and field.
 
+use crate::depth::{MAX_DEPTH, too_deep};
 use crate::kind::Kind;
 use crate::locate::locate;
 use crate::model::*;
@@ -176,6 +177,21 @@ fn parse_document(
         }]
     };
 
+    // Before any parser recurses into it: a document nested deeper than any manifest needs.
+    if let Some((line, column)) = too_deep(text, MAX_DEPTH) {
+        return Err(vec![ManifestError {
+            file: file.to_owned(),
+            line: Some(first_line + line - 1),
+            column: Some(column),
+            document: Some(index),
+            resource: None,
+            path: None,
+            message: format!(
+                "the document nests more than {MAX_DEPTH} levels deep here; manifests need only \
+                 a few levels"
+            ),
+        }]);
+    }
     let value: serde_yaml_ng::Value = match serde_yaml_ng::from_str(text) {
         Ok(value) => value,
         Err(yaml_error) => {

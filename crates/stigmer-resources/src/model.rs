@@ -25,6 +25,11 @@ pub const BUILTIN_TOOLS: [&str; 7] = [
 /// What secret values look like in `get` output.
 pub const MASK: &str = "****";
 
+/// The largest resource an apply accepts: its canonical JSON (the stored form) in bytes. Bigger
+/// ones are refused with an error naming them, so one resource cannot slow every apply, `get`
+/// and run (documented in docs/configuration.md).
+pub const MAX_RESOURCE_BYTES: usize = 16 * 1024 * 1024;
+
 /// A stored resource: the envelope with a canonical JSON spec.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -102,7 +107,11 @@ pub struct ModelSpec {
     pub provider: Option<Provider>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "finite"
+    )]
     pub temperature: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
@@ -258,6 +267,47 @@ impl Resource {
         copy
     }
 
+    /// Puts the stored secret values back where this resource holds the [`MASK`] in their
+    /// place, as it does when it was written from `get` output, so an apply never stores the
+    /// mask. Returns the field paths of masks that have no stored secret to stand for: those
+    /// must be refused, or the mask would become the value.
+    pub fn unmask(&mut self, stored: Option<&Resource>) -> Vec<String> {
+        let (map_field, value_field) = match self.kind {
+            Kind::Environment => ("variables", "value"),
+            Kind::Agent => ("env", "default"),
+            _ => return Vec::new(),
+        };
+        let stored_variables = stored.and_then(|stored| stored.spec.get(map_field));
+        let Some(variables) = self
+            .spec
+            .get_mut(map_field)
+            .and_then(|variables| variables.as_object_mut())
+        else {
+            return Vec::new();
+        };
+        let mut unresolved = Vec::new();
+        for (name, variable) in variables.iter_mut() {
+            if variable.get(value_field).and_then(|value| value.as_str()) != Some(MASK) {
+                continue;
+            }
+            let secret = |variable: &serde_json::Value| {
+                variable.get("secret").and_then(|secret| secret.as_bool()) == Some(true)
+            };
+            let stored_secret = stored_variables
+                .and_then(|variables| variables.get(name))
+                .filter(|stored| secret(stored))
+                .and_then(|stored| stored.get(value_field));
+            match stored_secret {
+                // The mask stands for the stored secret only where both are secret: a variable
+                // made plain must be given its value, never the hidden one.
+                Some(value) if secret(variable) => variable[value_field] = value.clone(),
+                None if !secret(variable) => {}
+                _ => unresolved.push(format!("spec.{map_field}.{name}.{value_field}")),
+            }
+        }
+        unresolved
+    }
+
     /// Names this resource refers to, as `(kind, name, field path)`.
     pub fn references(&self) -> Vec<(Kind, String, String)> {
         let mut found = Vec::new();
@@ -291,5 +341,16 @@ impl Resource {
             collect(sub_agent, &format!("spec.subAgents[{index}]."));
         }
         found
+    }
+}
+
+/// A number where a range applies: YAML's `.inf` and `.nan` are refused here, since JSON (the
+/// stored form) has no such values and they would silently become "not set".
+fn finite<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
+    match Option::<f64>::deserialize(deserializer)? {
+        Some(number) if !number.is_finite() => Err(serde::de::Error::custom(format!(
+            "{number} is not a usable number here: expected a finite number"
+        ))),
+        number => Ok(number),
     }
 }

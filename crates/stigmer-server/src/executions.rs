@@ -1,16 +1,20 @@
 //! `ExecutionService`: the append-only event log of executions and its subscriptions.
 //!
 //! Appends are serialised: the store numbers the events and, after the transaction commits,
-//! the hub publishes them in that order. A subscriber joins the hub *before* it replays the
-//! store, then drops anything it already sent (by sequence number) and fills any gap from the
-//! store, so it sees every event once, in order, however replay and live events interleave.
+//! the hub announces the execution's last sequence number. The hub holds no events: a
+//! subscriber reads the store, one page bounded in bytes at a time and only when its client
+//! has taken the previous one (the stream is pulled by the transport, which stops pulling when
+//! the client's flow-control window is full). It marks the announcement as seen *before* each
+//! read, so an append it has not read wakes it; it sees every event once, in order. A client
+//! that does not read therefore pins at most one page, and resumes where it paused.
 
 use crate::lifecycle::{
     Gateway, TemporalTarget, Watch, cancel_workflow, phase_of, record_phase, start_workflow,
     system_resource, watch_execution,
 };
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use stigmer_proto::executions::v1::execution_service_server::ExecutionService;
@@ -25,14 +29,19 @@ use stigmer_proto::executions::v1::{
 };
 use stigmer_resources::{Kind, Resource, suggest};
 use stigmer_store::{NewEvent, Store, StoredEvent};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-/// Events a subscriber's channel may fall behind by before it re-reads the store.
-const HUB_CAPACITY: usize = 1024;
-/// Events read from the store at a time while replaying.
-const PAGE: usize = 1000;
+/// Events a subscriber reads from the store at a time, at most.
+const PAGE_EVENTS: usize = 256;
+/// Bytes of events a subscriber reads from the store at a time, at most (a single bigger event
+/// is still read whole): what one subscriber may hold, whether its client reads or not.
+pub const SUBSCRIBER_PAGE_BYTES: usize = 256 * 1024;
+/// Open subscriptions one connection may hold.
+pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 32;
+/// Open subscriptions the server holds in all.
+pub const MAX_SUBSCRIPTIONS: usize = 512;
 
 /// Phases after which an execution produces no more events.
 pub const TERMINAL_PHASES: [&str; 3] = ["completed", "failed", "cancelled"];
@@ -45,35 +54,175 @@ pub fn is_terminal(event: &StoredEvent) -> bool {
             .is_some_and(|phase| TERMINAL_PHASES.contains(&phase))
 }
 
-/// Live fan-out of stored events, per execution.
+/// Announces, per execution, the sequence number of its last stored event. It keeps no events,
+/// so what it holds does not grow with the log or with slow subscribers.
 #[derive(Default)]
 pub struct EventHub {
-    channels: Mutex<HashMap<String, broadcast::Sender<StoredEvent>>>,
+    channels: Mutex<HashMap<String, watch::Sender<u64>>>,
 }
 
 impl EventHub {
-    fn channels(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<StoredEvent>>> {
+    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<u64>>> {
         self.channels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn subscribe(&self, execution_id: &str) -> broadcast::Receiver<StoredEvent> {
+    /// Joins the announcements of an execution; the receiver changes whenever events are
+    /// stored for it, and closes after its terminal event.
+    pub fn subscribe(&self, execution_id: &str) -> watch::Receiver<u64> {
         self.channels()
             .entry(execution_id.to_owned())
-            .or_insert_with(|| broadcast::channel(HUB_CAPACITY).0)
+            .or_insert_with(|| watch::channel(0).0)
             .subscribe()
+    }
+
+    /// Forgets an execution nobody listens to any more.
+    fn leave(&self, execution_id: &str, receiver: watch::Receiver<u64>) {
+        let mut channels = self.channels();
+        drop(receiver);
+        if channels
+            .get(execution_id)
+            .is_some_and(|sender| sender.receiver_count() == 0)
+        {
+            channels.remove(execution_id);
+        }
     }
 
     pub(crate) fn publish(&self, event: StoredEvent) {
         let mut channels = self.channels();
-        let terminal = is_terminal(&event);
         if let Some(sender) = channels.get(&event.execution_id) {
-            // No receiver is fine: nobody is watching right now.
-            let _ = sender.send(event.clone());
+            sender.send_if_modified(|last| {
+                let newer = event.seq > *last;
+                *last = (*last).max(event.seq);
+                newer
+            });
         }
-        if terminal {
+        if is_terminal(&event) {
+            // Dropping the sender closes the receivers: they read the rest and end.
             channels.remove(&event.execution_id);
+        }
+    }
+}
+
+/// Counts open subscriptions per connection and in all.
+#[derive(Default)]
+struct SubscriptionLimits {
+    open: Mutex<(usize, HashMap<SocketAddr, usize>)>,
+}
+
+impl SubscriptionLimits {
+    fn open(&self) -> std::sync::MutexGuard<'_, (usize, HashMap<SocketAddr, usize>)> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a place for a subscription of `peer`, or RESOURCE_EXHAUSTED saying which limit.
+    fn admit(self: &Arc<Self>, peer: Option<SocketAddr>) -> Result<Admission, Status> {
+        let mut open = self.open();
+        if open.0 >= MAX_SUBSCRIPTIONS {
+            return Err(Status::resource_exhausted(format!(
+                "the server already holds {MAX_SUBSCRIPTIONS} subscriptions (its limit); \
+                 close some and subscribe again"
+            )));
+        }
+        if let Some(peer) = peer {
+            let count = open.1.entry(peer).or_default();
+            if *count >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
+                return Err(Status::resource_exhausted(format!(
+                    "this connection already holds {MAX_SUBSCRIPTIONS_PER_CONNECTION} \
+                     subscriptions (the limit per connection); close some and subscribe again"
+                )));
+            }
+            *count += 1;
+        }
+        open.0 += 1;
+        Ok(Admission {
+            limits: self.clone(),
+            peer,
+        })
+    }
+}
+
+/// A subscription's place; given back when the subscription ends or its client goes.
+struct Admission {
+    limits: Arc<SubscriptionLimits>,
+    peer: Option<SocketAddr>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut open = self.limits.open();
+        open.0 -= 1;
+        if let Some(peer) = self.peer
+            && let Some(count) = open.1.get_mut(&peer)
+        {
+            *count -= 1;
+            if *count == 0 {
+                open.1.remove(&peer);
+            }
+        }
+    }
+}
+
+/// One subscriber: where it is in the log and the page it is sending.
+struct Subscription {
+    store: Arc<dyn Store>,
+    hub: Arc<EventHub>,
+    execution_id: String,
+    last: u64,
+    /// `None` once taken back by `Drop`.
+    live: Option<watch::Receiver<u64>>,
+    page: VecDeque<StoredEvent>,
+    ended: bool,
+    _admission: Admission,
+}
+
+impl Subscription {
+    /// The next event: from the page, else from the store, else once the hub announces more.
+    async fn next(&mut self) -> Option<Result<ExecutionEvent, Status>> {
+        let mut closed = false;
+        loop {
+            if let Some(event) = self.page.pop_front() {
+                self.last = event.seq;
+                if is_terminal(&event) {
+                    self.ended = true;
+                    self.page.clear();
+                }
+                return Some(Ok(to_proto(&event)));
+            }
+            if self.ended {
+                return None;
+            }
+            let live = self.live.as_mut()?;
+            // Seen before reading: an append committed after this wakes `changed` below.
+            live.borrow_and_update();
+            match self.store.events_page(
+                &self.execution_id,
+                self.last,
+                PAGE_EVENTS,
+                SUBSCRIBER_PAGE_BYTES,
+            ) {
+                Ok(events) if !events.is_empty() => {
+                    self.page = events.into();
+                    continue;
+                }
+                Ok(_) if closed => return None,
+                Ok(_) => {}
+                Err(error) => {
+                    self.ended = true;
+                    return Some(Err(Status::internal(error.to_string())));
+                }
+            }
+            if live.changed().await.is_err() {
+                // The hub let go after the terminal event: read what is left, then end.
+                closed = true;
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(live) = self.live.take() {
+            self.hub.leave(&self.execution_id, live);
         }
     }
 }
@@ -85,6 +234,7 @@ pub struct ExecutionApi {
     append_lock: Arc<tokio::sync::Mutex<()>>,
     gateway: Arc<Gateway>,
     secrets: Arc<Secrets>,
+    limits: Arc<SubscriptionLimits>,
 }
 
 /// The secrets of running executions, in memory only: they are never stored, so a server
@@ -122,6 +272,7 @@ impl ExecutionApi {
             append_lock: Arc::new(tokio::sync::Mutex::new(())),
             gateway: Arc::new(Gateway::new(temporal)),
             secrets: Arc::new(Secrets::default()),
+            limits: Arc::new(SubscriptionLimits::default()),
         }
     }
 
@@ -232,6 +383,24 @@ fn check_variables(
     Ok(())
 }
 
+/// `text` with every secret value replaced by the mask, longest values first (so a secret that
+/// contains another is masked whole), as the runner redacts events and messages.
+fn redact(text: &str, secrets: &HashMap<String, String>) -> String {
+    let mut values: Vec<&str> = secrets
+        .values()
+        .map(String::as_str)
+        .filter(|value| !value.is_empty())
+        .collect();
+    values.sort_by_key(|value| std::cmp::Reverse(value.len()));
+    let mut text = text.to_owned();
+    for value in values {
+        if text.contains(value) {
+            text = text.replace(value, stigmer_resources::MASK);
+        }
+    }
+    text
+}
+
 fn resource_json(resource: &Resource) -> Result<String, Status> {
     serde_json::to_string(resource).map_err(|error| Status::internal(error.to_string()))
 }
@@ -333,13 +502,7 @@ impl ExecutionService for ExecutionApi {
             .map_err(internal)?
             .is_none()
         {
-            let names: Vec<String> = self
-                .store
-                .list(Kind::Agent)
-                .map_err(internal)?
-                .into_iter()
-                .map(|agent| agent.metadata.name)
-                .collect();
+            let names = self.store.names(Kind::Agent).map_err(internal)?;
             let hint = suggest(&request.agent, names.iter().map(String::as_str))
                 .map(|s| format!(" (did you mean \"{s}\"?)"))
                 .unwrap_or_default();
@@ -387,8 +550,10 @@ impl ExecutionService for ExecutionApi {
             request.session_id.clone()
         };
         let execution_id = stigmer_resources::new_id(Kind::AgentExecution);
-        let mut spec =
-            json!({"agent": request.agent, "session": session_id, "message": request.message});
+        // The message is stored, so a `--secret` value typed into it is masked as it is in
+        // events and the conversation; the run still has the value among its secrets.
+        let message = redact(&request.message, &request.secrets);
+        let mut spec = json!({"agent": request.agent, "session": session_id, "message": message});
         if !request.model.is_empty() {
             spec["model"] = serde_json::Value::from(request.model.clone());
         }
@@ -592,110 +757,29 @@ impl ExecutionService for ExecutionApi {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let peer = request.remote_addr();
         let SubscribeRequest {
             execution_id,
             after_seq,
         } = request.into_inner();
         // An unknown id would otherwise wait forever for events that never come.
         self.execution(&execution_id)?;
-        // Join the live feed before reading the store, so nothing falls between the two.
-        let mut live = self.hub.subscribe(&execution_id);
-        let store = self.store.clone();
-        let (sender, receiver) = mpsc::channel::<Result<ExecutionEvent, Status>>(256);
-        tokio::spawn(async move {
-            let mut last = after_seq;
-            // Sends stored events after `last`; returns true when the log has ended.
-            let catch_up = |last: &mut u64| -> Result<(Vec<StoredEvent>, bool), Status> {
-                let mut out = Vec::new();
-                loop {
-                    let page = store
-                        .events_after(&execution_id, *last, PAGE)
-                        .map_err(|error| Status::internal(error.to_string()))?;
-                    let full = page.len() == PAGE;
-                    for event in page {
-                        *last = event.seq;
-                        let terminal = is_terminal(&event);
-                        out.push(event);
-                        if terminal {
-                            return Ok((out, true));
-                        }
-                    }
-                    if !full {
-                        return Ok((out, false));
-                    }
-                }
-            };
-            macro_rules! send_all {
-                ($events:expr) => {
-                    for event in $events {
-                        if sender.send(Ok(to_proto(&event))).await.is_err() {
-                            return;
-                        }
-                    }
-                };
-            }
-            match catch_up(&mut last) {
-                Ok((events, ended)) => {
-                    send_all!(events);
-                    if ended {
-                        return;
-                    }
-                }
-                Err(status) => {
-                    let _ = sender.send(Err(status)).await;
-                    return;
-                }
-            }
-            loop {
-                let event = match live.recv().await {
-                    Ok(event) => event,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Fell behind the hub: the store has everything.
-                        match catch_up(&mut last) {
-                            Ok((events, ended)) => {
-                                send_all!(events);
-                                if ended {
-                                    return;
-                                }
-                                continue;
-                            }
-                            Err(status) => {
-                                let _ = sender.send(Err(status)).await;
-                                return;
-                            }
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                };
-                if event.seq <= last {
-                    continue;
-                }
-                if event.seq > last + 1 {
-                    // A gap can only mean events we have not seen yet are stored: read them.
-                    match catch_up(&mut last) {
-                        Ok((events, ended)) => {
-                            send_all!(events);
-                            if ended {
-                                return;
-                            }
-                        }
-                        Err(status) => {
-                            let _ = sender.send(Err(status)).await;
-                            return;
-                        }
-                    }
-                    continue;
-                }
-                last = event.seq;
-                let terminal = is_terminal(&event);
-                send_all!([event]);
-                if terminal {
-                    return;
-                }
-            }
+        let admission = self.limits.admit(peer)?;
+        let subscription = Subscription {
+            store: self.store.clone(),
+            live: Some(self.hub.subscribe(&execution_id)),
+            hub: self.hub.clone(),
+            execution_id,
+            last: after_seq,
+            page: VecDeque::new(),
+            ended: false,
+            _admission: admission,
+        };
+        // Pulled by the transport: nothing is read before the client can take it.
+        let stream = futures::stream::unfold(subscription, |mut subscription| async move {
+            let next = subscription.next().await?;
+            Some((next, subscription))
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(receiver),
-        )))
+        Ok(Response::new(Box::pin(stream)))
     }
 }

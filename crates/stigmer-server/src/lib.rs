@@ -8,7 +8,10 @@ mod executions;
 mod lifecycle;
 mod resources;
 
-pub use executions::{EventHub, ExecutionApi, TERMINAL_PHASES, is_terminal};
+pub use executions::{
+    EventHub, ExecutionApi, MAX_SUBSCRIPTIONS, MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    SUBSCRIBER_PAGE_BYTES, TERMINAL_PHASES, is_terminal,
+};
 pub use lifecycle::{AGENT_WORKFLOW, TemporalTarget};
 pub use resources::ResourceApi;
 
@@ -112,7 +115,9 @@ pub async fn serve(
             authenticate,
         ))
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
+            // No Nagle delay: a streamed event (or a window's worth of one) goes out at once
+            // instead of waiting for the client's delayed acknowledgement.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await?;

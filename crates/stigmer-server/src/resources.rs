@@ -1,13 +1,16 @@
 //! `ResourceService`: apply, get, list and delete over the store.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use stigmer_proto::resources::v1::resource_service_server::ResourceService;
 use stigmer_proto::resources::v1::{
     ApplyRequest, ApplyResponse, ApplyResult, DeleteRequest, DeleteResponse, DocumentError,
     GetRequest, GetResponse, ListRequest, ListResponse,
 };
-use stigmer_resources::{Kind, Resource, plan_apply, referrers, suggest};
-use stigmer_store::{Store, StoreLookup};
+use stigmer_resources::{
+    Action, Kind, Lookup, PlanError, Planned, Resource, plan_apply, referrers, suggest,
+};
+use stigmer_store::{Store, StoreError, StoreLookup};
 use tonic::{Request, Response, Status};
 
 /// The resource API over a store.
@@ -15,14 +18,14 @@ pub struct ResourceApi {
     store: Arc<dyn Store>,
     /// Applies are planned and written under this lock, so two concurrent applies cannot both
     /// decide from a state the other is about to change.
-    apply_lock: tokio::sync::Mutex<()>,
+    apply_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ResourceApi {
     pub fn new(store: Arc<dyn Store>) -> Self {
         ResourceApi {
             store,
-            apply_lock: tokio::sync::Mutex::new(()),
+            apply_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 }
@@ -36,6 +39,96 @@ fn parse_kind(text: &str) -> Result<Kind, Status> {
 fn store_error(error: impl std::fmt::Display) -> Status {
     tracing::error!(error = %error, "Store failure.");
     Status::internal(error.to_string())
+}
+
+/// Sets its flag when dropped: the apply's future was dropped because its client has gone.
+struct AbandonOnDrop(Arc<AtomicBool>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The plan's view of the store, failing once the apply is abandoned.
+struct ApplyLookup<'a> {
+    store: StoreLookup<'a>,
+    abandoned: &'a AtomicBool,
+}
+
+const ABANDONED: &str = "the apply was abandoned: its client has gone";
+
+impl Lookup for ApplyLookup<'_> {
+    fn get(&self, kind: Kind, name: &str) -> Result<Option<Resource>, String> {
+        self.store.get(kind, name)
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<Resource>, String> {
+        self.store.list(kind)
+    }
+
+    fn contains(&self, kind: Kind, name: &str) -> Result<bool, String> {
+        self.store.contains(kind, name)
+    }
+
+    fn names(&self, kind: Kind) -> Result<Vec<String>, String> {
+        self.store.names(kind)
+    }
+
+    fn proceed(&self) -> Result<(), String> {
+        if self.abandoned.load(Ordering::Relaxed) {
+            return Err(ABANDONED.into());
+        }
+        Ok(())
+    }
+}
+
+/// Plans an apply and, unless it is a dry run, writes what changed in one transaction.
+fn plan_and_write(
+    store: &dyn Store,
+    resources: &[Resource],
+    dry_run: bool,
+    abandoned: &AtomicBool,
+) -> Result<Result<Vec<Planned>, Vec<PlanError>>, Status> {
+    let lookup = ApplyLookup {
+        store: StoreLookup(store),
+        abandoned,
+    };
+    let now = stigmer_resources::now();
+    let planned = match plan_apply(resources, &lookup, &now) {
+        Ok(Ok(planned)) => planned,
+        Ok(Err(errors)) => return Ok(Err(errors)),
+        Err(message) if message == ABANDONED => return Err(abandoned_status(resources.len())),
+        Err(message) => return Err(store_error(message)),
+    };
+    if !dry_run {
+        let changed: Vec<Resource> = planned
+            .iter()
+            .filter(|p| p.action != Action::Unchanged)
+            .map(|p| p.resource.clone())
+            .collect();
+        if !changed.is_empty() {
+            match store.put_all_unless(&changed, &|| abandoned.load(Ordering::Relaxed)) {
+                Ok(()) => {}
+                Err(StoreError::Abandoned) => return Err(abandoned_status(resources.len())),
+                Err(error) => return Err(store_error(error)),
+            }
+        }
+        tracing::info!(
+            documents = planned.len(),
+            changed = changed.len(),
+            "Applied resources."
+        );
+    }
+    Ok(Ok(planned))
+}
+
+fn abandoned_status(documents: usize) -> Status {
+    tracing::warn!(
+        documents,
+        "Apply abandoned: its client went away before it finished; nothing was written."
+    );
+    Status::cancelled(ABANDONED)
 }
 
 fn to_json(resource: &Resource) -> Result<String, Status> {
@@ -62,10 +155,20 @@ impl ResourceService for ResourceApi {
             }
             resources.push(resource);
         }
-        let _guard = self.apply_lock.lock().await;
-        let now = stigmer_resources::now();
-        let lookup = StoreLookup(self.store.as_ref());
-        let planned = match plan_apply(&resources, &lookup, &now).map_err(store_error)? {
+        // Planned and written on a blocking thread, holding the lock there: the RPC's future
+        // is dropped when its client goes (a cancel, a deadline, a closed connection), and the
+        // guard below then tells the work to stop between documents, so abandoned work neither
+        // burns the CPU nor holds the lock.
+        let guard = self.apply_lock.clone().lock_owned().await;
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let _abandon_on_drop = AbandonOnDrop(abandoned.clone());
+        let store = self.store.clone();
+        let dry_run = request.dry_run;
+        let work = tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            plan_and_write(store.as_ref(), &resources, dry_run, &abandoned)
+        });
+        let planned = match work.await.map_err(store_error)?? {
             Ok(planned) => planned,
             Err(errors) => {
                 return Ok(Response::new(ApplyResponse {
@@ -82,21 +185,6 @@ impl ResourceService for ResourceApi {
                 }));
             }
         };
-        if !request.dry_run {
-            let changed: Vec<Resource> = planned
-                .iter()
-                .filter(|p| p.action != stigmer_resources::Action::Unchanged)
-                .map(|p| p.resource.clone())
-                .collect();
-            if !changed.is_empty() {
-                self.store.put_all(&changed).map_err(store_error)?;
-            }
-            tracing::info!(
-                documents = planned.len(),
-                changed = changed.len(),
-                "Applied resources."
-            );
-        }
         Ok(Response::new(ApplyResponse {
             results: planned
                 .iter()
@@ -118,13 +206,7 @@ impl ResourceService for ResourceApi {
                 resource_json: to_json(&resource.masked())?,
             })),
             None => {
-                let names: Vec<String> = self
-                    .store
-                    .list(kind)
-                    .map_err(store_error)?
-                    .into_iter()
-                    .map(|r| r.metadata.name)
-                    .collect();
+                let names = self.store.names(kind).map_err(store_error)?;
                 let hint = suggest(&request.name, names.iter().map(String::as_str))
                     .map(|s| format!(" (did you mean \"{s}\"?)"))
                     .unwrap_or_default();

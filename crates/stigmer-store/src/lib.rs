@@ -28,15 +28,35 @@ pub enum StoreError {
     },
     #[error("a stored resource is corrupt: {0}")]
     Corrupt(String),
+    #[error("the write was abandoned (its requester has gone); nothing was written")]
+    Abandoned,
+}
+
+/// The bytes an event counts for in [`Store::events_page`].
+pub fn event_bytes(key: &str, kind: &str, ts: &str, data: &str) -> usize {
+    key.len() + kind.len() + ts.len() + data.len()
 }
 
 /// Where resources live.
 pub trait Store: Send + Sync {
     fn get(&self, kind: Kind, name: &str) -> Result<Option<Resource>, StoreError>;
+    /// Whether `(kind, name)` is stored, without loading it.
+    fn contains(&self, kind: Kind, name: &str) -> Result<bool, StoreError>;
     /// All resources of `kind`, ordered by name.
     fn list(&self, kind: Kind) -> Result<Vec<Resource>, StoreError>;
+    /// The names of the resources of `kind`, ordered, without loading them.
+    fn names(&self, kind: Kind) -> Result<Vec<String>, StoreError>;
     /// Writes all `resources` (insert or replace by kind and name) in one transaction.
-    fn put_all(&self, resources: &[Resource]) -> Result<(), StoreError>;
+    fn put_all(&self, resources: &[Resource]) -> Result<(), StoreError> {
+        self.put_all_unless(resources, &|| false)
+    }
+    /// [`Store::put_all`] that checks `abandoned` between resources and, once it says so,
+    /// writes nothing and fails with [`StoreError::Abandoned`] (an apply whose client has gone).
+    fn put_all_unless(
+        &self,
+        resources: &[Resource],
+        abandoned: &dyn Fn() -> bool,
+    ) -> Result<(), StoreError>;
     /// Deletes one resource; false when there was none.
     fn delete(&self, kind: Kind, name: &str) -> Result<bool, StoreError>;
     /// Appends events to an execution's log in one transaction, numbering them after the
@@ -54,6 +74,16 @@ pub trait Store: Send + Sync {
         execution_id: &str,
         after_seq: u64,
         limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Like [`Store::events_after`], but stops before `max_bytes` of event data (key, kind,
+    /// time and data), so what one reader holds is bounded; the first event is returned
+    /// whatever its size, so a reader always advances.
+    fn events_page(
+        &self,
+        execution_id: &str,
+        after_seq: u64,
+        limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
     /// Stores conversation messages of one turn of an execution, at `first_index` and after,
     /// replacing what is stored at those places (a retried step writes the same places).
@@ -110,6 +140,16 @@ impl Lookup for StoreLookup<'_> {
     fn list(&self, kind: Kind) -> Result<Vec<Resource>, String> {
         self.0.list(kind).map_err(|error| error.to_string())
     }
+
+    fn contains(&self, kind: Kind, name: &str) -> Result<bool, String> {
+        self.0
+            .contains(kind, name)
+            .map_err(|error| error.to_string())
+    }
+
+    fn names(&self, kind: Kind) -> Result<Vec<String>, String> {
+        self.0.names(kind).map_err(|error| error.to_string())
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +190,23 @@ mod tests {
             .collect();
         assert_eq!(names, ["a", "b"]);
         assert!(store.list(Kind::Skill).unwrap().is_empty());
+        assert_eq!(store.names(Kind::Agent).unwrap(), ["a", "b"]);
+        assert!(store.names(Kind::Skill).unwrap().is_empty());
+        assert!(store.contains(Kind::Agent, "a").unwrap());
+        assert!(!store.contains(Kind::Agent, "c").unwrap());
+        assert!(!store.contains(Kind::Skill, "a").unwrap());
+        // An abandoned write writes nothing, even what came before the check that stopped it.
+        let checks = std::cell::Cell::new(0);
+        let abandoned = store.put_all_unless(&[agent("c", "x"), agent("d", "y")], &|| {
+            checks.set(checks.get() + 1);
+            checks.get() > 1
+        });
+        assert!(
+            matches!(abandoned, Err(StoreError::Abandoned)),
+            "{abandoned:?}"
+        );
+        assert!(!store.contains(Kind::Agent, "c").unwrap());
+        assert_eq!(store.names(Kind::Agent).unwrap(), ["a", "b"]);
         // Replace by kind and name.
         store.put_all(&[agent("a", "three")]).unwrap();
         assert_eq!(
@@ -187,6 +244,22 @@ mod tests {
         assert_eq!(after[1].data, serde_json::json!({"text": "c"}));
         assert_eq!(store.events_after("aex-1", 0, 1).unwrap().len(), 1);
         assert!(store.events_after("aex-9", 0, 10).unwrap().is_empty());
+        // Pages bounded in bytes: at least one event, never past the bound after the first.
+        let big = |key: &str| NewEvent {
+            key: key.into(),
+            kind: "tool_call_finished".into(),
+            data: serde_json::json!({"output": "x".repeat(1000)}),
+        };
+        store
+            .append_events("aex-5", &[big("1"), big("2"), big("3"), big("4")], "t4")
+            .unwrap();
+        let page = store.events_page("aex-5", 0, 10, 2500).unwrap();
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        let page = store.events_page("aex-5", 2, 10, 10).unwrap();
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
+        let page = store.events_page("aex-5", 0, 3, usize::MAX).unwrap();
+        assert_eq!(page.len(), 3);
+        assert!(store.events_page("aex-5", 4, 10, 10).unwrap().is_empty());
     }
 
     /// The conversation behaviour every store must have.
@@ -310,6 +383,48 @@ mod tests {
             reopened.get(Kind::Agent, "a").unwrap(),
             Some(agent("a", "one"))
         );
+    }
+
+    /// Plans and writes 1,000 small agents, as an apply does; returns how long it took.
+    fn apply_small_agents(store: &dyn Store) -> std::time::Duration {
+        let small: Vec<Resource> = (0..1000)
+            .map(|i| {
+                let mut resource = agent(&format!("a{i:04}"), "Answer briefly.");
+                resource.metadata = Metadata {
+                    name: resource.metadata.name,
+                    ..Metadata::default()
+                };
+                resource
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let planned = stigmer_resources::plan_apply(&small, &StoreLookup(store), "now")
+            .unwrap()
+            .unwrap();
+        let resources: Vec<Resource> = planned.into_iter().map(|p| p.resource).collect();
+        store.put_all(&resources).unwrap();
+        started.elapsed()
+    }
+
+    #[test]
+    fn a_big_stored_resource_does_not_slow_down_an_apply_of_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let without = {
+            let store = SqliteStore::open(&dir.path().join("plain.db")).unwrap();
+            apply_small_agents(&store)
+        };
+        let store = SqliteStore::open(&dir.path().join("big.db")).unwrap();
+        // Named to sort among the small ones, where every lookup passes by it.
+        store
+            .put_all(&[agent("a0500-big", &"x".repeat(20 * 1024 * 1024))])
+            .unwrap();
+        let with = apply_small_agents(&store);
+        // Before rowid tables, each of the 1,000 lookups read the 20 MB row whole: seconds.
+        assert!(
+            with <= without * 2 + std::time::Duration::from_millis(500),
+            "with a 20 MB resource stored: {with:?}; without: {without:?}"
+        );
+        assert_eq!(store.names(Kind::Agent).unwrap().len(), 1001);
     }
 
     #[test]

@@ -30,6 +30,19 @@ impl Store for MemoryStore {
         Ok(self.map().get(&(kind, name.to_owned())).cloned())
     }
 
+    fn contains(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
+        Ok(self.map().contains_key(&(kind, name.to_owned())))
+    }
+
+    fn names(&self, kind: Kind) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .map()
+            .keys()
+            .filter(|(stored_kind, _)| *stored_kind == kind)
+            .map(|(_, name)| name.clone())
+            .collect())
+    }
+
     fn list(&self, kind: Kind) -> Result<Vec<Resource>, StoreError> {
         Ok(self
             .map()
@@ -39,8 +52,18 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn put_all(&self, resources: &[Resource]) -> Result<(), StoreError> {
+    fn put_all_unless(
+        &self,
+        resources: &[Resource],
+        abandoned: &dyn Fn() -> bool,
+    ) -> Result<(), StoreError> {
         let mut map = self.map();
+        // Checked before anything is written: the map has no transaction to roll back.
+        for _ in resources {
+            if abandoned() {
+                return Err(StoreError::Abandoned);
+            }
+        }
         for resource in resources {
             map.insert(
                 (resource.kind, resource.metadata.name.clone()),
@@ -98,6 +121,33 @@ impl Store for MemoryStore {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    fn events_page(
+        &self,
+        execution_id: &str,
+        after_seq: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let all = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for event in all
+            .get(execution_id)
+            .into_iter()
+            .flatten()
+            .filter(|event| event.seq > after_seq)
+            .take(limit)
+        {
+            let data = event.data.to_string();
+            bytes += crate::event_bytes(&event.key, &event.kind, &event.ts, &data);
+            if bytes > max_bytes && !page.is_empty() {
+                break;
+            }
+            page.push(event.clone());
+        }
+        Ok(page)
     }
 
     fn put_messages(

@@ -38,6 +38,48 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (execution_id, turn, idx)
     ) WITHOUT ROWID;
     CREATE INDEX messages_by_session ON messages (session_id, exec_order, turn, idx);",
+    // 4: the same tables with rowids. In a WITHOUT ROWID table the whole row is the key, so a
+    // big row (a 10 MB resource, a long tool output) sat in the b-tree's interior pages and
+    // every lookup passing by it read it whole from its overflow pages: one big resource made
+    // every apply slow. With rowids the keys are small and the data is read only when asked.
+    "CREATE TABLE resources_v4 (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        id TEXT NOT NULL UNIQUE,
+        data TEXT NOT NULL,
+        PRIMARY KEY (kind, name)
+    );
+    INSERT INTO resources_v4 (kind, name, id, data) SELECT kind, name, id, data FROM resources;
+    DROP TABLE resources;
+    ALTER TABLE resources_v4 RENAME TO resources;
+    CREATE TABLE events_v4 (
+        execution_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (execution_id, seq),
+        UNIQUE (execution_id, key)
+    );
+    INSERT INTO events_v4 (execution_id, seq, key, ts, kind, data)
+        SELECT execution_id, seq, key, ts, kind, data FROM events;
+    DROP TABLE events;
+    ALTER TABLE events_v4 RENAME TO events;
+    CREATE TABLE messages_v4 (
+        session_id TEXT NOT NULL,
+        execution_id TEXT NOT NULL,
+        exec_order INTEGER NOT NULL,
+        turn INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (execution_id, turn, idx)
+    );
+    INSERT INTO messages_v4 (session_id, execution_id, exec_order, turn, idx, data)
+        SELECT session_id, execution_id, exec_order, turn, idx, data FROM messages;
+    DROP TABLE messages;
+    ALTER TABLE messages_v4 RENAME TO messages;
+    CREATE INDEX messages_by_session ON messages (session_id, exec_order, turn, idx);",
 ];
 
 /// Resources in a SQLite file.
@@ -151,6 +193,25 @@ impl Store for SqliteStore {
         data.as_deref().map(decode).transpose()
     }
 
+    fn contains(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
+        self.connection()
+            .prepare_cached("SELECT 1 FROM resources WHERE kind = ?1 AND name = ?2")
+            .and_then(|mut statement| statement.exists(params![kind.as_str(), name]))
+            .map_err(|error| self.backend(error))
+    }
+
+    fn names(&self, kind: Kind) -> Result<Vec<String>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare_cached("SELECT name FROM resources WHERE kind = ?1 ORDER BY name")
+            .map_err(|error| self.backend(error))?;
+        let rows = statement
+            .query_map(params![kind.as_str()], |row| row.get::<_, String>(0))
+            .map_err(|error| self.backend(error))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|error| self.backend(error))
+    }
+
     fn list(&self, kind: Kind) -> Result<Vec<Resource>, StoreError> {
         let connection = self.connection();
         let mut statement = connection
@@ -166,7 +227,11 @@ impl Store for SqliteStore {
         Ok(resources)
     }
 
-    fn put_all(&self, resources: &[Resource]) -> Result<(), StoreError> {
+    fn put_all_unless(
+        &self,
+        resources: &[Resource],
+        abandoned: &dyn Fn() -> bool,
+    ) -> Result<(), StoreError> {
         let mut connection = self.connection();
         let transaction = connection
             .transaction()
@@ -179,6 +244,10 @@ impl Store for SqliteStore {
                 )
                 .map_err(|error| self.backend(error))?;
             for resource in resources {
+                if abandoned() {
+                    // Dropping the transaction rolls it back.
+                    return Err(StoreError::Abandoned);
+                }
                 let data = serde_json::to_string(resource)
                     .map_err(|error| StoreError::Corrupt(error.to_string()))?;
                 let id = resource.metadata.id.clone().unwrap_or_default();
@@ -282,6 +351,47 @@ impl Store for SqliteStore {
             events.push(StoredEvent {
                 execution_id: execution_id.to_owned(),
                 seq: seq as u64,
+                key,
+                ts,
+                kind,
+                data: serde_json::from_str(&data)
+                    .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+            });
+        }
+        Ok(events)
+    }
+
+    fn events_page(
+        &self,
+        execution_id: &str,
+        after_seq: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT seq, key, ts, kind, data FROM events
+                 WHERE execution_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(|error| self.backend(error))?;
+        let mut rows = statement
+            .query(params![execution_id, after_seq as i64, limit as i64])
+            .map_err(|error| self.backend(error))?;
+        let mut events = Vec::new();
+        let mut bytes = 0;
+        // Rows are read one at a time, so the data past the bound is never loaded.
+        while let Some(row) = rows.next().map_err(|error| self.backend(error))? {
+            let read = |index| row.get::<_, String>(index);
+            let (key, ts, kind, data) = (|| Ok((read(1)?, read(2)?, read(3)?, read(4)?)))()
+                .map_err(|error| self.backend(error))?;
+            bytes += crate::event_bytes(&key, &kind, &ts, &data);
+            if bytes > max_bytes && !events.is_empty() {
+                break;
+            }
+            events.push(StoredEvent {
+                execution_id: execution_id.to_owned(),
+                seq: row.get::<_, i64>(0).map_err(|error| self.backend(error))? as u64,
                 key,
                 ts,
                 kind,

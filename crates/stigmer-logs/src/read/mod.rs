@@ -155,13 +155,14 @@ impl Line {
     /// itself when it already is one in the canonical layout (no parsing, no copy).
     pub fn json(&self, component: &str) -> Cow<'_, str> {
         // A second line start inside is a line cut short (a full disk) with the next written
-        // onto it: that is not one object, so it is made into a record like foreign text.
-        static LINE_START: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(br#"{"ts":""#));
-        if self.canonical_level.is_some()
-            && self.text.ends_with('}')
-            && LINE_START.find(&self.text.as_bytes()[1..]).is_none()
-        {
+        // onto it: that is not one object, so it is made into a record like foreign text. (A
+        // search for `{` first: quotes are everywhere in a line, braces rarely.)
+        let bytes = self.text.as_bytes();
+        let second_start = || {
+            memchr::memchr_iter(b'{', &bytes[1..])
+                .any(|at| bytes[1 + at..].starts_with(br#"{"ts":""#))
+        };
+        if self.canonical_level.is_some() && self.text.ends_with('}') && !second_start() {
             Cow::Borrowed(&self.text)
         } else {
             Cow::Owned(self.record(component).to_json_line())

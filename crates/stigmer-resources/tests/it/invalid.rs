@@ -294,6 +294,33 @@ spec:
 "#,
     ),
     (
+        "agent_temperature_not_a_number",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  model:
+    temperature: .nan
+"#,
+    ),
+    (
+        "agent_temperature_infinite",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  subAgents:
+    - name: helper
+      instructions: help
+      model:
+        temperature: -.inf
+"#,
+    ),
+    (
         "agent_max_tokens_negative",
         r#"apiVersion: agentic.stigmer.ai/v1
 kind: Agent
@@ -669,5 +696,26 @@ fn every_invalid_manifest_is_explained() {
         insta::with_settings!({ snapshot_suffix => *name, description => *text }, {
             insta::assert_snapshot!(errors.join("\n"));
         });
+    }
+}
+
+#[test]
+fn a_hundred_thousand_levels_are_refused_before_parsing() {
+    let header = "apiVersion: agentic.stigmer.ai/v1\nkind: Agent\nmetadata:\n  name: deep\nspec:\n";
+    for nested in [
+        format!("  instructions: {}\n", "[".repeat(100_000)),
+        format!("  env: {}\n", "{a: ".repeat(100_000)),
+        format!("  tools:\n    {}ls\n", "- ".repeat(100_000)),
+    ] {
+        let started = std::time::Instant::now();
+        let errors = errors_of(&format!("{header}{nested}"), &stored());
+        // Generous: the scan takes microseconds; a parse of this depth took seconds.
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("manifests.yaml:")
+                && errors[0].contains("nests more than 64 levels deep"),
+            "{errors:?}"
+        );
     }
 }

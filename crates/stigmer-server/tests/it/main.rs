@@ -368,6 +368,64 @@ mod lifecycle {
     }
 
     #[tokio::test]
+    async fn a_secret_typed_into_the_message_is_masked_in_the_stored_execution() {
+        let temporal = stigmer_test::ExternalTemporal::start();
+        let server = server_with(Some(TemporalTarget {
+            address: temporal.address.clone(),
+            namespace: "default".into(),
+            pickup_timeout: Duration::from_secs(30),
+        }))
+        .await;
+        let mut client = client(&server).await;
+        let created = client
+            .create_execution(CreateExecutionRequest {
+                agent: "hello".into(),
+                message: "log in with hunter2-long and hunter2, then report".into(),
+                secrets: [
+                    ("SHORT".to_owned(), "hunter2".to_owned()),
+                    ("LONG".to_owned(), "hunter2-long".to_owned()),
+                ]
+                .into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            !created.execution_json.contains("hunter2"),
+            "{}",
+            created.execution_json
+        );
+        let execution: serde_json::Value = serde_json::from_str(&created.execution_json).unwrap();
+        let id = execution["metadata"]["name"].as_str().unwrap().to_owned();
+        for json in [
+            client
+                .get_execution(GetExecutionRequest { execution_id: id })
+                .await
+                .unwrap()
+                .into_inner()
+                .execution_json,
+            client
+                .list_executions(ListExecutionsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .executions_json
+                .join("\n"),
+        ] {
+            assert!(!json.contains("hunter2"), "{json}");
+        }
+        assert_eq!(
+            execution["spec"]["message"],
+            "log in with **** and ****, then report"
+        );
+        assert_eq!(
+            execution["spec"]["secretNames"],
+            serde_json::json!(["LONG", "SHORT"])
+        );
+    }
+
+    #[tokio::test]
     async fn an_execution_nobody_picks_up_fails_with_the_reason_within_the_bound() {
         let temporal = stigmer_test::ExternalTemporal::start();
         let server = server_with(Some(TemporalTarget {
@@ -491,4 +549,273 @@ async fn nothing_is_written_to_an_execution_that_ended() {
         late.message().contains("already ended (completed)"),
         "{late:?}"
     );
+}
+
+/// Held by the tests that measure this process's memory or allocate much of it, so that they
+/// do not run at the same time.
+static MEMORY_HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The resident memory of this process, in bytes.
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+/// A client on its own connection, with small HTTP/2 windows so that what it does not read
+/// stays on the server side (the bound under test) rather than in this client.
+async fn own_connection_client(server: &Server) -> Client {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.address))
+        .unwrap()
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(64 * 1024)
+        .connect()
+        .await
+        .unwrap();
+    ExecutionServiceClient::with_interceptor(channel, add_token as fn(_) -> _)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_that_never_read_do_not_pin_the_log_in_memory() {
+    let _alone = MEMORY_HEAVY.lock().await;
+    let server = server().await;
+    let mut writer = client(&server).await;
+    // 20 subscribers, each on its own connection, that never read.
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        let mut reader = own_connection_client(&server).await;
+        let stream = reader
+            .subscribe(SubscribeRequest {
+                execution_id: "aex-1".into(),
+                after_seq: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        idle.push((reader, stream));
+    }
+    // Warm up the write path, then measure: a busy run writes 64 MiB of big events.
+    let payload = "x".repeat(128 * 1024);
+    let big = |key: String| NewEvent {
+        key,
+        kind: "tool_call_finished".into(),
+        data_json: serde_json::json!({ "output": payload }).to_string(),
+    };
+    append(&mut writer, "aex-1", vec![big("warm".into())]).await;
+    let before = resident_bytes();
+    for batch in 0..64 {
+        let events = (0..8).map(|i| big(format!("e{batch}-{i}"))).collect();
+        append(&mut writer, "aex-1", events).await;
+    }
+    let grown = resident_bytes().saturating_sub(before);
+    println!(
+        "grown by {} KiB with 20 subscribers that do not read",
+        grown / 1024
+    );
+    // Before the bound each subscriber queued up to 256 events (32 MiB here) and the hub
+    // 1,024 more: 20 idle subscribers took hundreds of MiB.
+    assert!(
+        grown <= 64 * 1024 * 1024,
+        "the server grew by {} MiB with 20 subscribers that do not read",
+        grown / (1024 * 1024)
+    );
+    append(&mut writer, "aex-1", vec![terminal("end")]).await;
+    // A paused subscriber resumes where it stopped and misses nothing.
+    let (_reader, mut stream) = idle.pop().unwrap();
+    let mut seqs = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(event) = stream.message().await.unwrap() {
+            seqs.push(event.seq);
+        }
+    })
+    .await
+    .expect("the paused subscriber did not finish");
+    assert_eq!(seqs, (1..=514).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn subscriptions_per_connection_are_limited_with_a_clear_error() {
+    let server = server().await;
+    let mut api = client(&server).await;
+    let subscribe = |mut api: Client| async move {
+        api.subscribe(SubscribeRequest {
+            execution_id: "aex-2".into(),
+            after_seq: 0,
+        })
+        .await
+    };
+    let mut open = Vec::new();
+    for _ in 0..stigmer_server::MAX_SUBSCRIPTIONS_PER_CONNECTION {
+        open.push(subscribe(api.clone()).await.unwrap().into_inner());
+    }
+    let refused = subscribe(api.clone()).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .message()
+            .contains("this connection already holds 32 subscriptions"),
+        "{refused:?}"
+    );
+    // Another connection is another client.
+    let other = own_connection_client(&server).await;
+    subscribe(other).await.unwrap();
+    // A closed subscription gives its place back.
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match subscribe(api.clone()).await {
+            Ok(stream) => {
+                open.push(stream.into_inner());
+                break;
+            }
+            Err(status) if std::time::Instant::now() < deadline => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("the place was not given back: {status:?}"),
+        }
+    }
+    append(&mut api, "aex-2", vec![event("a")]).await;
+}
+
+mod resources {
+    use super::*;
+    use stigmer_proto::resources::v1::resource_service_client::ResourceServiceClient;
+    use stigmer_proto::resources::v1::{ApplyRequest, ListRequest};
+
+    type Resources = ResourceServiceClient<
+        tonic::service::interceptor::InterceptedService<
+            Channel,
+            fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
+        >,
+    >;
+
+    async fn resources(server: &Server) -> Resources {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.address))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        ResourceServiceClient::with_interceptor(channel, add_token as fn(_) -> _)
+            .max_encoding_message_size(256 * 1024 * 1024)
+            .max_decoding_message_size(256 * 1024 * 1024)
+    }
+
+    fn agents(prefix: &str, count: usize) -> Vec<String> {
+        (0..count)
+            .map(|i| {
+                serde_json::json!({
+                    "apiVersion": stigmer_resources::API_VERSION,
+                    "kind": "Agent",
+                    "metadata": {"name": format!("{prefix}-{i}")},
+                    "spec": {"instructions": format!("You are agent {i}.")},
+                })
+                .to_string()
+            })
+            .collect()
+    }
+
+    async fn stored_agents(api: &mut Resources) -> usize {
+        api.list(ListRequest {
+            kind: "Agent".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .resources_json
+        .len()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_apply_whose_client_has_gone_stops_and_frees_the_lock() {
+        let _alone = MEMORY_HEAVY.lock().await;
+        let server = server().await;
+        let mut api = resources(&server).await;
+        let many = agents("many", 40_000);
+        // How long the whole apply takes when its client waits (a dry run writes nothing).
+        let started = std::time::Instant::now();
+        let planned = api
+            .apply(ApplyRequest {
+                resources_json: many.clone(),
+                dry_run: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let full = started.elapsed();
+        assert_eq!(planned.results.len(), 40_000);
+        // The same apply for real, from a client that gives up early.
+        let mut impatient = api.clone();
+        let gave_up = tokio::time::timeout(
+            full / 4,
+            impatient.apply(ApplyRequest {
+                resources_json: many,
+                dry_run: false,
+            }),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the apply finished within {:?}", full / 4);
+        // The next apply does not wait for the abandoned one to run to its end.
+        let next = std::time::Instant::now();
+        api.apply(ApplyRequest {
+            resources_json: agents("next", 1),
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+        let waited = next.elapsed();
+        println!("whole apply: {full:?}; the next one after an abandoned apply: {waited:?}");
+        assert!(
+            waited < full / 2,
+            "the next apply waited {waited:?}; the whole apply takes {full:?}"
+        );
+        // All or nothing: the abandoned apply wrote nothing.
+        assert_eq!(stored_agents(&mut api).await, 2, "hello and next-0");
+    }
+
+    #[tokio::test]
+    async fn a_resource_above_the_size_limit_is_refused_by_name() {
+        let server = server().await;
+        let mut api = resources(&server).await;
+        let mut documents = agents("small", 1);
+        documents.push(
+            serde_json::json!({
+                "apiVersion": stigmer_resources::API_VERSION,
+                "kind": "Agent",
+                "metadata": {"name": "huge"},
+                "spec": {"instructions": "x".repeat(stigmer_resources::MAX_RESOURCE_BYTES)},
+            })
+            .to_string(),
+        );
+        let response = api
+            .apply(ApplyRequest {
+                resources_json: documents,
+                dry_run: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.errors.len(), 1, "{:?}", response.errors);
+        assert_eq!(response.errors[0].index, 1);
+        assert!(
+            response.errors[0].message.starts_with(
+                "Agent \"huge\" is 16.0 MiB as stored; a resource may be at most 16 MiB"
+            ),
+            "{}",
+            response.errors[0].message
+        );
+        assert_eq!(stored_agents(&mut api).await, 1, "only the fixture");
+    }
 }

@@ -66,6 +66,12 @@ pub async fn run_daemon(settings: Settings) -> Result<ExitCode, Failure> {
     }
     match stigmer_daemon::run(settings, termination()).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
+        // Losing a start race to another daemon of the same home is expected (concurrent
+        // `start`s), not a failure of the running one.
+        Err(error @ stigmer_daemon::DaemonError::AlreadyRunning { .. }) => {
+            tracing::info!(reason = %error, "Daemon not started: another one holds the lock.");
+            Err(Failure::from(error))
+        }
         Err(error) => {
             tracing::error!(error = %error, "Daemon failed.");
             Err(Failure::from(error))

@@ -6,6 +6,7 @@ mod internal;
 mod logs;
 mod resources;
 mod server;
+mod sources;
 
 use crate::cli::{
     Cli, Command, ExecutionCommand, ImageCommand, InternalCommand, ServerCommand, StartArgs,

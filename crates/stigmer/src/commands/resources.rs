@@ -1,17 +1,16 @@
 //! `stigmer apply`, `stigmer get`, `stigmer delete`.
 
+use super::sources::{Inputs, read_inputs};
 use crate::cli::{ApplyArgs, DeleteArgs, GetArgs, OutputFormat};
 use crate::failure::{EXIT_INVALID_INPUT, Failure};
 use crate::printer::{Printer, print_data};
-use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use stigmer_daemon::state::is_locked;
 use stigmer_proto::resources::v1::{ApplyRequest, DeleteRequest, GetRequest, ListRequest};
 use stigmer_resources::{
-    Kind, ManifestError, ParsedDocument, PlanError, Resource, Source, locate_plan_errors,
-    parse_sources, plan_apply, skill_from_files,
+    Kind, ManifestError, ParsedDocument, PlanError, Resource, locate_plan_errors, parse_sources,
+    plan_apply,
 };
 use stigmer_store::{SqliteStore, Store, StoreLookup};
 
@@ -36,7 +35,7 @@ pub async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
             .resources()
             .apply(request)
             .await
-            .map_err(status_failure)?
+            .map_err(|status| apply_failure(status, args.dry_run, &args.files))?
             .into_inner();
         let errors: Vec<PlanError> = response
             .errors
@@ -132,35 +131,18 @@ fn invalid(errors: Vec<ManifestError>) -> Failure {
     .with_details(errors.iter().map(ToString::to_string).collect())
 }
 
-/// Reads every `-f` argument: files, folders (recursively; a folder with SKILL.md is a
-/// skill) and `-` for stdin.
+/// Reads every `-f` argument (see [`super::sources`]) and parses the manifests.
 fn read_documents(paths: &[PathBuf]) -> Result<Vec<ParsedDocument>, Failure> {
-    let mut sources = Vec::new();
-    let mut skills: Vec<(String, Resource)> = Vec::new();
-    let mut problems = Vec::new();
-    for path in paths {
-        if path == Path::new("-") {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|error| Failure::new(format!("cannot read stdin: {error}")))?;
-            sources.push(Source {
-                name: "<stdin>".into(),
-                text,
-            });
-        } else {
-            collect(path, true, &mut sources, &mut skills, &mut problems);
-        }
-    }
-    if !problems.is_empty() {
-        let count = problems.len();
-        return Err(Failure::new(format!(
-            "{count} problem{} found; nothing was applied",
-            if count == 1 { "" } else { "s" }
-        ))
-        .with_code(EXIT_INVALID_INPUT)
-        .with_details(problems));
-    }
+    let Inputs { sources, skills } =
+        read_inputs(paths, &mut std::io::stdin().lock()).map_err(|problems| {
+            let count = problems.len();
+            Failure::new(format!(
+                "{count} problem{} found; nothing was applied",
+                if count == 1 { "" } else { "s" }
+            ))
+            .with_code(EXIT_INVALID_INPUT)
+            .with_details(problems)
+        })?;
     if sources.is_empty() && skills.is_empty() {
         return Err(Failure::new("no manifests found")
             .with_code(EXIT_INVALID_INPUT)
@@ -185,100 +167,6 @@ fn read_documents(paths: &[PathBuf]) -> Result<Vec<ParsedDocument>, Failure> {
     Ok(documents)
 }
 
-fn collect(
-    path: &Path,
-    explicit: bool,
-    sources: &mut Vec<Source>,
-    skills: &mut Vec<(String, Resource)>,
-    problems: &mut Vec<String>,
-) {
-    let shown = path.display().to_string();
-    let metadata = match fs_err::metadata(path) {
-        Ok(metadata) => metadata,
-        Err(error) => {
-            problems.push(format!("{shown}: {}", error.kind()));
-            return;
-        }
-    };
-    if metadata.is_file() {
-        let is_yaml = matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        );
-        if !explicit && !is_yaml {
-            return;
-        }
-        match fs_err::read_to_string(path) {
-            Ok(text) => sources.push(Source { name: shown, text }),
-            Err(error) => problems.push(format!("{shown}: cannot read: {}", error.kind())),
-        }
-        return;
-    }
-    if path.join("SKILL.md").is_file() {
-        match read_folder(path) {
-            Ok(files) => match skill_from_files(&shown, files) {
-                Ok(skill) => skills.push((format!("{shown}/SKILL.md"), skill)),
-                Err(message) => problems.push(message),
-            },
-            Err(message) => problems.push(message),
-        }
-        return;
-    }
-    let mut entries: Vec<PathBuf> = match fs_err::read_dir(path) {
-        Ok(entries) => entries.flatten().map(|entry| entry.path()).collect(),
-        Err(error) => {
-            problems.push(format!("{shown}: cannot read: {}", error.kind()));
-            return;
-        }
-    };
-    entries.sort();
-    for entry in entries {
-        let hidden = entry
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if !hidden {
-            collect(&entry, false, sources, skills, problems);
-        }
-    }
-}
-
-/// Every file below a skill folder, by relative path with `/` separators.
-fn read_folder(root: &Path) -> Result<BTreeMap<String, String>, String> {
-    let mut files = BTreeMap::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let entries = fs_err::read_dir(&dir).map_err(|error| error.to_string())?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
-            if path.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let relative = path
-                .strip_prefix(root)
-                .map_err(|error| error.to_string())?
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join("/");
-            let bytes = fs_err::read(&path).map_err(|error| error.to_string())?;
-            let text = String::from_utf8(bytes).map_err(|_| {
-                format!(
-                    "{}: skills hold text files only; this file is not UTF-8",
-                    path.display()
-                )
-            })?;
-            files.insert(relative, text);
-        }
-    }
-    Ok(files)
-}
-
 fn parse_kind(text: &str) -> Result<Kind, Failure> {
     Kind::from_cli(text).ok_or_else(|| {
         let hint = Kind::suggest_cli(text)
@@ -290,6 +178,34 @@ fn parse_kind(text: &str) -> Result<Kind, Failure> {
                 "{hint}kinds: agent, mcpserver, skill, environment, workflow, session, execution"
             )))
     })
+}
+
+/// An apply whose answer never came: when the connection dropped or the daemon went away
+/// after the request was sent, the documents may or may not have been written (all or none),
+/// so the failure says so and how to find out, instead of a bare "transport error".
+fn apply_failure(status: tonic::Status, dry_run: bool, files: &[PathBuf]) -> Failure {
+    let lost = matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Aborted
+    );
+    if !lost || dry_run {
+        return status_failure(status);
+    }
+    let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    Failure::new(
+        "the connection to the daemon was lost during the apply: its outcome is unknown (all \
+         documents were written, or none)",
+    )
+    .with_details(vec![format!("cause: {}", status.message())])
+    .with_hint(Some(format!(
+        "check with `stigmer apply -f {} --dry-run` (what still differs) or `stigmer get <kind>`; \
+         applying again is safe: what was written shows as unchanged",
+        files.join(" -f ")
+    )))
 }
 
 pub(super) fn status_failure(status: tonic::Status) -> Failure {
@@ -481,4 +397,42 @@ pub(super) fn render_table<const N: usize>(rows: &[[String; N]]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_apply_says_the_outcome_is_unknown() {
+        let files = [PathBuf::from("agents.yaml")];
+        for status in [
+            tonic::Status::unavailable("transport error"),
+            tonic::Status::unknown("h2 protocol error: connection reset"),
+            tonic::Status::cancelled("operation was canceled"),
+        ] {
+            let failure = apply_failure(status, false, &files);
+            assert!(
+                failure.message.contains("its outcome is unknown"),
+                "{failure:?}"
+            );
+            let hint = failure.hint.unwrap();
+            assert!(
+                hint.contains("stigmer apply -f agents.yaml --dry-run"),
+                "{hint}"
+            );
+            assert_eq!(failure.code, 1);
+        }
+        // A refusal is not a lost connection: its own message and exit code stay.
+        let refused = apply_failure(
+            tonic::Status::invalid_argument("spec too large"),
+            false,
+            &files,
+        );
+        assert_eq!(refused.message, "spec too large");
+        assert_eq!(refused.code, EXIT_INVALID_INPUT);
+        // A dry run wrote nothing whatever happened.
+        let dry = apply_failure(tonic::Status::unavailable("transport error"), true, &files);
+        assert_eq!(dry.message, "transport error");
+    }
 }

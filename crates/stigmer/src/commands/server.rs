@@ -24,7 +24,7 @@ pub async fn start(args: StartArgs) -> Result<ExitCode, Failure> {
     let home = super::home()?;
     let printer = Printer::stderr();
     if is_locked(&home.lock_file()) {
-        return already_running(&home, &printer).await;
+        return already_running(&home, &args, &printer).await;
     }
     let settings = super::settings(home.clone(), &args)?;
     if args.foreground {
@@ -34,32 +34,132 @@ pub async fn start(args: StartArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn already_running(home: &StigmerHome, printer: &Printer) -> Result<ExitCode, Failure> {
-    let status = match DaemonClient::connect(home).await {
-        Ok(mut client) => client.status().await.ok(),
-        Err(_) => None,
-    };
-    match status {
-        Some(status) if all_running(&status) => {
-            printer.step(&format!(
-                "Stigmer is already running (daemon pid {}, home {})",
-                status.daemon_pid, status.home
-            ));
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(status) => Err(
-            Failure::new("Stigmer is running, but not every component is healthy")
-                .with_details(unhealthy_details(&status))
-                .with_hint(Some(
-                    "see `stigmer server status`, or `stigmer server restart`".into(),
-                )),
-        ),
-        None => Err(
-            Failure::new("a Stigmer daemon holds this home's lock but does not answer").with_hint(
-                Some("wait a moment and retry, or run `stigmer server stop`".into()),
-            ),
-        ),
+/// `start` on a home whose lock is held: the daemon may still be starting (another command
+/// won the race for the lock), so it is waited for like one of our own.
+async fn already_running(
+    home: &StigmerHome,
+    args: &StartArgs,
+    printer: &Printer,
+) -> Result<ExitCode, Failure> {
+    let deadline = Instant::now() + startup_timeout(home, args);
+    let (_, status) = wait_for_daemon(home, deadline, Want::AllRunning, None).await?;
+    printer.step(&format!(
+        "Stigmer is already running (daemon pid {}, home {})",
+        status.daemon_pid, status.home
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How long to wait for a stack to be ready: the configured startup timeout, or its default
+/// when the configuration cannot be resolved (the running daemon does not depend on it).
+fn startup_timeout(home: &StigmerHome, args: &StartArgs) -> Duration {
+    let seconds = super::settings(home.clone(), args)
+        .map(|settings| settings.supervisor.startup_timeout_secs)
+        .unwrap_or_else(|_| stigmer_config::SupervisorSettings::default().startup_timeout_secs);
+    Duration::from_secs(seconds)
+}
+
+/// What a command waiting for a daemon it did not start needs from it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// Its startup is over: every component runs, one failed, or the daemon is older than the
+    /// startup timeout (commands that use the stack as it is, e.g. `run` and `apply`).
+    Settled { startup_timeout: Duration },
+    /// Every component runs (`start`).
+    AllRunning,
+}
+
+impl Want {
+    fn satisfied_by(self, status: &GetStatusResponse) -> bool {
+        all_running(status)
+            || match self {
+                Want::AllRunning => false,
+                Want::Settled { startup_timeout } => {
+                    status.components.iter().any(|c| c.state == "failed")
+                        || u64::try_from(status.daemon_uptime_secs).unwrap_or(0)
+                            >= startup_timeout.as_secs()
+                }
+            }
     }
+}
+
+/// Waits for the daemon that holds this home's lock (one this command did not start) until it
+/// is what `want` says, one of its components failed, it went away or the deadline passed.
+/// Progress is shown on `printer` when there is one.
+async fn wait_for_daemon(
+    home: &StigmerHome,
+    deadline: Instant,
+    want: Want,
+    printer: Option<&Printer>,
+) -> Result<(DaemonClient, GetStatusResponse), Failure> {
+    let mut shown = BTreeSet::new();
+    let mut client: Option<DaemonClient> = None;
+    let mut last_status: Option<GetStatusResponse> = None;
+    loop {
+        if !is_locked(&home.lock_file()) {
+            return Err(Failure::new(
+                "the Stigmer daemon stopped while this command waited for it",
+            )
+            .with_details(log_tail(home, Component::Daemon, 10))
+            .with_hint(Some(format!(
+                "see {} and retry",
+                home.log_file(Component::Daemon).display()
+            ))));
+        }
+        if let Err(damage) = RunState::read(home) {
+            return Err(damaged_state_failure(home, &damage));
+        }
+        if client.is_none() {
+            client = current_client(home).await;
+        }
+        // A client whose request fails is dropped: the daemon may have been replaced.
+        if let Some(mut connected) = client.take()
+            && let Ok(status) = connected.status().await
+        {
+            if let Some(printer) = printer {
+                show_progress(&status, &mut shown, printer);
+            }
+            if want.satisfied_by(&status) {
+                return Ok((connected, status));
+            }
+            if status.components.iter().any(|c| c.state == "failed") {
+                return Err(unhealthy_failure(&status));
+            }
+            last_status = Some(status);
+            client = Some(connected);
+        }
+        if Instant::now() >= deadline {
+            return Err(match &last_status {
+                Some(status) => unhealthy_failure(status),
+                None => Failure::new("a Stigmer daemon holds this home's lock but does not answer")
+                    .with_hint(Some(
+                        "wait a moment and retry, or run `stigmer server stop`".into(),
+                    )),
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn unhealthy_failure(status: &GetStatusResponse) -> Failure {
+    Failure::new("Stigmer is running, but not every component is healthy")
+        .with_details(unhealthy_details(status))
+        .with_hint(Some(
+            "see `stigmer server status`, or `stigmer server restart`".into(),
+        ))
+}
+
+/// A client of the daemon that holds the lock now: the state file is used only when it was
+/// written by that very process (pid and start time in the lock file), never a predecessor's.
+async fn current_client(home: &StigmerHome) -> Option<DaemonClient> {
+    let (pid, start_time) = stigmer_daemon::state::lock_holder(&home.lock_file())?;
+    let state = RunState::load(home)?;
+    if state.daemon_pid != pid || state.daemon_start_time != start_time {
+        return None;
+    }
+    DaemonClient::connect_to(home, state.server_address.as_deref()?)
+        .await
+        .ok()
 }
 
 /// Starts `stigmer internal daemon` detached and waits until the stack is ready.
@@ -97,7 +197,7 @@ async fn start_detached(settings: Settings, printer: &Printer) -> Result<(), Fai
         }
         Err(failure) => {
             // Nothing may be left running after a failed start.
-            stop_daemon_process(&home, Some(&mut child), &settings).await;
+            stop_daemon_process(&home, &mut child, &settings).await;
             Err(failure)
         }
     }
@@ -193,6 +293,13 @@ async fn wait_ready(
     let mut last_status: Option<GetStatusResponse> = None;
     loop {
         if let Ok(Some(exit)) = child.try_wait() {
+            if is_locked(&home.lock_file()) {
+                // Another command started a daemon for this home at the same time and won the
+                // race for the lock (ours exited saying so): wait for that one instead.
+                let (_, status) =
+                    wait_for_daemon(home, deadline, Want::AllRunning, Some(printer)).await?;
+                return Ok(status);
+            }
             let mut stderr = String::new();
             if let Some(mut pipe) = child.stderr.take() {
                 let _ = pipe.read_to_string(&mut stderr);
@@ -371,10 +478,17 @@ fn log_tail(home: &StigmerHome, component: Component, count: usize) -> Vec<Strin
 /// A client of this home's daemon, starting the daemon first when it is not running (what
 /// commands that change state do, so that `stigmer apply` just works).
 pub async fn ensure_running(home: &StigmerHome) -> Result<DaemonClient, Failure> {
-    if !is_locked(&home.lock_file()) {
-        let settings = super::settings(home.clone(), &StartArgs::default())?;
-        start_detached(settings, &Printer::stderr()).await?;
+    if is_locked(&home.lock_file()) {
+        // The daemon may still be starting (another command started it): wait for its startup
+        // to be over, as the command that started it does.
+        let startup_timeout = startup_timeout(home, &StartArgs::default());
+        let deadline = Instant::now() + startup_timeout;
+        let want = Want::Settled { startup_timeout };
+        let (client, _) = wait_for_daemon(home, deadline, want, None).await?;
+        return Ok(client);
     }
+    let settings = super::settings(home.clone(), &StartArgs::default())?;
+    start_detached(settings, &Printer::stderr()).await?;
     connect(home).await
 }
 
@@ -449,19 +563,23 @@ async fn stop_running_daemon(home: &StigmerHome, grace_secs: u64) -> Result<(), 
         .with_hint(Some("see $STIGMER_HOME/logs/daemon.log".into())))
 }
 
-/// Stops the daemon we just started after a failed start, whatever state it is in.
+/// Stops the daemon we just started after a failed start, whatever state it is in. Only our
+/// own: a daemon that another command started (it won the race for the lock) is not ours to stop.
 async fn stop_daemon_process(
     home: &StigmerHome,
-    child: Option<&mut std::process::Child>,
+    child: &mut std::process::Child,
     settings: &Settings,
 ) {
-    let _ = stop_running_daemon(home, settings.supervisor.stop_timeout_secs).await;
-    if let Some(child) = child {
-        if matches!(child.try_wait(), Ok(None)) {
-            let _ = child.kill();
-        }
-        let _ = child.wait();
+    let ours = is_locked(&home.lock_file())
+        && stigmer_daemon::state::lock_holder(&home.lock_file())
+            .is_some_and(|(pid, _)| pid == child.id());
+    if ours {
+        let _ = stop_running_daemon(home, settings.supervisor.stop_timeout_secs).await;
     }
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
 }
 
 pub async fn restart(args: StartArgs) -> Result<ExitCode, Failure> {
@@ -482,36 +600,73 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
         }
         return Ok(ExitCode::from(EXIT_NOT_RUNNING));
     }
-    let answer = match DaemonClient::connect(&home).await {
-        Ok(mut client) => client
-            .status()
-            .await
-            .map_err(|error| error.message().to_owned()),
-        Err(error) => Err(error),
+    let damage = RunState::read(&home).err();
+    let answer = match &damage {
+        Some(damage) => Err(damage.to_string()),
+        None => match DaemonClient::connect(&home).await {
+            Ok(mut client) => client
+                .status()
+                .await
+                .map_err(|error| error.message().to_owned()),
+            Err(error) => Err(error),
+        },
     };
-    let status = match answer {
+    let mut status = match answer {
         Ok(status) => status,
         Err(reason) => {
-            // The lock is held, so a daemon is alive; it may still be starting.
-            Printer::stderr().line(&format!(
-                "note: the daemon is running but does not answer yet ({reason})"
-            ));
-            let state = RunState::load(&home).filter(|state| {
-                process::is_same_process(state.daemon_pid, state.daemon_start_time)
-            });
+            // The lock is held, so a daemon is alive; it may still be starting. Its pid comes
+            // from the lock file, which does not depend on the state file.
+            if damage.is_none() {
+                Printer::stderr().line(&format!(
+                    "note: the daemon is running but does not answer yet ({reason})"
+                ));
+            }
+            let holder = stigmer_daemon::state::lock_holder(&home.lock_file())
+                .filter(|(pid, start_time)| process::is_same_process(*pid, *start_time));
             GetStatusResponse {
-                daemon_pid: state.map(|state| i64::from(state.daemon_pid)).unwrap_or(0),
+                daemon_pid: holder.map(|(pid, _)| i64::from(pid)).unwrap_or(0),
                 home: home.root().display().to_string(),
                 ..GetStatusResponse::default()
             }
         }
     };
+    if let Some(damage) = &damage {
+        status
+            .problems
+            .push(format!("{damage}; the daemon cannot be reached without it"));
+    }
     if args.json {
         print_data(&status_json(&home, Some(&status)).to_string());
     } else {
         print_data(&status_table(&status));
     }
-    Ok(ExitCode::SUCCESS)
+    match &damage {
+        Some(damage) => Err(damaged_state_failure(&home, damage)),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// A running daemon whose `run/state.json` is damaged: what is wrong and how to recover.
+fn damaged_state_failure(
+    home: &StigmerHome,
+    damage: &stigmer_daemon::state::StateFileError,
+) -> Failure {
+    let daemon = match stigmer_daemon::state::lock_holder(&home.lock_file()) {
+        Some((pid, _)) => format!("the daemon (pid {pid})"),
+        None => "the daemon".to_owned(),
+    };
+    Failure::new(format!("cannot reach the Stigmer daemon: {damage}")).with_details(vec![
+        format!(
+            "{daemon} holds {} and is running, but its API address is recorded only in {}",
+            home.lock_file().display(),
+            home.state_file().display()
+        ),
+    ])
+    .with_hint(Some(
+        "run `stigmer server restart`: it finds the daemon through its lock file, stops it, and \
+         the new daemon writes a new state file"
+            .into(),
+    ))
 }
 
 /// The `--json` shape documented for scripts.
@@ -523,6 +678,7 @@ fn status_json(home: &StigmerHome, status: Option<&GetStatusResponse>) -> serde_
             "home": home.root().display().to_string(),
             "components": [],
             "temporal_ui": null,
+            "problems": [],
         }),
         Some(status) => json!({
             "running": true,
@@ -530,6 +686,7 @@ fn status_json(home: &StigmerHome, status: Option<&GetStatusResponse>) -> serde_
             "home": status.home,
             "components": status.components.iter().map(component_json).collect::<Vec<_>>(),
             "temporal_ui": status.temporal_ui,
+            "problems": status.problems,
         }),
     }
 }
@@ -593,6 +750,12 @@ fn status_table(status: &GetStatusResponse) -> String {
         .iter()
         .filter(|c| c.last_exit.is_some())
         .collect();
+    if !status.problems.is_empty() {
+        out.push_str("\nProblems:\n");
+        for problem in &status.problems {
+            out.push_str(&format!("  {problem}\n"));
+        }
+    }
     if !exits.is_empty() {
         out.push_str("\nLast exits:\n");
         for component in exits {

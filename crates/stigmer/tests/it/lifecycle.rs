@@ -587,3 +587,389 @@ fn stop_finds_the_daemon_through_its_lock_when_the_state_file_is_damaged() {
     }
     assert_eq!(home.run(&["server", "status"]).code, 3);
 }
+
+/// The live `stigmer internal daemon` processes of `home` (found by their `STIGMER_HOME`).
+fn daemons_of(home: &TestHome) -> Vec<u32> {
+    let wanted = format!("STIGMER_HOME={}", home.path().display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|byte| *byte == 0).collect();
+            if args.get(1..3) != Some(&[b"internal".as_slice(), b"daemon".as_slice()][..]) {
+                return None;
+            }
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            environ
+                .split(|byte| *byte == 0)
+                .any(|variable| variable == wanted.as_bytes())
+                .then_some(pid)
+        })
+        .collect()
+}
+
+/// Runs `args` in `home` three times at once and returns the outcomes.
+fn three_at_once(home: &TestHome, args: &[&str]) -> Vec<stigmer_test::Outcome> {
+    let barrier = std::sync::Barrier::new(3);
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..3)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    home.run(args)
+                })
+            })
+            .collect();
+        runs.into_iter().map(|run| run.join().unwrap()).collect()
+    })
+}
+
+/// Exactly one daemon runs for `home`: the lock holder, the one status reports, all ready.
+fn assert_one_ready_daemon(home: &TestHome) {
+    let status = home.status();
+    for name in COMPONENTS {
+        assert_eq!(
+            TestHome::component(&status, name)["state"],
+            "running",
+            "{status}"
+        );
+    }
+    let (holder, _) = home.lock_holder().expect("the lock names its holder");
+    assert_eq!(status["daemon_pid"].as_u64(), Some(u64::from(holder)));
+    assert_eq!(daemons_of(home), [holder], "exactly one daemon must remain");
+}
+
+#[test]
+fn concurrent_starts_leave_one_daemon_and_every_start_succeeds() {
+    let home = home();
+    for outcome in three_at_once(&home, &["server", "start"]) {
+        assert_eq!(outcome.code, 0, "{outcome}");
+    }
+    assert_one_ready_daemon(&home);
+}
+
+#[test]
+fn concurrent_runs_on_a_stopped_stack_start_one_daemon_and_all_complete() {
+    use stigmer_test::llm::Turn;
+    let stack = crate::runs::Stack::start("openai", vec![Turn::text("Same answer."); 3]);
+    let stopped = stack.home.run(&["server", "stop"]);
+    assert_eq!(stopped.code, 0, "{stopped}");
+    for outcome in three_at_once(&stack.home, &["run", "helper", "Hello"]) {
+        assert_eq!(outcome.code, 0, "{outcome}");
+        assert_eq!(outcome.stdout.trim(), "Same answer.", "{outcome}");
+    }
+    assert_one_ready_daemon(&stack.home);
+}
+
+#[test]
+fn a_damaged_state_file_is_explained_and_the_lock_file_still_serves() {
+    let home = home();
+    home.start();
+    let (daemon, _) = home.lock_holder().unwrap();
+    std::fs::write(home.path().join("run/state.json"), "{ not json").unwrap();
+
+    let status = home.run(&["server", "status"]);
+    assert_eq!(status.code, 1, "{status}");
+    assert!(
+        status.stdout.contains(&format!("daemon pid {daemon}")),
+        "{status}"
+    );
+    assert!(
+        status.stdout.contains("run/state.json is damaged: "),
+        "{status}"
+    );
+    assert!(status.stderr.contains("line 1 column 3"), "{status}");
+    assert!(
+        status.stderr.contains("hint: run `stigmer server restart`"),
+        "{status}"
+    );
+    let json = home.run(&["server", "status", "--json"]);
+    assert_eq!(json.code, 1, "{json}");
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(json["running"], true);
+    assert_eq!(json["daemon_pid"].as_u64(), Some(u64::from(daemon)));
+    assert!(
+        json["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("state.json is damaged"),
+        "{json}"
+    );
+
+    // A command that needs the API fails at once with the same explanation.
+    let manifest = home.path().join("agent.yaml");
+    std::fs::write(&manifest, crate::runs::AGENT).unwrap();
+    let applied = home.run(&["apply", "-f", manifest.to_str().unwrap()]);
+    assert_eq!(applied.code, 1, "{applied}");
+    assert!(
+        applied.stderr.contains("run/state.json is damaged"),
+        "{applied}"
+    );
+    assert!(
+        applied.stderr.contains("stigmer server restart"),
+        "{applied}"
+    );
+
+    // The recovery it names works: restart finds the daemon through its lock file.
+    let restarted = home.run(&["server", "restart"]);
+    assert_eq!(restarted.code, 0, "{restarted}");
+    assert!(!stigmer_test::is_alive(daemon));
+    assert_one_ready_daemon(&home);
+    assert_eq!(home.status()["problems"], serde_json::json!([]));
+}
+
+#[test]
+fn a_config_file_that_is_not_readable_yaml_is_named_with_the_cause() {
+    let home = home();
+    let config = home.path().join("config.yaml");
+    std::fs::write(&config, b"server:\n  port: \xff\n").unwrap();
+    let outcome = home.run(&["server", "start"]);
+    assert_eq!(outcome.code, 2, "{outcome}");
+    assert!(
+        outcome.stderr.contains(&format!(
+            "{}:2:9: not a YAML text file: the byte here is not UTF-8",
+            config.display()
+        )),
+        "{outcome}"
+    );
+    std::fs::write(&config, "server: [port\n").unwrap();
+    let outcome = home.run(&["server", "start"]);
+    assert_eq!(outcome.code, 2, "{outcome}");
+    assert!(
+        outcome
+            .stderr
+            .contains(&format!("error: {}:", config.display())),
+        "{outcome}"
+    );
+    assert_eq!(home.run(&["server", "status"]).code, 3);
+}
+
+#[test]
+fn a_deleted_database_file_is_reported_in_status_and_the_log() {
+    let home = home();
+    home.start();
+    assert_eq!(home.status()["problems"], serde_json::json!([]));
+    std::fs::remove_file(home.path().join("data/stigmer.db")).unwrap();
+    let problem = wait_until(
+        Duration::from_secs(15),
+        "status to report the deleted database",
+        || {
+            let status = home.status();
+            status["problems"][0].as_str().map(str::to_owned)
+        },
+    );
+    assert!(
+        problem.contains("data/stigmer.db was deleted while the daemon runs"),
+        "{problem}"
+    );
+    assert!(problem.contains("lost when it stops"), "{problem}");
+    let table = home.run(&["server", "status"]);
+    assert!(table.stdout.contains("Problems:"), "{table}");
+    assert!(
+        home.log("daemon")
+            .contains("stigmer.db was deleted while the daemon runs"),
+        "daemon.log does not say it"
+    );
+}
+
+/// `command` run through `sh` with a umask of 0 (nothing masked).
+fn with_umask_0(command: &std::process::Command) -> stigmer_test::Outcome {
+    let mut wrapped = std::process::Command::new("sh");
+    wrapped
+        .arg("-c")
+        .arg("umask 000 && exec \"$0\" \"$@\"")
+        .arg(command.get_program())
+        .args(command.get_args())
+        .stdin(std::process::Stdio::null());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(name, value),
+            None => wrapped.env_remove(name),
+        };
+    }
+    stigmer_test::Outcome::from(wrapped.output().unwrap())
+}
+
+#[test]
+fn the_home_logs_and_sessions_are_private_even_with_a_umask_of_0() {
+    use std::os::unix::fs::PermissionsExt;
+    use stigmer_test::llm::{ScriptedLlm, Turn};
+    let llm = ScriptedLlm::start(vec![
+        Turn::tool_call(
+            "write_file",
+            serde_json::json!({"path": "notes.txt", "content": "private"}),
+        ),
+        Turn::text("Written."),
+    ]);
+    // A home that does not exist yet, configured through the environment.
+    let mut home = home();
+    let root = home.path().join("new-home");
+    let base_url = llm.v1_url();
+    for (name, value) in [
+        ("STIGMER_HOME", root.to_str().unwrap()),
+        ("STIGMER_SERVER_PORT", "0"),
+        ("STIGMER_TEMPORAL_PORT", "0"),
+        ("STIGMER_TEMPORAL_UI_PORT", "0"),
+        ("STIGMER_LLM_PROVIDER", "openai"),
+        ("STIGMER_LLM_MODEL", "scripted"),
+        ("STIGMER_LLM_BASE_URL", base_url.as_str()),
+        ("OPENAI_API_KEY", "sk-test-openai"),
+    ] {
+        home.set_env(name, value);
+    }
+    let started = with_umask_0(&home.command(&["server", "start"]));
+    assert_eq!(started.code, 0, "{started}");
+    let manifest = home.path().join("agent.yaml");
+    std::fs::write(&manifest, crate::runs::AGENT).unwrap();
+    let applied = home.run(&["apply", "-f", manifest.to_str().unwrap()]);
+    assert_eq!(applied.code, 0, "{applied}");
+    let ran = with_umask_0(&home.command(&["run", "helper", "Take notes"]));
+    assert_eq!(ran.code, 0, "{ran}");
+
+    let mode = |path: &std::path::Path| {
+        std::fs::symlink_metadata(path)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for dir in ["", "logs", "workspace", "run", "data"] {
+        assert_eq!(mode(&root.join(dir)), 0o700, "{}", root.join(dir).display());
+    }
+    let mut logs = 0;
+    for entry in std::fs::read_dir(root.join("logs")).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        logs += 1;
+    }
+    assert!(logs >= 4, "expected the components' logs");
+    let sessions: Vec<_> = std::fs::read_dir(root.join("workspace"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(mode(&sessions[0]), 0o700, "{}", sessions[0].display());
+    assert_eq!(mode(&sessions[0].join("notes.txt")), 0o600);
+}
+
+/// Sends SIGCONT to a stopped process when dropped, so a failing test leaves nothing stopped.
+struct Continue(u32);
+
+impl Drop for Continue {
+    fn drop(&mut self) {
+        stigmer_test::signal(self.0, Signal::SIGCONT);
+    }
+}
+
+/// A stack whose first model turn streams slowly (so a run is mid-turn when the runner is
+/// stopped), with `supervisor` appended to its configuration, and a run of it started.
+fn stack_with_a_slow_run(supervisor: &str) -> (crate::runs::Stack, crate::runs::Api, String) {
+    use stigmer_test::llm::Turn;
+    let stack = crate::runs::Stack::start_with(
+        "openai",
+        vec![
+            Turn::text("one two three four five six seven eight")
+                .with_chunk_delay(Duration::from_millis(500)),
+            Turn::text("Answer after the stall."),
+            Turn::text("Answer after the stall."),
+            Turn::text("Answer after the stall."),
+        ],
+        supervisor,
+        crate::runs::AGENT,
+    );
+    let mut api = stack.api();
+    let execution = api
+        .create(crate::runs::create("helper", "Take your time"))
+        .unwrap();
+    let id = execution["metadata"]["name"].as_str().unwrap().to_owned();
+    wait_until(Duration::from_secs(30), "the first model call", || {
+        (!stack.llm.requests().is_empty()).then_some(())
+    });
+    (stack, api, id)
+}
+
+#[test]
+fn a_runner_stopped_for_a_minute_is_shown_unresponsive_and_the_run_survives() {
+    let (stack, mut api, id) =
+        stack_with_a_slow_run("supervisor:\n  unresponsive_restart_secs: 600\n");
+    let runner = pid_of(&stack.home.status(), "agent-runner");
+    stigmer_test::signal(runner, Signal::SIGSTOP);
+    let continue_on_failure = Continue(runner);
+    let stopped_at = std::time::Instant::now();
+    wait_until(
+        Duration::from_secs(15),
+        "status to show the runner unresponsive",
+        || {
+            let component = TestHome::component(&stack.home.status(), "agent-runner");
+            (component["state"] == "unresponsive").then_some(())
+        },
+    );
+    // A minute stopped: the run must not fail meanwhile, and the runner stays unresponsive.
+    while stopped_at.elapsed() < Duration::from_secs(60) {
+        let phase = api.get(&id)["status"]["phase"].clone();
+        assert!(
+            phase == "running" || phase == "pending",
+            "the run ended while its runner was stopped: {phase}"
+        );
+        let component = TestHome::component(&stack.home.status(), "agent-runner");
+        assert_eq!(component["state"], "unresponsive", "{component}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(continue_on_failure);
+    let events = api.events(&id, 0, None);
+    assert_eq!(
+        crate::runs::phases(&events),
+        ["pending", "running", "completed"],
+        "{events:#?}"
+    );
+    // The stall cost the step its first attempt (and the retries handed to the stopped
+    // runner's open polls): the retry policy, not luck, carried the run through.
+    let last_attempt = events
+        .iter()
+        .filter(|event| event["kind"] == "message_started")
+        .filter_map(|event| event["data"]["attempt"].as_u64())
+        .max();
+    assert!(last_attempt >= Some(2), "{events:#?}");
+    let component = wait_until(Duration::from_secs(15), "the runner to answer", || {
+        let component = TestHome::component(&stack.home.status(), "agent-runner");
+        (component["state"] == "running").then_some(component)
+    });
+    assert_eq!(component["restarts"], 0, "{component}");
+    assert_eq!(pid_of(&stack.home.status(), "agent-runner"), runner);
+    assert!(stack.home.log("daemon").contains("Child is unresponsive"));
+}
+
+#[test]
+fn a_runner_that_stays_stopped_is_restarted_and_the_run_completes() {
+    let (stack, mut api, id) =
+        stack_with_a_slow_run("supervisor:\n  unresponsive_restart_secs: 3\n");
+    let runner = pid_of(&stack.home.status(), "agent-runner");
+    stigmer_test::signal(runner, Signal::SIGSTOP);
+    let _continue_on_failure = Continue(runner);
+    let component = wait_until(
+        Duration::from_secs(30),
+        "the stopped runner to be replaced",
+        || {
+            let component = TestHome::component(&stack.home.status(), "agent-runner");
+            (component["state"] == "running" && component["restarts"] == 1).then_some(component)
+        },
+    );
+    assert_ne!(component["pid"].as_u64(), Some(u64::from(runner)));
+    let last_exit = component["last_exit"].as_str().unwrap();
+    assert!(
+        last_exit.contains("(its process was stopped); killed by the supervisor"),
+        "{last_exit}"
+    );
+    assert!(
+        !stigmer_test::is_alive(runner),
+        "the stopped runner survived"
+    );
+    let events = api.events(&id, 0, None);
+    assert_eq!(
+        crate::runs::phases(&events),
+        ["pending", "running", "completed"],
+        "{events:#?}"
+    );
+}

@@ -7,6 +7,8 @@ mod lifecycle;
 mod logs;
 mod resources;
 mod runs;
+mod server_limits;
+mod tools;
 
 use stigmer_test::TestHome;
 

@@ -487,3 +487,154 @@ fn server_reflection_lists_the_services() {
         assert!(services.iter().any(|s| s == expected), "{services:?}");
     }
 }
+
+#[test]
+fn endless_and_special_inputs_are_refused_and_a_pipe_path_reads_like_stdin() {
+    let home = home();
+    // Standard input that never ends: refused at the bound, quickly, with the reason.
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    let output = home
+        .command(&["apply", "-f", "-"])
+        .stdin(zero)
+        .output()
+        .unwrap();
+    let outcome = stigmer_test::Outcome::from(output);
+    assert_eq!(outcome.code, 2, "{outcome}");
+    assert!(
+        outcome
+            .stderr
+            .contains("<stdin>: larger than 16 MiB, the most one input may hold"),
+        "{outcome}"
+    );
+
+    // A skill file linked to /dev/zero is named, not read.
+    let skill = home.path().join("skill");
+    std::fs::create_dir_all(&skill).unwrap();
+    std::fs::write(
+        skill.join("SKILL.md"),
+        "---\nname: s\ndescription: d\n---\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/dev/zero", skill.join("zero.txt")).unwrap();
+    let outcome = home.run(&["apply", "-f", &skill.display().to_string()]);
+    assert_eq!(outcome.code, 2, "{outcome}");
+    assert!(
+        outcome
+            .stderr
+            .contains("zero.txt: a symbolic link to /dev/zero, outside the skill folder"),
+        "{outcome}"
+    );
+
+    // `apply -f <(…)`: the shell's pipe path is read like `-`.
+    let manifest = write(&home, "agent.yaml", HELLO);
+    let output = std::process::Command::new("bash")
+        .args([
+            "-c",
+            r#"exec "$0" apply -f <(cat "$1") --dry-run --json"#,
+            env!("CARGO_BIN_EXE_stigmer"),
+            &manifest,
+        ])
+        .env("STIGMER_HOME", home.path())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let outcome = stigmer_test::Outcome::from(output);
+    assert_eq!(outcome.code, 0, "{outcome}");
+    assert_eq!(
+        actions(&outcome),
+        [("Agent".to_owned(), "pipe".to_owned(), "created".to_owned())]
+    );
+}
+
+const HELLO: &str = "\
+apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: pipe
+spec:
+  instructions: hi
+";
+
+/// Forwards one connection at a time to `target` and cuts each connection once more than
+/// `cut_after` bytes came from the client: the daemon's answer to a large request never
+/// arrives, as when a connection drops mid-apply.
+fn cutting_proxy(target: std::net::SocketAddr, cut_after: usize) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = std::net::TcpStream::connect(target) else {
+                return;
+            };
+            let (mut client_reader, mut server_writer) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut server_reader, mut client_writer) =
+                (server.try_clone().unwrap(), client.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server_reader, &mut client_writer);
+            });
+            std::thread::spawn(move || {
+                let mut sent = 0;
+                let mut buffer = [0u8; 16 * 1024];
+                while let Ok(read) = client_reader.read(&mut buffer) {
+                    if read == 0 || sent + read > cut_after {
+                        break;
+                    }
+                    sent += read;
+                    if server_writer.write_all(&buffer[..read]).is_err() {
+                        break;
+                    }
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                let _ = server.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    address
+}
+
+#[test]
+fn an_apply_whose_connection_drops_says_the_outcome_is_unknown() {
+    let home = home();
+    home.start();
+    let state_file = home.path().join("run/state.json");
+    let state = std::fs::read_to_string(&state_file).unwrap();
+    let mut parsed: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let real: std::net::SocketAddr = parsed["server_address"].as_str().unwrap().parse().unwrap();
+    // Small calls (the status check) pass; the apply's 2,000 documents do not.
+    let proxy = cutting_proxy(real, 64 * 1024);
+    parsed["server_address"] = serde_json::Value::from(proxy.to_string());
+    std::fs::write(&state_file, parsed.to_string()).unwrap();
+
+    let many: String = (0..2000)
+        .map(|index| HELLO.replace("name: pipe", &format!("name: agent-{index}")) + "---\n")
+        .collect();
+    let manifest = write(&home, "many.yaml", &many);
+    let outcome = home.run(&["apply", "-f", &manifest]);
+    std::fs::write(&state_file, state).unwrap();
+    assert_eq!(outcome.code, 1, "{outcome}");
+    assert!(
+        outcome.stderr.contains(
+            "the connection to the daemon was lost during the apply: its outcome is unknown"
+        ),
+        "{outcome}"
+    );
+    assert!(
+        outcome
+            .stderr
+            .contains(&format!("stigmer apply -f {manifest} --dry-run")),
+        "{outcome}"
+    );
+    // All or none, as the message says; applying again settles it.
+    let listed = home.run(&["get", "agents", "-o", "json"]);
+    assert_eq!(listed.code, 0, "{listed}");
+    let count = serde_json::from_str::<serde_json::Value>(&listed.stdout)
+        .map(|items| items.as_array().map_or(0, Vec::len))
+        .unwrap_or(0);
+    assert!(count == 0 || count == 2000, "{count} agents stored");
+    let again = home.run(&["apply", "-f", &manifest]);
+    assert_eq!(again.code, 0, "{again}");
+}
