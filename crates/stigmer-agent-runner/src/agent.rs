@@ -1,29 +1,33 @@
 //! The durable agent loop: the `stigmer.AgentExecution` workflow and its activities.
 //!
-//! The workflow only orders steps: start, then model turns, each followed by its tool calls,
-//! until a turn asks for no tool or the turn limit is reached. Every step is an activity with
+//! The workflow only orders steps: start, then model turns, until a turn asks for no tool or
+//! the turn limit is reached. Each turn's step first runs the tool calls of the turn before,
+//! storing each result as it finishes, then calls the model. Every turn is an activity with
 //! heartbeats and a retry policy, so a runner killed mid-turn loses only that turn: Temporal
-//! notices the missing heartbeat, and the restarted runner repeats the one step.
+//! notices the missing heartbeat, and the restarted runner repeats the one step (tool calls
+//! whose result is stored are not run again). The start step, short and idempotent, is a
+//! local activity: it costs no workflow task of its own.
 //!
 //! Large data stays out of the workflow history: the conversation lives in the API server,
 //! and activities exchange only ids, turn numbers and counts with the workflow.
 
-use crate::api::{Api, ApiError, ApiSink, Redactor, RunContext};
+use crate::api::{Api, ApiError, ApiSink, MessagePlace, Redactor, RunContext, Wanted};
+use crate::conversation::Conversations;
 use crate::turn::{self, StepError, StepId};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use stigmer_config::{LlmProvider, RunnerLaunchSpec};
 use stigmer_llm::{LlmClient, LlmError, Message, ModelConfig};
+use stigmer_proto::execution::{ExecutionPhase, PhaseChanged};
 use stigmer_resources::{AgentSpec, Provider};
 use temporalio_macros::{activities, workflow, workflow_methods};
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, ApplicationFailure, WorkflowContext, WorkflowResult,
-    WorkflowTermination,
+    ActivityExecutionError, ActivityOptions, ApplicationFailure, LocalActivityOptions,
+    WorkflowContext, WorkflowResult, WorkflowTermination,
 };
 use temporalio_workflow::RetryPolicy;
 use tracing::Instrument;
@@ -49,7 +53,16 @@ pub struct Started {
 pub struct TurnInput {
     pub execution_id: String,
     pub turn: u32,
+    /// The step first runs the tool calls the turn before asked for that have no stored
+    /// result yet (false in runs started before steps did so: they run `stigmer.ToolCall`).
+    #[serde(default)]
+    pub runs_tool_calls: bool,
 }
+
+/// The patch of the workflow after which the start step is a local activity and a model
+/// turn's step runs the tool calls of the turn before: one activity and one workflow task per
+/// turn instead of one per step. Runs started before it replay the way they were started.
+const FEWER_WORKFLOW_TASKS: &str = "fewer-workflow-tasks";
 
 /// What a model turn tells the workflow: how many tool calls to run next.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -77,14 +90,29 @@ impl AgentWorkflow {
         ctx: &mut WorkflowContext<Self>,
         execution_id: String,
     ) -> WorkflowResult<String> {
-        let started = ctx
-            .execute_activity(
+        // Temporal's dispatch of a workflow task costs more than the start step and most tool
+        // calls. The start step (short, and idempotent: a keyed event, a message written at
+        // its place) runs as a local activity, within the first workflow task. A tool call is
+        // no step of its own: the next model turn's step runs it, storing each result as it
+        // finishes (a retried step runs only those without one).
+        let fewer_tasks = ctx.patched(FEWER_WORKFLOW_TASKS);
+        let started = if fewer_tasks {
+            ctx.execute_local_activity(
+                AgentActivities::start,
+                execution_id.clone(),
+                local_step_options(Duration::from_secs(60), 5),
+            )
+            .await
+        } else {
+            ctx.execute_activity(
                 AgentActivities::start,
                 execution_id.clone(),
                 step_options(Duration::from_secs(60), 5),
             )
             .await
-            .map_err(ended)?;
+        }
+        .map_err(ended)?;
+        let runs_tool_calls = fewer_tasks;
         let mut turn = 1;
         loop {
             if turn > started.max_turns {
@@ -100,6 +128,7 @@ impl AgentWorkflow {
                     TurnInput {
                         execution_id: execution_id.clone(),
                         turn,
+                        runs_tool_calls,
                     },
                     step_options(Duration::from_secs(30 * 60), 4),
                 )
@@ -108,7 +137,10 @@ impl AgentWorkflow {
             if outcome.tool_calls == 0 {
                 return Ok(format!("completed after {turn} model turns"));
             }
-            for index in 0..outcome.tool_calls {
+            // The last turn allowed has no next step to run its calls: they run on their own,
+            // before the run fails at the limit.
+            let next_runs_them = runs_tool_calls && turn < started.max_turns;
+            for index in (0..outcome.tool_calls).filter(|_| !next_runs_them) {
                 ctx.execute_activity(
                     AgentActivities::tool_call,
                     ToolInput {
@@ -146,6 +178,24 @@ fn step_options(start_to_close: Duration, attempts: u32) -> ActivityOptions {
         .build()
 }
 
+/// [`step_options`] for a local activity: the same retries (backoffs past a minute wait on a
+/// workflow timer), all of them within `schedule_to_close`. A local activity has no
+/// heartbeat: a runner that dies in one is noticed when its workflow task times out.
+fn local_step_options(start_to_close: Duration, attempts: u32) -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(start_to_close)
+        .schedule_to_close_timeout(Duration::from_secs(10 * 60))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(3))
+                .backoff_coefficient(4.0)
+                .maximum_interval(Duration::from_secs(60))
+                .maximum_attempts(attempts)
+                .build(),
+        )
+        .build()
+}
+
 /// A cancelled step means the workflow was cancelled: end as cancelled, not failed.
 fn ended(error: ActivityExecutionError) -> WorkflowTermination {
     match error {
@@ -158,12 +208,18 @@ fn ended(error: ActivityExecutionError) -> WorkflowTermination {
 pub struct AgentActivities {
     spec: RunnerLaunchSpec,
     api: Api,
+    /// What model turns read of recent executions' conversations.
+    conversations: Conversations,
 }
 
 impl AgentActivities {
     pub fn new(spec: RunnerLaunchSpec) -> Result<AgentActivities, String> {
         let api = Api::new(&spec)?;
-        Ok(AgentActivities { spec, api })
+        Ok(AgentActivities {
+            spec,
+            api,
+            conversations: Conversations::default(),
+        })
     }
 
     fn sink(&self, context: &RunContext) -> ApiSink {
@@ -292,15 +348,20 @@ impl AgentActivities {
     ) -> Result<Started, ActivityError> {
         let context = self
             .api
-            .run_context(&execution_id, 0)
+            .run_context(&execution_id, 0, Wanted::Nothing)
             .await
             .map_err(api_error)?;
         let sink = self.sink(&context);
         use turn::EventSink;
         sink.emit(vec![(
             "phase.running".into(),
-            "phase_changed".into(),
-            json!({"phase": "running", "worker": self.spec.worker_identity, "attempt": ctx.info().attempt}),
+            PhaseChanged {
+                phase: ExecutionPhase::Running,
+                worker: Some(self.spec.worker_identity.clone()),
+                attempt: Some(ctx.info().attempt),
+                ..PhaseChanged::default()
+            }
+            .into(),
         )])
         .await
         .map_err(|error| sink_error(&sink, error))?;
@@ -334,20 +395,28 @@ impl AgentActivities {
             turn: input.turn,
             attempt: ctx.info().attempt,
         };
-        let context = self
-            .api
-            .run_context(&input.execution_id, input.turn - 1)
+        // Only the messages stored since this runner's last turn of the execution.
+        let conversation = self
+            .conversations
+            .read(&self.api, &input.execution_id, input.turn - 1)
             .await
             .map_err(api_error)?;
-        let workspace = self.workspace(&context)?;
+        let context = &conversation.context;
+        let workspace = self.workspace(context)?;
         let mut messages = vec![Message::System {
             text: system_prompt(&context.agent, workspace.root()),
         }];
-        messages.extend(context.messages.iter().cloned());
+        messages.extend(conversation.messages.iter().cloned());
+        if input.runs_tool_calls && input.turn > 1 {
+            let results = self
+                .pending_tool_calls(ctx, &input, context, &workspace, &messages)
+                .await?;
+            messages.extend(results);
+        }
         let tools = stigmer_tools::builtin_specs(context.agent.tools.as_deref());
-        let config = self.model_config(&context)?;
+        let config = self.model_config(context)?;
         let client = LlmClient::new(config.clone()).map_err(llm_error)?;
-        let sink = self.sink(&context);
+        let sink = self.sink(context);
         let result = match turn::model_turn(&client, &messages, &tools, step, &sink).await {
             Ok(result) => result,
             Err(StepError::Llm(LlmError::Fatal { message }))
@@ -372,8 +441,13 @@ impl AgentActivities {
             input_tokens = result.usage.input_tokens,
             output_tokens = result.usage.output_tokens,
             model = %config.model,
+            messages_read = conversation.fetched,
             "Model turn finished."
         );
+        if result.tool_calls.is_empty() {
+            // The run's last turn: nothing will read this conversation again.
+            self.conversations.forget(&input.execution_id);
+        }
         Ok(TurnOutcome {
             tool_calls: result.tool_calls.len() as u32,
         })
@@ -389,17 +463,21 @@ impl AgentActivities {
             turn: input.turn,
             attempt: ctx.info().attempt,
         };
+        // Only the turn's answer, which holds the call.
+        let answer = MessagePlace {
+            turn: input.turn,
+            index: 0,
+        };
         let context = self
             .api
-            .run_context(&input.execution_id, input.turn)
+            .run_context(&input.execution_id, input.turn, Wanted::At(answer))
             .await
             .map_err(api_error)?;
         let call = context
             .messages
             .iter()
-            .rev()
             .find_map(|message| match message {
-                Message::Assistant { tool_calls, .. } if !tool_calls.is_empty() => Some(tool_calls),
+                Message::Assistant { tool_calls, .. } => Some(tool_calls),
                 _ => None,
             })
             .and_then(|calls| calls.get(input.index as usize))
@@ -411,8 +489,62 @@ impl AgentActivities {
                 ))
             })?;
         let workspace = self.workspace(&context)?;
-        let sink = self.sink(&context);
-        let output = turn::tool_call(&workspace, &call, step, &sink)
+        self.run_tool_call(&context, &workspace, &call, step, input.index)
+            .await?;
+        Ok(())
+    }
+
+    /// Runs the tool calls of the turn before `input.turn` that have no result in
+    /// `conversation` yet, in order, storing each result as it finishes; returns the results.
+    async fn pending_tool_calls(
+        &self,
+        ctx: &ActivityContext,
+        input: &TurnInput,
+        context: &RunContext,
+        workspace: &stigmer_tools::Workspace,
+        conversation: &[Message],
+    ) -> Result<Vec<Message>, ActivityError> {
+        let Some(answer) = conversation
+            .iter()
+            .rposition(|message| matches!(message, Message::Assistant { .. }))
+        else {
+            return Ok(Vec::new());
+        };
+        let Message::Assistant { tool_calls, .. } = &conversation[answer] else {
+            return Ok(Vec::new());
+        };
+        // Calls run in order and each result is stored at its call's place, so the stored
+        // results are those of the first calls (ids may repeat or be empty: places count).
+        let answered = conversation[answer + 1..]
+            .iter()
+            .filter(|message| matches!(message, Message::Tool { .. }))
+            .count();
+        let step = StepId {
+            turn: input.turn - 1,
+            attempt: ctx.info().attempt,
+        };
+        let mut results = Vec::new();
+        for (index, call) in tool_calls.iter().enumerate().skip(answered) {
+            let result = self
+                .run_tool_call(context, workspace, call, step, index as u32)
+                .await?;
+            results.push(result);
+        }
+        Ok(results)
+    }
+
+    /// Runs one tool call the model asked for in `step.turn` and stores its result after the
+    /// turn's answer; returns the result as stored.
+    async fn run_tool_call(
+        &self,
+        context: &RunContext,
+        workspace: &stigmer_tools::Workspace,
+        call: &stigmer_llm::ToolCall,
+        step: StepId,
+        index: u32,
+    ) -> Result<Message, ActivityError> {
+        let sink = self.sink(context);
+        let output = turn::tool_call(workspace, call, step, &sink)
             .await
             .map_err(|error| step_error(&sink, error))?;
         let is_error = output.is_error;
@@ -422,18 +554,23 @@ impl AgentActivities {
             content: output.content,
         });
         self.api
-            .save_messages(&input.execution_id, input.turn, input.index + 1, &[result])
+            .save_messages(
+                context.execution_id(),
+                step.turn,
+                index + 1,
+                std::slice::from_ref(&result),
+            )
             .await
             .map_err(api_error)?;
         tracing::info!(
             turn = step.turn,
             attempt = step.attempt,
-            index = input.index,
+            index,
             tool = %call.name,
             is_error,
             "Tool call finished."
         );
-        Ok(())
+        Ok(result)
     }
 }
 

@@ -6,33 +6,20 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use stigmer_client::{ApiClients, Authenticated, Timeouts};
 use stigmer_config::RunnerLaunchSpec;
 use stigmer_llm::Message;
+use stigmer_proto::execution::ExecutionEvent;
+use stigmer_proto::executions::v1::MessagePlace as ProtoMessagePlace;
 use stigmer_proto::executions::v1::execution_service_client::ExecutionServiceClient;
+use stigmer_proto::executions::v1::get_run_context_request::Messages as WantedMessages;
 use stigmer_proto::executions::v1::{
-    AppendEventsRequest, GetRunContextRequest, NewEvent, SaveMessagesRequest,
+    AppendEventsRequest, GetRunContextRequest, SaveMessagesRequest,
 };
 use stigmer_resources::{AgentSpec, Resource};
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 
-/// Adds the per-home token to every request.
-#[derive(Clone)]
-struct Token(MetadataValue<Ascii>);
-
-impl Interceptor for Token {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-type Client = ExecutionServiceClient<InterceptedService<Channel, Token>>;
+type Client = ExecutionServiceClient<Authenticated>;
 
 /// Why a call to the API server failed.
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +59,51 @@ pub struct RunContext {
     pub execution: Resource,
     pub agent_name: String,
     pub agent: AgentSpec,
+    /// The messages the step asked for ([`Wanted`]).
     pub messages: Vec<Message>,
+    /// The place of the last of `messages` that belongs to this execution.
+    pub last: Option<MessagePlace>,
+    /// The size of `messages` as the server sent them.
+    pub message_bytes: usize,
     pub secrets: BTreeMap<String, String>,
+}
+
+/// Where a message sits in its execution's conversation: turn 0 is the user's message; in a
+/// later turn, index 0 is the model's answer and its tool results follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MessagePlace {
+    pub turn: u32,
+    pub index: u32,
+}
+
+/// Which messages of the conversation a step reads, so that what it reads does not grow with
+/// the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wanted {
+    /// The whole conversation through the turn: earlier completed executions of the session,
+    /// then this one.
+    All,
+    /// Only this execution's messages after this place, through the turn.
+    After(MessagePlace),
+    /// Only the message at this place of this execution.
+    At(MessagePlace),
+    /// None.
+    Nothing,
+}
+
+impl Wanted {
+    fn to_proto(self) -> Option<WantedMessages> {
+        let place = |place: MessagePlace| ProtoMessagePlace {
+            turn: place.turn,
+            index: place.index,
+        };
+        match self {
+            Wanted::All => None,
+            Wanted::After(after) => Some(WantedMessages::After(place(after))),
+            Wanted::At(at) => Some(WantedMessages::At(place(at))),
+            Wanted::Nothing => Some(WantedMessages::NoMessages(true)),
+        }
+    }
 }
 
 impl RunContext {
@@ -88,25 +118,25 @@ impl RunContext {
 
 impl Api {
     pub fn new(spec: &RunnerLaunchSpec) -> Result<Api, String> {
-        let header: MetadataValue<Ascii> = format!("Bearer {}", spec.api_token.expose())
-            .parse()
-            .map_err(|_| "the API token is not valid text".to_owned())?;
-        let channel = Endpoint::from_shared(spec.api_endpoint.clone())
-            .map_err(|error| format!("bad API endpoint {}: {error}", spec.api_endpoint))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(30))
-            .connect_lazy();
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(2),
+            request: Some(Duration::from_secs(30)),
+        };
+        let clients =
+            ApiClients::connect_lazy(&spec.api_endpoint, spec.api_token.expose(), timeouts)
+                .map_err(|error| error.to_string())?;
         Ok(Api {
-            client: ExecutionServiceClient::with_interceptor(channel, Token(header))
-                .max_decoding_message_size(256 * 1024 * 1024)
-                .max_encoding_message_size(256 * 1024 * 1024),
+            client: clients.executions,
         })
     }
 
+    /// What a step needs: the execution, its agent, its secrets and the `wanted` messages of
+    /// its conversation through `through_turn`.
     pub async fn run_context(
         &self,
         execution_id: &str,
         through_turn: u32,
+        wanted: Wanted,
     ) -> Result<RunContext, ApiError> {
         let reply = self
             .client
@@ -114,6 +144,7 @@ impl Api {
             .get_run_context(GetRunContextRequest {
                 execution_id: execution_id.to_owned(),
                 through_turn,
+                messages: wanted.to_proto(),
             })
             .await?
             .into_inner();
@@ -137,6 +168,11 @@ impl Api {
             agent_name,
             agent,
             messages,
+            last: reply.last.map(|last| MessagePlace {
+                turn: last.turn,
+                index: last.index,
+            }),
+            message_bytes: reply.messages_json.iter().map(String::len).sum(),
             secrets: reply.secrets.into_iter().collect(),
         })
     }
@@ -171,11 +207,7 @@ impl Api {
     ) -> Result<(), ApiError> {
         let events = events
             .into_iter()
-            .map(|(key, kind, data)| NewEvent {
-                key,
-                kind,
-                data_json: data.to_string(),
-            })
+            .map(|(key, event)| event.to_new_event(key))
             .collect();
         self.client
             .clone()
@@ -231,6 +263,17 @@ impl Redactor {
         }
     }
 
+    /// The event with secret values replaced in every field (its wire form is redacted and
+    /// read back; redacted text still fits every field).
+    pub fn event(&self, event: &ExecutionEvent) -> ExecutionEvent {
+        if self.values.is_empty() {
+            return event.clone();
+        }
+        let (kind, mut data) = event.to_wire();
+        self.value(&mut data);
+        ExecutionEvent::from_wire(kind, &data).unwrap_or_else(|_| event.clone())
+    }
+
     pub fn message(&self, message: &Message) -> Message {
         let mut value = serde_json::to_value(message).unwrap_or(Value::Null);
         self.value(&mut value);
@@ -248,10 +291,11 @@ pub struct ApiSink {
 }
 
 impl EventSink for ApiSink {
-    fn emit(&self, mut events: Vec<PendingEvent>) -> BoxFuture<'_, Result<(), String>> {
-        for (_, _, data) in &mut events {
-            self.redactor.value(data);
-        }
+    fn emit(&self, events: Vec<PendingEvent>) -> BoxFuture<'_, Result<(), String>> {
+        let events = events
+            .into_iter()
+            .map(|(key, event)| (key, self.redactor.event(&event)))
+            .collect();
         Box::pin(async move {
             match self.api.append(&self.execution_id, events).await {
                 Ok(()) => Ok(()),

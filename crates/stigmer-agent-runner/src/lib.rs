@@ -1,12 +1,14 @@
 //! The agent runner: a Temporal worker that runs agents. The agent loop is a Temporal workflow
-//! on `agent_execution_runner` ([`agent::AgentWorkflow`]); each model turn and each tool call is
-//! an activity ([`agent::AgentActivities`]) that reports to the API server ([`api`]).
+//! on `agent_execution_runner` ([`agent::AgentWorkflow`]); each model turn, with the tool calls
+//! of the turn before, is an activity ([`agent::AgentActivities`]) that reports to the API
+//! server ([`api`]) and reads only the messages it needs ([`conversation`]).
 //!
 //! It is a role of the `stigmer` binary (`stigmer internal agent-runner`), started and supervised by
 //! the daemon, configured only through a [`RunnerLaunchSpec`].
 
 pub mod agent;
 pub mod api;
+pub mod conversation;
 pub mod turn;
 
 use std::future::Future;

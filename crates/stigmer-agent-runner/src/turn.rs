@@ -7,9 +7,12 @@
 //! stored once, while a retried *attempt* (after a crash) is visible as such.
 
 use futures::future::BoxFuture;
-use serde_json::{Value, json};
 use std::time::Duration;
 use stigmer_llm::{LlmClient, LlmError, Message, StreamEvent, ToolCall, ToolSpec, TurnResult};
+use stigmer_proto::execution::{
+    ExecutionEvent, MessageCompleted, MessageStarted, Todo, TodoStatus, TodosUpdated, TokenDelta,
+    ToolCallFinished, ToolCallRef, ToolCallStarted, Usage,
+};
 use stigmer_tools::{ToolBudget, ToolOutput, Workspace};
 use tokio::sync::mpsc;
 
@@ -18,8 +21,8 @@ pub const EVENT_RESULT_LIMIT: usize = 2000;
 /// How long text deltas are gathered before they are sent as one event.
 const DELTA_WINDOW: Duration = Duration::from_millis(15);
 
-/// One event to record: (idempotency key, kind, data).
-pub type PendingEvent = (String, String, Value);
+/// One event to record: (idempotency key, event).
+pub type PendingEvent = (String, ExecutionEvent);
 
 /// Where a step's events go (the API server, in production).
 pub trait EventSink: Send + Sync {
@@ -59,8 +62,12 @@ pub async fn model_turn(
 ) -> Result<TurnResult, StepError> {
     sink.emit(vec![(
         step.key("started"),
-        "message_started".into(),
-        json!({"turn": step.turn, "attempt": step.attempt}),
+        MessageStarted {
+            turn: step.turn,
+            attempt: step.attempt,
+            parent: None,
+        }
+        .into(),
     )])
     .await
     .map_err(StepError::Events)?;
@@ -78,8 +85,12 @@ pub async fn model_turn(
             index += 1;
             sink.emit(vec![(
                 step.key(&format!("delta.{index}")),
-                "token_delta".into(),
-                json!({"turn": step.turn, "text": text}),
+                TokenDelta {
+                    turn: step.turn,
+                    text,
+                    parent: None,
+                }
+                .into(),
             )])
             .await?;
         }
@@ -101,17 +112,30 @@ pub async fn model_turn(
     sink.emit(vec![
         (
             step.key("completed"),
-            "message_completed".into(),
-            json!({
-                "turn": step.turn,
-                "text": result.text,
-                "tool_calls": result.tool_calls.iter().map(|call| json!({"id": call.id, "name": call.name})).collect::<Vec<_>>(),
-            }),
+            MessageCompleted {
+                turn: step.turn,
+                text: result.text.clone(),
+                tool_calls: result
+                    .tool_calls
+                    .iter()
+                    .map(|call| ToolCallRef {
+                        id: call.id.clone(),
+                        name: call.name.clone(),
+                    })
+                    .collect(),
+                parent: None,
+            }
+            .into(),
         ),
         (
             step.key("usage"),
-            "usage".into(),
-            json!({"turn": step.turn, "input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens}),
+            Usage {
+                turn: step.turn,
+                input_tokens: result.usage.input_tokens,
+                output_tokens: result.usage.output_tokens,
+                parent: None,
+            }
+            .into(),
         ),
     ])
     .await
@@ -149,29 +173,55 @@ pub async fn tool_call_within(
 ) -> Result<ToolOutput, StepError> {
     sink.emit(vec![(
         step.key(&format!("tool.{}.started", call.id)),
-        "tool_call_started".into(),
-        json!({"turn": step.turn, "call_id": call.id, "name": call.name, "arguments": call.arguments}),
+        ToolCallStarted {
+            turn: step.turn,
+            call_id: call.id.clone(),
+            name: call.name.clone(),
+            arguments: call.arguments.clone(),
+            parent: None,
+        }
+        .into(),
     )])
     .await
     .map_err(StepError::Events)?;
     let output = run_tool(workspace, call, deadline).await;
     let mut events = vec![(
         step.key(&format!("tool.{}.finished", call.id)),
-        "tool_call_finished".into(),
-        json!({
-            "turn": step.turn, "call_id": call.id, "name": call.name,
-            "result": trim(&output.content, EVENT_RESULT_LIMIT), "is_error": output.is_error,
-        }),
+        ToolCallFinished {
+            turn: step.turn,
+            call_id: call.id.clone(),
+            name: call.name.clone(),
+            result: trim(&output.content, EVENT_RESULT_LIMIT),
+            is_error: output.is_error,
+            parent: None,
+        }
+        .into(),
     )];
     if let Some(todos) = &output.todos {
         events.push((
             step.key(&format!("tool.{}.todos", call.id)),
-            "todos_updated".into(),
-            json!({"turn": step.turn, "todos": todos}),
+            TodosUpdated {
+                turn: step.turn,
+                todos: todos.iter().map(todo).collect(),
+                parent: None,
+            }
+            .into(),
         ));
     }
     sink.emit(events).await.map_err(StepError::Events)?;
     Ok(output)
+}
+
+/// A todo of `write_todos` as the protocol carries it.
+fn todo(item: &stigmer_tools::Todo) -> Todo {
+    Todo {
+        content: item.content.clone(),
+        status: match item.status {
+            stigmer_tools::TodoStatus::Pending => TodoStatus::Pending,
+            stigmer_tools::TodoStatus::InProgress => TodoStatus::InProgress,
+            stigmer_tools::TodoStatus::Completed => TodoStatus::Completed,
+        },
+    }
 }
 
 /// Runs the tool on a blocking thread (file tools block) within `deadline`.
@@ -231,6 +281,7 @@ pub fn trim(text: &str, limit: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::sync::Mutex;
     use stigmer_config::LlmProvider;
     use stigmer_llm::ModelConfig;
@@ -254,7 +305,7 @@ mod tests {
                 .lock()
                 .unwrap()
                 .iter()
-                .map(|e| e.1.clone())
+                .map(|e| e.1.kind().to_owned())
                 .collect()
         }
     }
@@ -300,8 +351,10 @@ mod tests {
             .lock()
             .unwrap()
             .iter()
-            .filter(|e| e.1 == "token_delta")
-            .map(|e| e.2["text"].as_str().unwrap().to_owned())
+            .filter_map(|e| match &e.1 {
+                ExecutionEvent::TokenDelta(delta) => Some(delta.text.clone()),
+                _ => None,
+            })
             .collect();
         assert!(
             deltas.len() > 1,
@@ -421,8 +474,11 @@ mod tests {
         // Within the default deadline the same walk over the link cycle ends with an answer.
         let answered = tool_call(&workspace, &glob, step, &recorder).await.unwrap();
         assert_eq!(answered.content, "a\nb");
-        let finished = recorder.events.lock().unwrap()[1].2.clone();
-        assert_eq!(finished["is_error"], true);
+        let finished = recorder.events.lock().unwrap()[1].1.clone();
+        assert!(
+            matches!(&finished, ExecutionEvent::ToolCallFinished(f) if f.is_error),
+            "{finished:?}"
+        );
     }
 
     #[tokio::test]

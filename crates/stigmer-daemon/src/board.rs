@@ -20,6 +20,19 @@ pub enum ComponentState {
 }
 
 impl ComponentState {
+    /// The state as the status API carries it.
+    pub fn to_proto(self) -> stigmer_proto::daemon::v1::ComponentState {
+        use stigmer_proto::daemon::v1::ComponentState as Proto;
+        match self {
+            ComponentState::Starting => Proto::Starting,
+            ComponentState::Running => Proto::Running,
+            ComponentState::Unresponsive => Proto::Unresponsive,
+            ComponentState::Restarting => Proto::Restarting,
+            ComponentState::Failed => Proto::Failed,
+            ComponentState::Stopped => Proto::Stopped,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ComponentState::Starting => "starting",
@@ -142,7 +155,7 @@ impl Board {
             let record = records.get(&component)?;
             Some(ComponentStatus {
                 name: component.name().to_owned(),
-                state: record.state.as_str().to_owned(),
+                state: record.state.to_proto().into(),
                 pid: record.pid.map(i64::from),
                 container_id: record.container_id.clone(),
                 mode: record.mode.as_str().to_owned(),
@@ -166,5 +179,37 @@ impl Board {
         self.records
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stigmer_proto::daemon::v1::ComponentState as Proto;
+
+    #[test]
+    fn status_carries_each_state_as_the_proto_enum_with_its_old_name() {
+        let board = Board::default();
+        for state in [
+            ComponentState::Starting,
+            ComponentState::Running,
+            ComponentState::Unresponsive,
+            ComponentState::Restarting,
+            ComponentState::Failed,
+            ComponentState::Stopped,
+        ] {
+            board.insert(
+                Component::AgentRunner,
+                ComponentRecord {
+                    state,
+                    ..ComponentRecord::new(RunMode::Process)
+                },
+            );
+            let status = &board.snapshot()[0];
+            assert_eq!(status.state(), state.to_proto());
+            assert_ne!(status.state(), Proto::Unspecified);
+            // `server status --json` and the table keep the names they always showed.
+            assert_eq!(status.state().label(), state.as_str());
+        }
     }
 }

@@ -6,8 +6,14 @@
 //! inode, recorded when the store opens; the daemon holds the file open, so its inode cannot be
 //! reused by a new file at the same path.
 
+use crate::board::Board;
+use crate::stack::{self, LayerResult};
+use crate::unit;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
 
 /// How the daemon reports a store file problem on the board.
 pub const PROBLEM_KEY: &str = "store-file";
@@ -53,6 +59,44 @@ pub fn problem(path: &Path, opened: FileIdentity) -> Option<String> {
             ))
         }
         Ok(_) => None,
+    }
+}
+
+/// How often the store's database file is checked.
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Checks, until `stop`, that the store's database file is still the one it opened; a deleted
+/// or replaced file is a problem in status and an error in the log (once per change).
+pub async fn watch(
+    board: Arc<Board>,
+    path: PathBuf,
+    opened: FileIdentity,
+    mut stop: watch::Receiver<bool>,
+) -> LayerResult {
+    let mut reported: Option<String> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(CHECK_INTERVAL) => {}
+            () = unit::until_true(&mut stop) => return Ok(()),
+        }
+        let checked = path.clone();
+        let problem = stack::blocking("checking the database file", move || {
+            problem(&checked, opened)
+        })
+        .await?;
+        if problem == reported {
+            continue;
+        }
+        match &problem {
+            Some(problem) => {
+                tracing::error!(path = %path.display(), "{problem}");
+            }
+            None => {
+                tracing::info!(path = %path.display(), "The database file is back in place.");
+            }
+        }
+        board.set_problem(PROBLEM_KEY, problem.clone());
+        reported = problem;
     }
 }
 

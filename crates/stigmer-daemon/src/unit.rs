@@ -579,6 +579,26 @@ fn record_line(
     let _ = log.write_record(&record);
 }
 
+/// Children get a clean environment: only what every program needs, never the daemon's
+/// variables (which is how configuration used to leak and drift).
+pub fn minimal_env(command: &mut Command) {
+    command.env_clear();
+    for name in [
+        "PATH",
+        "HOME",
+        "USER",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "TMPDIR",
+        "RUST_BACKTRACE",
+    ] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+}
+
 /// Completes once the flag becomes true (or its sender is gone).
 pub async fn until_true(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stigmer_proto::daemon::v1::GetStatusResponse;
-use stigmer_proto::executions::v1::execution_service_client::ExecutionServiceClient;
-use stigmer_proto::executions::v1::{AppendEventsRequest, NewEvent, SubscribeRequest};
+use stigmer_proto::execution::{ExecutionEvent, TokenDelta};
+use stigmer_proto::executions::v1::{AppendEventsRequest, SubscribeRequest};
 use stigmer_server::{DaemonControl, ServerContext, serve};
 
 struct NoDaemon;
@@ -18,13 +18,6 @@ impl DaemonControl for NoDaemon {
     }
 
     fn request_shutdown(&self) {}
-}
-
-fn with_token(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    request
-        .metadata_mut()
-        .insert("authorization", "Bearer bench".parse().expect("ascii"));
-    Ok(request)
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
@@ -65,15 +58,10 @@ async fn main() {
     tokio::spawn(serve(listener, context, std::future::pending()));
 
     let connect = || async {
-        let channel = tonic::transport::Endpoint::from_shared(address.clone())
-            .expect("endpoint")
-            .connect()
+        stigmer_client::ApiClients::connect(&address, "bench", stigmer_client::Timeouts::default())
             .await
-            .expect("connect");
-        ExecutionServiceClient::with_interceptor(
-            channel,
-            with_token as fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
-        )
+            .expect("connect")
+            .executions
     };
     let mut writer = connect().await;
     let mut reader = connect().await;
@@ -92,11 +80,14 @@ async fn main() {
         writer
             .append_events(AppendEventsRequest {
                 execution_id: "aex-bench".into(),
-                events: vec![NewEvent {
-                    key: format!("k{index}"),
-                    kind: "token_delta".into(),
-                    data_json: format!("{{\"text\":\"token {index} \"}}"),
-                }],
+                events: vec![
+                    ExecutionEvent::from(TokenDelta {
+                        turn: 1,
+                        text: format!("token {index} "),
+                        parent: None,
+                    })
+                    .to_new_event(format!("k{index}")),
+                ],
             })
             .await
             .expect("append");

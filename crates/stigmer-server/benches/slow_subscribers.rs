@@ -8,41 +8,24 @@
 //!         cargo bench -p stigmer-server --bench slow_subscribers
 
 use std::time::{Duration, Instant};
+use stigmer_proto::execution::{ExecutionEvent, ToolCallFinished};
 use stigmer_proto::executions::v1::execution_service_client::ExecutionServiceClient;
 use stigmer_proto::executions::v1::{
     AppendEventsRequest, CancelExecutionRequest, CreateExecutionRequest, GetExecutionRequest,
     NewEvent, SubscribeRequest,
 };
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-#[derive(Clone)]
-struct Token(String);
-
-impl tonic::service::Interceptor for Token {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        let value = format!("Bearer {}", self.0).parse().expect("ascii token");
-        request.metadata_mut().insert("authorization", value);
-        Ok(request)
-    }
-}
-
-type Client = ExecutionServiceClient<InterceptedService<Channel, Token>>;
+type Client = ExecutionServiceClient<stigmer_client::Authenticated>;
 
 fn setting(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("set {name}"))
 }
 
 async fn connect(address: &str, token: &str) -> Client {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .expect("address")
-        .connect()
+    stigmer_client::ApiClients::connect(address, token, stigmer_client::Timeouts::default())
         .await
-        .expect("connect");
-    ExecutionServiceClient::with_interceptor(channel, Token(token.to_owned()))
+        .expect("connect")
+        .executions
 }
 
 fn resident_kib(pid: &str) -> u64 {
@@ -99,10 +82,16 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let payload = "x".repeat(128 * 1024);
-    let big = |key: String| NewEvent {
-        key,
-        kind: "tool_call_finished".into(),
-        data_json: serde_json::json!({ "output": payload }).to_string(),
+    let big = |key: String| {
+        ExecutionEvent::from(ToolCallFinished {
+            turn: 1,
+            call_id: key.clone(),
+            name: "read_file".into(),
+            result: payload.clone(),
+            is_error: false,
+            parent: None,
+        })
+        .to_new_event(key)
     };
     let append = |events: Vec<NewEvent>| {
         let mut api = api.clone();

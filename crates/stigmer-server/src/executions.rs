@@ -17,10 +17,16 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use stigmer_proto::execution::{
+    AgentExecutionSpec, AgentExecutionStatus, ExecutionEvent as TypedEvent, ExecutionPhase,
+    PhaseChanged,
+};
+use stigmer_proto::executions::v1::MessagePlace as ProtoMessagePlace;
 use stigmer_proto::executions::v1::execution_service_server::ExecutionService;
+use stigmer_proto::executions::v1::get_run_context_request::Messages as WantedMessages;
 use stigmer_proto::executions::v1::{
-    AppendEventsRequest, AppendEventsResponse, ExecutionEvent, GetRunContextRequest, RunContext,
-    SaveMessagesRequest, SaveMessagesResponse, SubscribeRequest,
+    AppendEventsRequest, AppendEventsResponse, ExecutionEvent as WireEvent, GetRunContextRequest,
+    RunContext, SaveMessagesRequest, SaveMessagesResponse, SubscribeRequest,
 };
 use stigmer_proto::executions::v1::{
     CancelExecutionRequest, CancelExecutionResponse, CreateExecutionRequest,
@@ -28,7 +34,7 @@ use stigmer_proto::executions::v1::{
     ListExecutionsResponse,
 };
 use stigmer_resources::{Kind, Resource, suggest};
-use stigmer_store::{NewEvent, Store, StoredEvent};
+use stigmer_store::{MessagePlace, NewEvent, Store, StoredEvent, StoredMessage};
 use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -43,15 +49,9 @@ pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 32;
 /// Open subscriptions the server holds in all.
 pub const MAX_SUBSCRIPTIONS: usize = 512;
 
-/// Phases after which an execution produces no more events.
-pub const TERMINAL_PHASES: [&str; 3] = ["completed", "failed", "cancelled"];
-
 /// True for the event that ends an execution's log.
 pub fn is_terminal(event: &StoredEvent) -> bool {
-    event.kind == "phase_changed"
-        && event.data["phase"]
-            .as_str()
-            .is_some_and(|phase| TERMINAL_PHASES.contains(&phase))
+    TypedEvent::is_terminal_wire(&event.kind, &event.data)
 }
 
 /// Announces, per execution, the sequence number of its last stored event. It keeps no events,
@@ -177,7 +177,7 @@ struct Subscription {
 
 impl Subscription {
     /// The next event: from the page, else from the store, else once the hub announces more.
-    async fn next(&mut self) -> Option<Result<ExecutionEvent, Status>> {
+    async fn next(&mut self) -> Option<Result<WireEvent, Status>> {
         let mut closed = false;
         loop {
             if let Some(event) = self.page.pop_front() {
@@ -282,7 +282,7 @@ impl ExecutionApi {
         let unfinished: Vec<String> = match self.store.list(Kind::AgentExecution) {
             Ok(executions) => executions
                 .iter()
-                .filter(|execution| !TERMINAL_PHASES.contains(&phase_of(execution)))
+                .filter(|execution| !phase_of(execution).is_terminal())
                 .map(|execution| execution.metadata.name.clone())
                 .collect(),
             Err(error) => {
@@ -333,6 +333,46 @@ impl ExecutionApi {
         })
     }
 
+    /// The whole conversation of `execution` through `through_turn`: the messages of the
+    /// earlier executions of its session that completed, then its own. A run reads it on its
+    /// first model turn, and again only when its runner lost what it held.
+    fn conversation(
+        &self,
+        execution: &Resource,
+        through_turn: u32,
+    ) -> Result<Vec<StoredMessage>, Status> {
+        let internal = |error: stigmer_store::StoreError| Status::internal(error.to_string());
+        let session = execution.spec["session"].as_str().unwrap_or_default();
+        let created = execution.metadata.created_at.clone().unwrap_or_default();
+        // Earlier executions of the session count only when they completed: a failed or
+        // cancelled one may have left a tool call without its result, which models refuse.
+        let mut earlier_completed: HashMap<String, bool> = HashMap::new();
+        let mut messages = Vec::new();
+        for message in self.store.session_messages(session).map_err(internal)? {
+            let include = if message.execution_id == execution.metadata.name {
+                message.turn <= through_turn
+            } else {
+                *earlier_completed
+                    .entry(message.execution_id.clone())
+                    .or_insert_with(|| {
+                        self.store
+                            .get(Kind::AgentExecution, &message.execution_id)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|other| {
+                                phase_of(&other) == ExecutionPhase::Completed
+                                    && other.metadata.created_at.clone().unwrap_or_default()
+                                        < created
+                            })
+                    })
+            };
+            if include {
+                messages.push(message);
+            }
+        }
+        Ok(messages)
+    }
+
     fn execution(&self, execution_id: &str) -> Result<Resource, Status> {
         self.store
             .get(Kind::AgentExecution, execution_id)
@@ -344,7 +384,7 @@ impl ExecutionApi {
 /// FAILED_PRECONDITION once an execution has ended: nothing more may be written to it.
 fn ensure_open(execution: &Resource) -> Result<(), Status> {
     let phase = phase_of(execution);
-    if TERMINAL_PHASES.contains(&phase) {
+    if phase.is_terminal() {
         return Err(Status::failed_precondition(format!(
             "execution \"{}\" already ended ({phase})",
             execution.metadata.name
@@ -401,12 +441,16 @@ fn redact(text: &str, secrets: &HashMap<String, String>) -> String {
     text
 }
 
+fn place_of(place: ProtoMessagePlace) -> MessagePlace {
+    MessagePlace::new(place.turn, place.index)
+}
+
 fn resource_json(resource: &Resource) -> Result<String, Status> {
     serde_json::to_string(resource).map_err(|error| Status::internal(error.to_string()))
 }
 
-fn to_proto(event: &StoredEvent) -> ExecutionEvent {
-    ExecutionEvent {
+fn to_proto(event: &StoredEvent) -> WireEvent {
+    WireEvent {
         execution_id: event.execution_id.clone(),
         seq: event.seq,
         ts: event.ts.clone(),
@@ -415,7 +459,7 @@ fn to_proto(event: &StoredEvent) -> ExecutionEvent {
     }
 }
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<ExecutionEvent, Status>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<WireEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ExecutionService for ExecutionApi {
@@ -430,33 +474,37 @@ impl ExecutionService for ExecutionApi {
         // Events belong to an execution that exists and has not ended: a step still running
         // after a cancel hears so here and stops.
         ensure_open(&self.execution(&request.execution_id)?)?;
-        let mut events = Vec::with_capacity(request.events.len());
+        // Every event is read through the typed protocol: a known kind whose fields do not fit
+        // is refused; a kind this build does not know is stored as it came.
+        let mut phases = Vec::new();
+        let mut others = Vec::with_capacity(request.events.len());
         for event in request.events {
-            let data: serde_json::Value =
-                serde_json::from_str(&event.data_json).map_err(|error| {
-                    Status::invalid_argument(format!(
-                        "event {:?} has invalid data: {error}",
-                        event.key
-                    ))
-                })?;
-            if !data.is_object() {
-                return Err(Status::invalid_argument(format!(
-                    "event {:?}: data must be a JSON object",
-                    event.key
-                )));
+            let typed = event.event().map_err(|error| {
+                Status::invalid_argument(format!("event {:?}: {error}", event.key))
+            })?;
+            match typed {
+                // A runner reports `running` (and may report an end) as phase events; those go
+                // through the status, so the execution resource and its log agree.
+                TypedEvent::PhaseChanged(changed) => {
+                    if changed.phase == ExecutionPhase::Pending {
+                        return Err(Status::invalid_argument(format!(
+                            "event {:?}: a runner cannot put an execution back to pending",
+                            event.key
+                        )));
+                    }
+                    phases.push(changed);
+                }
+                typed => {
+                    let (kind, data) = typed.into_wire();
+                    others.push(NewEvent {
+                        key: event.key,
+                        kind,
+                        data,
+                    });
+                }
             }
-            events.push(NewEvent {
-                key: event.key,
-                kind: event.kind,
-                data,
-            });
         }
         let _guard = self.append_lock.lock().await;
-        // A runner reports `running` (and may report an end) as phase events; those go
-        // through the status, so the execution resource and its log agree.
-        let (phases, others): (Vec<NewEvent>, Vec<NewEvent>) = events
-            .into_iter()
-            .partition(|event| event.kind == "phase_changed");
         let stored = self
             .store
             .append_events(&request.execution_id, &others, &stigmer_resources::now())
@@ -465,18 +513,13 @@ impl ExecutionService for ExecutionApi {
         for event in stored {
             self.hub.publish(event);
         }
-        for event in phases {
-            let phase = event.data["phase"].as_str().unwrap_or_default().to_owned();
-            if !["running", "completed", "failed", "cancelled"].contains(&phase.as_str()) {
-                return Err(Status::invalid_argument(format!("unknown phase {phase:?}")));
-            }
-            let reason = event.data["reason"].as_str().map(str::to_owned);
+        for changed in phases {
             record_phase(
                 self.store.as_ref(),
                 &self.hub,
                 &request.execution_id,
-                &phase,
-                reason.as_deref(),
+                changed.phase,
+                changed.reason.as_deref(),
             )?;
             if let Some(last) = self
                 .store
@@ -553,39 +596,34 @@ impl ExecutionService for ExecutionApi {
         // The message is stored, so a `--secret` value typed into it is masked as it is in
         // events and the conversation; the run still has the value among its secrets.
         let message = redact(&request.message, &request.secrets);
-        let mut spec = json!({"agent": request.agent, "session": session_id, "message": message});
-        if !request.model.is_empty() {
-            spec["model"] = serde_json::Value::from(request.model.clone());
-        }
-        if !request.env.is_empty() {
-            spec["env"] = json!(request.env.iter().collect::<BTreeMap<_, _>>());
-        }
-        if !request.secrets.is_empty() {
-            spec["secretNames"] = json!(
-                request
-                    .secrets
-                    .keys()
-                    .collect::<std::collections::BTreeSet<_>>()
-            );
-        }
+        let spec = AgentExecutionSpec {
+            agent: request.agent.clone(),
+            session: session_id,
+            message,
+            model: (!request.model.is_empty()).then(|| request.model.clone()),
+            env: request.env.clone().into_iter().collect(),
+            secret_names: request.secrets.keys().cloned().collect(),
+        };
         let execution = system_resource(
             Kind::AgentExecution,
             &execution_id,
-            spec,
-            json!({"phase": "pending"}),
+            spec.to_value(),
+            AgentExecutionStatus::default().to_value(),
         );
         created.push(execution.clone());
         {
             let _guard = self.append_lock.lock().await;
             self.store.put_all(&created).map_err(internal)?;
+            let (kind, data) =
+                TypedEvent::from(PhaseChanged::new(ExecutionPhase::Pending, None)).into_wire();
             let stored = self
                 .store
                 .append_events(
                     &execution_id,
                     &[NewEvent {
                         key: "phase.pending".into(),
-                        kind: "phase_changed".into(),
-                        data: json!({"phase": "pending"}),
+                        kind,
+                        data,
                     }],
                     &stigmer_resources::now(),
                 )
@@ -603,7 +641,7 @@ impl ExecutionService for ExecutionApi {
                 self.store.as_ref(),
                 &self.hub,
                 &execution_id,
-                "failed",
+                ExecutionPhase::Failed,
                 Some(status.message()),
             )?;
             return Err(status);
@@ -653,7 +691,7 @@ impl ExecutionService for ExecutionApi {
     ) -> Result<Response<CancelExecutionResponse>, Status> {
         let execution_id = request.into_inner().execution_id;
         let execution = self.execution(&execution_id)?;
-        if TERMINAL_PHASES.contains(&phase_of(&execution)) {
+        if phase_of(&execution).is_terminal() {
             return Err(Status::failed_precondition(format!(
                 "execution \"{execution_id}\" already ended ({})",
                 phase_of(&execution)
@@ -671,6 +709,7 @@ impl ExecutionService for ExecutionApi {
         let GetRunContextRequest {
             execution_id,
             through_turn,
+            messages: wanted,
         } = request.into_inner();
         let internal = |error: stigmer_store::StoreError| Status::internal(error.to_string());
         let execution = self.execution(&execution_id)?;
@@ -685,39 +724,42 @@ impl ExecutionService for ExecutionApi {
                     "agent '{agent_name}' was deleted while its execution ran"
                 ))
             })?;
-        let session = execution.spec["session"].as_str().unwrap_or_default();
-        let created = execution.metadata.created_at.clone().unwrap_or_default();
-        // Earlier executions of the session count only when they completed: a failed or
-        // cancelled one may have left a tool call without its result, which models refuse.
-        let mut earlier_completed: HashMap<String, bool> = HashMap::new();
-        let mut messages = Vec::new();
-        for message in self.store.session_messages(session).map_err(internal)? {
-            let include = if message.execution_id == execution_id {
-                message.turn <= through_turn
-            } else {
-                *earlier_completed
-                    .entry(message.execution_id.clone())
-                    .or_insert_with(|| {
-                        self.store
-                            .get(Kind::AgentExecution, &message.execution_id)
-                            .ok()
-                            .flatten()
-                            .is_some_and(|other| {
-                                phase_of(&other) == "completed"
-                                    && other.metadata.created_at.clone().unwrap_or_default()
-                                        < created
-                            })
-                    })
-            };
-            if include {
-                messages.push(message.data.to_string());
+        // A step reads only the messages it asks for: a range of this execution's messages
+        // is a search of the store's key, so its cost does not grow with the run.
+        let through = MessagePlace::end_of(through_turn);
+        let range = |from: MessagePlace, through: MessagePlace| {
+            self.store
+                .execution_messages(&execution_id, from, through)
+                .map_err(internal)
+        };
+        let messages = match wanted {
+            None => self.conversation(&execution, through_turn)?,
+            Some(WantedMessages::After(after)) => {
+                match place_of(after).next().filter(|from| *from <= through) {
+                    Some(from) => range(from, through)?,
+                    None => Vec::new(),
+                }
             }
-        }
+            Some(WantedMessages::At(at)) => range(place_of(at), place_of(at))?,
+            Some(WantedMessages::NoMessages(_)) => Vec::new(),
+        };
+        let last = messages
+            .iter()
+            .rev()
+            .find(|message| message.execution_id == execution_id)
+            .map(|message| ProtoMessagePlace {
+                turn: message.turn,
+                index: message.index,
+            });
         Ok(Response::new(RunContext {
             execution_json: resource_json(&execution)?,
             agent_json: resource_json(&agent)?,
-            messages_json: messages,
+            messages_json: messages
+                .iter()
+                .map(|message| message.data.to_string())
+                .collect(),
             secrets: self.secrets.get(&execution_id).into_iter().collect(),
+            last,
         }))
     }
 

@@ -10,13 +10,14 @@ mod resources;
 
 pub use executions::{
     EventHub, ExecutionApi, MAX_SUBSCRIPTIONS, MAX_SUBSCRIPTIONS_PER_CONNECTION,
-    SUBSCRIBER_PAGE_BYTES, TERMINAL_PHASES, is_terminal,
+    SUBSCRIBER_PAGE_BYTES, is_terminal,
 };
 pub use lifecycle::{AGENT_WORKFLOW, TemporalTarget};
 pub use resources::ResourceApi;
 
 use std::future::Future;
 use std::sync::Arc;
+use stigmer_proto::MAX_MESSAGE_BYTES;
 use stigmer_proto::daemon::v1::daemon_service_server::{DaemonService, DaemonServiceServer};
 use stigmer_proto::daemon::v1::{
     GetStatusRequest, GetStatusResponse, ShutdownRequest, ShutdownResponse,
@@ -100,18 +101,23 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(DaemonServiceServer::with_interceptor(
-            DaemonApi { daemon },
+        // Every service takes and sends messages up to the limit the clients use.
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            DaemonServiceServer::new(DaemonApi { daemon })
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             authenticate.clone(),
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
-            ExecutionServiceServer::new(executions),
+            ExecutionServiceServer::new(executions)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             authenticate.clone(),
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             ResourceServiceServer::new(ResourceApi::new(store))
-                .max_decoding_message_size(256 * 1024 * 1024)
-                .max_encoding_message_size(256 * 1024 * 1024),
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             authenticate,
         ))
         .serve_with_incoming_shutdown(

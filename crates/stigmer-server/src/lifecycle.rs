@@ -6,11 +6,14 @@
 //! agent-runner polls the queue, failing the execution with that reason when none does. So no
 //! execution stays "pending" forever.
 
-use crate::executions::{EventHub, Secrets, TERMINAL_PHASES};
-use serde_json::{Value, json};
+use crate::executions::{EventHub, Secrets};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use stigmer_config::AGENT_TASK_QUEUE;
+use stigmer_proto::execution::{
+    AgentExecutionStatus, ExecutionEvent, ExecutionPhase, PhaseChanged,
+};
 use stigmer_resources::{API_VERSION, Kind, Metadata, Resource};
 use stigmer_store::{NewEvent, Store};
 use stigmer_temporal::TemporalProbe;
@@ -120,12 +123,8 @@ pub fn system_resource(kind: Kind, id: &str, spec: Value, status: Value) -> Reso
 }
 
 /// The phase recorded in an execution's status.
-pub fn phase_of(execution: &Resource) -> &str {
-    execution
-        .status
-        .as_ref()
-        .and_then(|status| status["phase"].as_str())
-        .unwrap_or("pending")
+pub fn phase_of(execution: &Resource) -> ExecutionPhase {
+    AgentExecutionStatus::from_value(execution.status.as_ref()).phase
 }
 
 /// Records a phase change (status and event) unless the execution already ended. Returns
@@ -134,7 +133,7 @@ pub fn record_phase(
     store: &dyn Store,
     hub: &EventHub,
     execution_id: &str,
-    phase: &str,
+    phase: ExecutionPhase,
     reason: Option<&str>,
 ) -> Result<bool, Status> {
     let internal = |error: stigmer_store::StoreError| Status::internal(error.to_string());
@@ -146,40 +145,30 @@ pub fn record_phase(
             "execution \"{execution_id}\" not found"
         )));
     };
-    let current = phase_of(&execution).to_owned();
-    if TERMINAL_PHASES.contains(&current.as_str()) || current == phase {
+    let mut status = AgentExecutionStatus::from_value(execution.status.as_ref());
+    if status.phase.is_terminal() || status.phase == phase {
         return Ok(false);
     }
     let now = stigmer_resources::now();
-    let mut status = execution.status.take().unwrap_or_else(|| json!({}));
-    status["phase"] = Value::from(phase);
-    match reason {
-        Some(reason) => status["reason"] = Value::from(reason),
-        None => {
-            if let Some(object) = status.as_object_mut() {
-                object.remove("reason");
-            }
-        }
+    status.phase = phase;
+    status.reason = reason.map(str::to_owned);
+    if phase == ExecutionPhase::Running {
+        status.started_at = Some(now.clone());
     }
-    if phase == "running" {
-        status["startedAt"] = Value::from(now.clone());
+    if phase.is_terminal() {
+        status.finished_at = Some(now.clone());
     }
-    if TERMINAL_PHASES.contains(&phase) {
-        status["finishedAt"] = Value::from(now.clone());
-    }
-    execution.status = Some(status);
+    execution.status = Some(status.to_value());
     execution.metadata.updated_at = Some(now.clone());
     store.put_all(&[execution]).map_err(internal)?;
-    let mut data = json!({"phase": phase});
-    if let Some(reason) = reason {
-        data["reason"] = Value::from(reason);
-    }
+    let (kind, data) =
+        ExecutionEvent::from(PhaseChanged::new(phase, reason.map(str::to_owned))).into_wire();
     let stored = store
         .append_events(
             execution_id,
             &[NewEvent {
                 key: format!("phase.{phase}"),
-                kind: "phase_changed".into(),
+                kind,
                 data,
             }],
             &now,
@@ -226,17 +215,17 @@ pub struct Watch {
 }
 
 impl Watch {
-    async fn phase(&self, execution_id: &str, phase: &str, reason: Option<&str>) {
-        if TERMINAL_PHASES.contains(&phase) {
+    async fn phase(&self, execution_id: &str, phase: ExecutionPhase, reason: Option<&str>) {
+        if phase.is_terminal() {
             self.secrets.forget(execution_id);
         }
         let _guard = self.append_lock.lock().await;
         match record_phase(self.store.as_ref(), &self.hub, execution_id, phase, reason) {
-            Ok(true) if phase == "failed" => {
-                tracing::warn!(execution_id, phase, reason, "Execution ended.");
+            Ok(true) if phase == ExecutionPhase::Failed => {
+                tracing::warn!(execution_id, phase = %phase, reason, "Execution ended.");
             }
-            Ok(true) if TERMINAL_PHASES.contains(&phase) => {
-                tracing::info!(execution_id, phase, reason, "Execution ended.");
+            Ok(true) if phase.is_terminal() => {
+                tracing::info!(execution_id, phase = %phase, reason, "Execution ended.");
             }
             Ok(_) => {}
             Err(status) => {
@@ -245,13 +234,13 @@ impl Watch {
         }
     }
 
-    fn current_phase(&self, execution_id: &str) -> String {
+    fn current_phase(&self, execution_id: &str) -> ExecutionPhase {
         self.store
             .get(Kind::AgentExecution, execution_id)
             .ok()
             .flatten()
-            .map(|execution| phase_of(&execution).to_owned())
-            .unwrap_or_else(|| "pending".into())
+            .map(|execution| phase_of(&execution))
+            .unwrap_or_default()
     }
 }
 
@@ -271,7 +260,7 @@ pub async fn watch_execution(
         tokio::select! {
             outcome = &mut result => break outcome,
             () = tokio::time::sleep_until(deadline) => {
-                if watch.current_phase(&execution_id) != "pending" {
+                if watch.current_phase(&execution_id) != ExecutionPhase::Pending {
                     // Picked up: from now on only the result matters.
                     deadline = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
                     continue;
@@ -284,7 +273,7 @@ pub async fn watch_execution(
                     let _ = handle
                         .terminate(WorkflowTerminateOptions::builder().reason(reason.clone()).build())
                         .await;
-                    watch.phase(&execution_id, "failed", Some(&reason)).await;
+                    watch.phase(&execution_id, ExecutionPhase::Failed, Some(&reason)).await;
                     return;
                 }
                 // A runner polls but is busy: keep waiting, and check again later.
@@ -294,33 +283,49 @@ pub async fn watch_execution(
     };
     use stigmer_temporal::temporalio_client::errors::WorkflowGetResultError;
     match outcome {
-        Ok(_) => watch.phase(&execution_id, "completed", None).await,
+        Ok(_) => {
+            watch
+                .phase(&execution_id, ExecutionPhase::Completed, None)
+                .await
+        }
         Err(WorkflowGetResultError::Cancelled { .. }) => {
             watch
-                .phase(&execution_id, "cancelled", Some("cancelled by request"))
+                .phase(
+                    &execution_id,
+                    ExecutionPhase::Cancelled,
+                    Some("cancelled by request"),
+                )
                 .await;
         }
         Err(WorkflowGetResultError::Failed(error)) => {
             let reason = failure_reason(error.failure());
-            watch.phase(&execution_id, "failed", Some(&reason)).await;
+            watch
+                .phase(&execution_id, ExecutionPhase::Failed, Some(&reason))
+                .await;
         }
         Err(WorkflowGetResultError::TimedOut) => {
             watch
-                .phase(&execution_id, "failed", Some("the execution timed out"))
+                .phase(
+                    &execution_id,
+                    ExecutionPhase::Failed,
+                    Some("the execution timed out"),
+                )
                 .await;
         }
         Err(WorkflowGetResultError::Terminated { .. }) => {
             watch
                 .phase(
                     &execution_id,
-                    "failed",
+                    ExecutionPhase::Failed,
                     Some("the execution's workflow was terminated in Temporal"),
                 )
                 .await;
         }
         Err(error) => {
             let reason = error.to_string();
-            watch.phase(&execution_id, "failed", Some(&reason)).await;
+            watch
+                .phase(&execution_id, ExecutionPhase::Failed, Some(&reason))
+                .await;
         }
     }
 }

@@ -98,6 +98,42 @@ pub trait Store: Send + Sync {
     /// The conversation of a session: executions in the order their first message was
     /// stored, each by turn and index.
     fn session_messages(&self, session_id: &str) -> Result<Vec<StoredMessage>, StoreError>;
+    /// The messages of one execution from place `from` through place `through` (both
+    /// included), by turn and index. It reads only that range, so what a step of a run reads
+    /// does not grow with the run's length.
+    fn execution_messages(
+        &self,
+        execution_id: &str,
+        from: MessagePlace,
+        through: MessagePlace,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+}
+
+/// Where a message sits in its execution's conversation: turn 0 is the user's message; in a
+/// later turn, index 0 is the model's answer and the tool results follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessagePlace {
+    pub turn: u32,
+    pub index: u32,
+}
+
+impl MessagePlace {
+    pub fn new(turn: u32, index: u32) -> MessagePlace {
+        MessagePlace { turn, index }
+    }
+
+    /// The first place after this one; `None` after the last place there is.
+    pub fn next(self) -> Option<MessagePlace> {
+        match self.index.checked_add(1) {
+            Some(index) => Some(MessagePlace::new(self.turn, index)),
+            None => Some(MessagePlace::new(self.turn.checked_add(1)?, 0)),
+        }
+    }
+
+    /// The last place of `turn`.
+    pub fn end_of(turn: u32) -> MessagePlace {
+        MessagePlace::new(turn, u32::MAX)
+    }
 }
 
 /// One message of a session's conversation.
@@ -107,6 +143,12 @@ pub struct StoredMessage {
     pub turn: u32,
     pub index: u32,
     pub data: serde_json::Value,
+}
+
+impl StoredMessage {
+    pub fn place(&self) -> MessagePlace {
+        MessagePlace::new(self.turn, self.index)
+    }
 }
 
 /// An event to append: an idempotency key chosen by the writer, a kind and its data.
@@ -310,6 +352,51 @@ mod tests {
             ]
         );
         assert!(store.session_messages("ses-9").unwrap().is_empty());
+        // One execution's range, ends included; other executions do not mix in.
+        let places = |from: (u32, u32), through: (u32, u32)| -> Vec<(u32, u32)> {
+            store
+                .execution_messages(
+                    "aex-1",
+                    MessagePlace::new(from.0, from.1),
+                    MessagePlace::new(through.0, through.1),
+                )
+                .unwrap()
+                .iter()
+                .map(|m| (m.turn, m.index))
+                .collect()
+        };
+        assert_eq!(
+            places((0, 0), (u32::MAX, u32::MAX)),
+            [(0, 0), (1, 0), (1, 1), (2, 0)]
+        );
+        assert_eq!(places((0, 1), (1, u32::MAX)), [(1, 0), (1, 1)]);
+        assert_eq!(places((1, 1), (1, 1)), [(1, 1)]);
+        assert_eq!(places((2, 1), (9, 0)), []);
+        let answer = store
+            .execution_messages("aex-1", MessagePlace::new(1, 0), MessagePlace::new(1, 0))
+            .unwrap();
+        assert_eq!(answer[0].data, text("answer"));
+        assert_eq!(answer[0].place(), MessagePlace::new(1, 0));
+        assert!(
+            store
+                .execution_messages("aex-9", MessagePlace::new(0, 0), MessagePlace::end_of(9))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn message_places_order_by_turn_then_index() {
+        assert!(MessagePlace::new(1, 9) < MessagePlace::new(2, 0));
+        assert_eq!(
+            MessagePlace::new(1, 2).next(),
+            Some(MessagePlace::new(1, 3))
+        );
+        assert_eq!(
+            MessagePlace::end_of(1).next(),
+            Some(MessagePlace::new(2, 0))
+        );
+        assert_eq!(MessagePlace::end_of(u32::MAX).next(), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! An in-memory [`Store`], for tests and for planning without a daemon.
 
-use crate::{NewEvent, Store, StoreError, StoredEvent, StoredMessage};
+use crate::{MessagePlace, NewEvent, Store, StoreError, StoredEvent, StoredMessage};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use stigmer_resources::{Kind, Resource};
@@ -192,5 +192,22 @@ impl Store for MemoryStore {
             .get(session_id)
             .map(|session| session.values().cloned().collect())
             .unwrap_or_default())
+    }
+
+    fn execution_messages(
+        &self,
+        execution_id: &str,
+        from: MessagePlace,
+        through: MessagePlace,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let all = self.messages.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(all
+            .values()
+            .flat_map(|session| session.values())
+            .filter(|message| {
+                message.execution_id == execution_id && (from..=through).contains(&message.place())
+            })
+            .cloned()
+            .collect())
     }
 }

@@ -1,6 +1,6 @@
 //! The SQLite [`Store`]: one file, WAL mode, a versioned schema migrated on open.
 
-use crate::{NewEvent, Store, StoreError, StoredEvent, StoredMessage};
+use crate::{MessagePlace, NewEvent, Store, StoreError, StoredEvent, StoredMessage};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -467,15 +467,54 @@ impl Store for SqliteStore {
             )
             .map_err(|error| self.backend(error))?;
         let rows = statement
-            .query_map(params![session_id], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, u32>(1)?,
-                    row.get::<_, u32>(2)?,
-                    row.get::<_, String>(3)?,
-                ))
-            })
+            .query_map(params![session_id], message_row)
             .map_err(|error| self.backend(error))?;
+        self.messages(rows)
+    }
+
+    fn execution_messages(
+        &self,
+        execution_id: &str,
+        from: MessagePlace,
+        through: MessagePlace,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare_cached(EXECUTION_MESSAGES)
+            .map_err(|error| self.backend(error))?;
+        let rows = statement
+            .query_map(
+                params![
+                    execution_id,
+                    from.turn,
+                    from.index,
+                    through.turn,
+                    through.index
+                ],
+                message_row,
+            )
+            .map_err(|error| self.backend(error))?;
+        self.messages(rows)
+    }
+}
+
+/// A range of one execution's messages: a search of the primary key (execution, turn,
+/// index), so it reads only the rows in the range.
+const EXECUTION_MESSAGES: &str = "SELECT execution_id, turn, idx, data FROM messages
+     WHERE execution_id = ?1 AND (turn, idx) >= (?2, ?3) AND (turn, idx) <= (?4, ?5)
+     ORDER BY turn, idx";
+
+type MessageRow = (String, u32, u32, String);
+
+fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+impl SqliteStore {
+    fn messages(
+        &self,
+        rows: impl Iterator<Item = rusqlite::Result<MessageRow>>,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         let mut messages = Vec::new();
         for row in rows {
             let (execution_id, turn, index, data) = row.map_err(|error| self.backend(error))?;
@@ -488,5 +527,33 @@ impl Store for SqliteStore {
             });
         }
         Ok(messages)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The steps of a run read a range of their execution's messages: that must be a search of
+    /// the primary key on (execution, turn, index), never a walk over the execution's or the
+    /// session's messages.
+    #[test]
+    fn a_range_of_an_executions_messages_searches_the_key_by_turn_and_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("stigmer.db")).unwrap();
+        let connection = store.connection();
+        let plan: Vec<String> = connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {EXECUTION_MESSAGES}"))
+            .unwrap()
+            .query_map(params!["aex-1", 1, 0, 1, 0], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(plan.len(), 1, "{plan:?}");
+        assert!(
+            plan[0].starts_with("SEARCH messages USING INDEX")
+                && plan[0].contains("execution_id=? AND (turn,idx)>(?,?) AND (turn,idx)<(?,?)"),
+            "{plan:?}"
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! Agent executions through the whole stack: the release binary, managed Temporal, a
 //! zero-latency scripted LLM (so what is measured is Stigmer's and Temporal's own work).
 //!
-//! - orchestration overhead per model turn: a 10-turn execution (9 turns that each call the
-//!   `ls` tool, then an answer), from `CreateExecution` to the terminal event, divided by 10;
+//! - orchestration overhead per model turn: a 10-turn and a 50-turn execution (turns that each
+//!   call the `ls` tool, then an answer), from `CreateExecution` to the terminal event, divided
+//!   by the number of turns (the two must not differ: a step reads only what it needs);
 //! - one-turn execution, create → completed;
 //! - 20 executions created at once: wall time until all completed, executions per minute.
 //!
@@ -10,33 +11,16 @@
 
 use serde_json::json;
 use std::time::Instant;
+use stigmer_proto::execution::ExecutionPhase;
 use stigmer_proto::executions::v1::execution_service_client::ExecutionServiceClient;
 use stigmer_proto::executions::v1::{CreateExecutionRequest, SubscribeRequest};
 use stigmer_test::TestHome;
 use stigmer_test::llm::{ScriptedLlm, Turn};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-type Client = ExecutionServiceClient<InterceptedService<Channel, Token>>;
-
-#[derive(Clone)]
-struct Token(String);
-
-impl tonic::service::Interceptor for Token {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.0).parse().unwrap(),
-        );
-        Ok(request)
-    }
-}
+type Client = ExecutionServiceClient<stigmer_client::Authenticated>;
 
 /// Creates an execution and follows it to its end; returns the terminal phase.
-async fn run_one(mut client: Client, message: &str) -> String {
+async fn run_one(mut client: Client, message: &str) -> Option<ExecutionPhase> {
     let created = client
         .create_execution(CreateExecutionRequest {
             agent: "bench".into(),
@@ -48,6 +32,7 @@ async fn run_one(mut client: Client, message: &str) -> String {
         .into_inner();
     let execution: serde_json::Value = serde_json::from_str(&created.execution_json).unwrap();
     let id = execution["metadata"]["name"].as_str().unwrap().to_owned();
+    *LAST_EXECUTION.lock().unwrap() = id.clone();
     let mut stream = client
         .subscribe(SubscribeRequest {
             execution_id: id,
@@ -56,14 +41,119 @@ async fn run_one(mut client: Client, message: &str) -> String {
         .await
         .expect("subscribe")
         .into_inner();
-    let mut phase = String::new();
+    let mut phase = None;
     while let Some(event) = stream.message().await.expect("stream") {
-        if event.kind == "phase_changed" {
-            let data: serde_json::Value = serde_json::from_str(&event.data_json).unwrap();
-            phase = data["phase"].as_str().unwrap_or_default().to_owned();
+        if let Some(changed) = event.event().phase() {
+            phase = Some(changed);
         }
     }
     phase
+}
+
+/// The id of the execution `run_one` created last.
+static LAST_EXECUTION: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// Where the time of one execution went, from its workflow history (`BENCH_BREAKDOWN=1`):
+/// per activity and per workflow task, the mean time from scheduled to started (Temporal's
+/// dispatch) and from started to completed (the runner's work), and the mean gap from one
+/// step's end to the next one's start.
+fn print_breakdown(temporal_address: &str, workflow_id: &str) {
+    let output = std::process::Command::new("temporal")
+        .args(["workflow", "show", "--workflow-id", workflow_id])
+        .args(["--address", temporal_address, "--output", "json"])
+        .output()
+        .expect("cannot run `temporal workflow show`");
+    let history: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("the history as JSON");
+    let events = history["events"].as_array().expect("history events");
+    let time = |event: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(event["eventTime"].as_str().unwrap())
+            .unwrap()
+            .timestamp_micros() as f64
+            / 1000.0
+    };
+    let id_of = |event: &serde_json::Value| event["eventId"].as_str().unwrap().to_owned();
+    let mut at = std::collections::HashMap::new();
+    let mut spans: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    let mut kinds: std::collections::HashMap<String, String> = Default::default();
+    let mut last_end: Option<f64> = None;
+    for event in events {
+        let kind = event["eventType"].as_str().unwrap_or_default();
+        let now = time(event);
+        at.insert(id_of(event), now);
+        let attributes = event
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(key, _)| key.ends_with("Attributes"))
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default();
+        let since = |field: &str| {
+            attributes[field]
+                .as_str()
+                .and_then(|id| at.get(id))
+                .map(|then| now - then)
+        };
+        let mut push = |name: &str, value: Option<f64>| {
+            if let Some(value) = value {
+                spans.entry(name.to_owned()).or_default().push(value);
+            }
+        };
+        match kind {
+            "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED" => {
+                kinds.insert(
+                    id_of(event),
+                    attributes["activityType"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+            "EVENT_TYPE_ACTIVITY_TASK_STARTED" => {
+                push("activity scheduled → started", since("scheduledEventId"));
+            }
+            "EVENT_TYPE_ACTIVITY_TASK_COMPLETED" => {
+                let activity = attributes["scheduledEventId"]
+                    .as_str()
+                    .and_then(|id| kinds.get(id))
+                    .cloned()
+                    .unwrap_or_default();
+                push(
+                    &format!("activity started → completed ({activity})"),
+                    since("startedEventId"),
+                );
+                last_end = Some(now);
+            }
+            "EVENT_TYPE_WORKFLOW_TASK_SCHEDULED" => {
+                push(
+                    "step end → workflow task scheduled",
+                    last_end.map(|end| now - end),
+                );
+            }
+            "EVENT_TYPE_WORKFLOW_TASK_STARTED" => {
+                push(
+                    "workflow task scheduled → started",
+                    since("scheduledEventId"),
+                );
+            }
+            "EVENT_TYPE_WORKFLOW_TASK_COMPLETED" => {
+                push("workflow task started → completed", since("startedEventId"));
+                last_end = Some(now);
+            }
+            _ => {}
+        }
+    }
+    let first = events.first().map(time).unwrap_or_default();
+    let last = events.last().map(time).unwrap_or_default();
+    println!(
+        "  breakdown of {workflow_id}: {} events, {:.0} ms from start to close",
+        events.len(),
+        last - first
+    );
+    for (name, values) in spans {
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        println!("    {name}: {mean:.1} ms mean over {}", values.len());
+    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -78,9 +168,15 @@ fn main() {
         .unwrap_or(5);
     let llm = ScriptedLlm::start(vec![]);
     let home = TestHome::new(env!("CARGO_BIN_EXE_stigmer"));
+    // `BENCH_TEMPORAL_ADDRESS=host:port` runs against a Temporal started by hand instead of
+    // the managed one, to try server settings (e.g. `--dynamic-config-value
+    // system.enableActivityEagerExecution=true`).
+    let temporal = match std::env::var("BENCH_TEMPORAL_ADDRESS") {
+        Ok(address) => format!("server:\n  port: 0\ntemporal:\n  address: {address}\n"),
+        Err(_) => stigmer_test::TEST_CONFIG.to_owned(),
+    };
     home.write_config(&format!(
-        "{}llm:\n  provider: openai\n  model: scripted\n  base_url: {}\n",
-        stigmer_test::TEST_CONFIG,
+        "{temporal}llm:\n  provider: openai\n  model: scripted\n  base_url: {}\n",
         llm.v1_url()
     ));
     home.start();
@@ -102,12 +198,10 @@ fn main() {
         .build()
         .unwrap();
     let client: Client = runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .unwrap()
-            .connect()
+        stigmer_client::ApiClients::connect(&address, &token, stigmer_client::Timeouts::default())
             .await
-            .unwrap();
-        ExecutionServiceClient::with_interceptor(channel, Token(token.trim().to_owned()))
+            .expect("connect")
+            .executions
     });
 
     // Warm up: Temporal's first workflow after a start is slower.
@@ -116,24 +210,26 @@ fn main() {
 
     let mut one_turn = Vec::new();
     let mut per_turn = Vec::new();
+    let mut per_turn_50 = Vec::new();
     for _ in 0..runs {
         llm.push([Turn::text("done")]);
         let started = Instant::now();
         assert_eq!(
             runtime.block_on(run_one(client.clone(), "one")),
-            "completed"
+            Some(ExecutionPhase::Completed)
         );
         one_turn.push(started.elapsed().as_secs_f64() * 1000.0);
 
-        let turns = 10;
-        llm.push((1..turns).map(|_| Turn::tool_call("ls", json!({}))));
-        llm.push([Turn::text("done")]);
-        let started = Instant::now();
-        assert_eq!(
-            runtime.block_on(run_one(client.clone(), "ten")),
-            "completed"
-        );
-        per_turn.push(started.elapsed().as_secs_f64() * 1000.0 / turns as f64);
+        for (turns, per_turn) in [(10, &mut per_turn), (50, &mut per_turn_50)] {
+            llm.push((1..turns).map(|_| Turn::tool_call("ls", json!({}))));
+            llm.push([Turn::text("done")]);
+            let started = Instant::now();
+            assert_eq!(
+                runtime.block_on(run_one(client.clone(), &format!("{turns} turns"))),
+                Some(ExecutionPhase::Completed)
+            );
+            per_turn.push(started.elapsed().as_secs_f64() * 1000.0 / turns as f64);
+        }
     }
 
     let concurrent = 20;
@@ -155,12 +251,22 @@ fn main() {
             phases
         });
         assert!(
-            phases.iter().all(|phase| phase == "completed"),
+            phases
+                .iter()
+                .all(|phase| *phase == Some(ExecutionPhase::Completed)),
             "{phases:?}"
         );
         walls.push(started.elapsed().as_secs_f64());
     }
     let wall = median(walls);
+    if std::env::var_os("BENCH_BREAKDOWN").is_some() {
+        llm.push((1..10).map(|_| Turn::tool_call("ls", json!({}))));
+        llm.push([Turn::text("done")]);
+        runtime.block_on(run_one(client.clone(), "breakdown"));
+        let address = state["temporal_address"].as_str().unwrap().to_owned();
+        let id = LAST_EXECUTION.lock().unwrap().clone();
+        print_breakdown(&address, &id);
+    }
     println!("executions: {runs} runs (medians)");
     println!(
         "  one-turn execution, create → completed: {:.0} ms",
@@ -169,6 +275,10 @@ fn main() {
     println!(
         "  orchestration per model turn (10-turn execution with a tool call per turn): {:.0} ms",
         median(per_turn)
+    );
+    println!(
+        "  orchestration per model turn (50-turn execution with a tool call per turn): {:.0} ms",
+        median(per_turn_50)
     );
     println!(
         "  {concurrent} concurrent executions: all completed in {:.2} s = {:.0} executions/min",

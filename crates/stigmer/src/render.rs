@@ -8,14 +8,15 @@
 use serde::Serialize;
 use serde_json::Value;
 use std::time::Duration;
-use stigmer_proto::executions::v1::ExecutionEvent;
+use stigmer_proto::execution::{
+    ExecutionEvent, ExecutionPhase, Todo, TodoStatus, ToolCallFinished, UnknownEvent,
+};
+use stigmer_proto::executions::v1::ExecutionEvent as WireEvent;
 
 /// Longest line a tool call, a tool result line or a todo takes, in characters.
 const LINE_LIMIT: usize = 120;
 /// Lines of a tool result shown; the rest is counted.
 const RESULT_LINES: usize = 3;
-/// Phases after which an execution has no more events.
-pub const TERMINAL_PHASES: [&str; 3] = ["completed", "failed", "cancelled"];
 
 /// How lines look: symbols or ASCII, colours or none.
 #[derive(Clone, Copy, Debug)]
@@ -77,32 +78,54 @@ const ASCII: Glyphs = Glyphs {
     separator: ", ",
 };
 
-/// One event of an execution's log with its data decoded; serialises as the `--json` line.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One event of an execution's log, typed (a kind this build does not know, or data that does
+/// not fit its kind, is [`ExecutionEvent::Unknown`] and shown generically).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     pub execution_id: String,
     pub seq: u64,
     pub ts: String,
-    pub kind: String,
-    pub data: Value,
+    pub event: ExecutionEvent,
+    /// The fields as the server sent them: `--json` passes them on whole, including any a
+    /// newer server added.
+    data: Value,
 }
 
 impl Event {
-    pub fn from_proto(event: ExecutionEvent) -> Event {
-        // The server stores only JSON objects; anything else is kept as text rather than lost.
-        let data = serde_json::from_str(&event.data_json).unwrap_or(Value::String(event.data_json));
+    pub fn new(execution_id: String, seq: u64, ts: String, kind: &str, data: Value) -> Event {
         Event {
-            execution_id: event.execution_id,
-            seq: event.seq,
-            ts: event.ts,
-            kind: event.kind,
+            event: ExecutionEvent::from_wire_lenient(kind, data.clone()),
+            execution_id,
+            seq,
+            ts,
             data,
         }
     }
 
+    pub fn from_proto(event: WireEvent) -> Event {
+        // The server stores only JSON objects; anything else is kept as text rather than lost.
+        let data = serde_json::from_str(&event.data_json).unwrap_or(Value::String(event.data_json));
+        Event::new(event.execution_id, event.seq, event.ts, &event.kind, data)
+    }
+
     /// `{"execution_id","seq","ts","kind","data"}` on one line.
     pub fn to_json_line(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        #[derive(Serialize)]
+        struct Line<'a> {
+            execution_id: &'a str,
+            seq: u64,
+            ts: &'a str,
+            kind: &'a str,
+            data: &'a Value,
+        }
+        serde_json::to_string(&Line {
+            execution_id: &self.execution_id,
+            seq: self.seq,
+            ts: &self.ts,
+            kind: self.event.kind(),
+            data: &self.data,
+        })
+        .unwrap_or_default()
     }
 }
 
@@ -118,7 +141,8 @@ pub enum Output {
 /// How an execution ended.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
-    pub phase: String,
+    /// A terminal phase.
+    pub phase: ExecutionPhase,
     pub reason: Option<String>,
 }
 
@@ -176,85 +200,90 @@ impl Renderer {
         if self.first_ts.is_none() {
             self.first_ts = Some(event.ts.clone());
         }
-        let data = &event.data;
         let glyphs = self.style.glyphs();
-        match event.kind.as_str() {
-            "token_delta" => {
-                let text = data["text"].as_str().unwrap_or_default();
-                self.write_text(&mut out, text);
-                self.streamed |= !text.is_empty();
+        match &event.event {
+            ExecutionEvent::TokenDelta(delta) => {
+                self.write_text(&mut out, &delta.text);
+                self.streamed |= !delta.text.is_empty();
             }
-            "message_started" => {
-                let attempt = data["attempt"].as_u64().unwrap_or(1);
-                if attempt > 1 {
-                    let turn = data["turn"].as_u64().unwrap_or_default();
+            ExecutionEvent::MessageStarted(started) => {
+                if started.attempt > 1 {
                     let line = self.style.paint(
                         "33",
-                        &format!("{} retrying turn {turn} (attempt {attempt})", glyphs.retry),
+                        &format!(
+                            "{} retrying turn {} (attempt {})",
+                            glyphs.retry, started.turn, started.attempt
+                        ),
                     );
                     self.line(&mut out, line);
                 }
                 self.streamed = false;
             }
-            "message_completed" => {
+            ExecutionEvent::MessageCompleted(completed) => {
                 self.totals.model_turns += 1;
                 if !self.streamed {
                     // A provider that does not stream sends the whole text here only.
-                    let text = data["text"].as_str().unwrap_or_default();
-                    self.write_text(&mut out, text);
+                    self.write_text(&mut out, &completed.text);
                 }
                 self.finish_text(&mut out);
                 self.streamed = false;
             }
-            "usage" => {
-                self.totals.input_tokens += data["input_tokens"].as_u64().unwrap_or_default();
-                self.totals.output_tokens += data["output_tokens"].as_u64().unwrap_or_default();
+            ExecutionEvent::Usage(usage) => {
+                self.totals.input_tokens += usage.input_tokens;
+                self.totals.output_tokens += usage.output_tokens;
             }
-            "tool_call_started" => {
-                let name = data["name"].as_str().unwrap_or("tool");
-                let call = format!("{name}({})", compact_arguments(&data["arguments"]));
+            ExecutionEvent::ToolCallStarted(started) => {
+                let call = format!(
+                    "{}({})",
+                    started.name,
+                    compact_arguments(&started.arguments)
+                );
                 let line = format!(
                     "{} {}",
                     self.style.paint("36", glyphs.tool),
                     trim_line(&printable(&call), LINE_LIMIT, glyphs.ellipsis)
                 );
                 self.line(&mut out, line);
-                self.last_started_call = data["call_id"].as_str().map(str::to_owned);
+                self.last_started_call = Some(started.call_id.clone());
             }
-            "tool_call_finished" => {
+            ExecutionEvent::ToolCallFinished(finished) => {
                 self.totals.tool_calls += 1;
-                let lines = self.tool_result(data);
+                let lines = self.tool_result(finished);
                 for line in lines {
                     self.line(&mut out, line);
                 }
             }
-            "todos_updated" => {
-                let lines = self.todos(&data["todos"]);
+            ExecutionEvent::TodosUpdated(updated) => {
+                let lines = self.todos(&updated.todos);
                 for line in lines {
                     self.line(&mut out, line);
                 }
             }
-            "phase_changed" => {
-                let phase = data["phase"].as_str().unwrap_or("unknown");
-                if phase == "running" && self.running_ts.is_none() {
+            ExecutionEvent::PhaseChanged(changed) => {
+                let phase = changed.phase;
+                if phase == ExecutionPhase::Running && self.running_ts.is_none() {
                     self.running_ts = Some(event.ts.clone());
                 }
-                if TERMINAL_PHASES.contains(&phase) {
+                if phase.is_terminal() {
                     self.finish_text(&mut out);
                     self.end_ts = Some(event.ts.clone());
                     self.outcome = Some(Outcome {
-                        phase: phase.to_owned(),
-                        reason: data["reason"].as_str().map(str::to_owned),
+                        phase,
+                        reason: changed.reason.clone(),
                     });
                 } else {
                     let line = self
                         .style
-                        .paint("2", &format!("{} {}", glyphs.phase, printable(phase)));
+                        .paint("2", &format!("{} {}", glyphs.phase, phase));
                     self.line(&mut out, line);
                 }
             }
-            // Kinds this version does not know are for newer clients; `--json` still has them.
-            _ => {}
+            // A kind this version does not know (a newer server): shown as its name and
+            // fields, and the stream goes on; `--json` has it whole.
+            ExecutionEvent::Unknown(unknown) => {
+                let line = self.unknown(unknown);
+                self.line(&mut out, line);
+            }
         }
         out
     }
@@ -268,8 +297,8 @@ impl Renderer {
             .as_ref()
             .map(|outcome| outcome.phase.as_str())
             .unwrap_or("ended");
-        let (mark, preposition) = match phase {
-            "completed" => (self.style.paint("32", glyphs.ok), "in"),
+        let (mark, preposition) = match self.outcome.as_ref().map(|outcome| outcome.phase) {
+            Some(ExecutionPhase::Completed) => (self.style.paint("32", glyphs.ok), "in"),
             _ => (self.style.paint("31", glyphs.error), "after"),
         };
         let parts = [
@@ -320,23 +349,21 @@ impl Renderer {
         self.last_started_call = None;
     }
 
-    fn tool_result(&self, data: &Value) -> Vec<String> {
+    fn tool_result(&self, finished: &ToolCallFinished) -> Vec<String> {
         let glyphs = self.style.glyphs();
-        let is_error = data["is_error"].as_bool().unwrap_or(false);
-        let mark = if is_error {
+        let mark = if finished.is_error {
             self.style.paint("31", glyphs.error)
         } else {
             self.style.paint("32", glyphs.ok)
         };
         // The name is needed only when the result does not follow its call directly.
-        let follows_call = self.last_started_call.is_some()
-            && self.last_started_call.as_deref() == data["call_id"].as_str();
+        let follows_call = self.last_started_call.as_deref() == Some(finished.call_id.as_str());
         let label = if follows_call {
             String::new()
         } else {
-            format!("{}: ", data["name"].as_str().unwrap_or("tool"))
+            format!("{}: ", finished.name)
         };
-        let result = printable_lines(data["result"].as_str().unwrap_or_default());
+        let result = printable_lines(&finished.result);
         let lines: Vec<&str> = result
             .lines()
             .map(str::trim_end)
@@ -379,33 +406,51 @@ impl Renderer {
         out
     }
 
-    fn todos(&self, todos: &Value) -> Vec<String> {
+    fn todos(&self, items: &[Todo]) -> Vec<String> {
         let glyphs = self.style.glyphs();
-        let items = todos.as_array().map(Vec::as_slice).unwrap_or_default();
         if items.is_empty() {
             return vec![self.style.paint("2", "todos cleared")];
         }
         let done = items
             .iter()
-            .filter(|item| item["status"] == "completed")
+            .filter(|item| item.status == TodoStatus::Completed)
             .count();
         let mut out = vec![
             self.style
                 .paint("2", &format!("todos ({done} of {} done)", items.len())),
         ];
         for item in items {
-            let box_ = match item["status"].as_str() {
-                Some("completed") => self.style.paint("32", glyphs.todo_completed),
-                Some("in_progress") => self.style.paint("33", glyphs.todo_in_progress),
-                _ => glyphs.todo_pending.to_owned(),
+            let box_ = match item.status {
+                TodoStatus::Completed => self.style.paint("32", glyphs.todo_completed),
+                TodoStatus::InProgress => self.style.paint("33", glyphs.todo_in_progress),
+                TodoStatus::Pending | TodoStatus::Other => glyphs.todo_pending.to_owned(),
             };
-            let content = printable(item["content"].as_str().unwrap_or_default());
+            let content = printable(&item.content);
             out.push(format!(
                 "  {box_} {}",
                 trim_line(&content, LINE_LIMIT, glyphs.ellipsis)
             ));
         }
         out
+    }
+
+    /// An event of a kind this version does not know: `- kind: key=value, …`, on one line.
+    fn unknown(&self, unknown: &UnknownEvent) -> String {
+        let glyphs = self.style.glyphs();
+        let fields = compact_arguments(&unknown.data);
+        let text = if fields.is_empty() {
+            unknown.kind.clone()
+        } else {
+            format!("{}: {fields}", unknown.kind)
+        };
+        self.style.paint(
+            "2",
+            &format!(
+                "{} {}",
+                glyphs.phase,
+                trim_line(&printable(&text), LINE_LIMIT, glyphs.ellipsis)
+            ),
+        )
     }
 }
 
@@ -499,14 +544,16 @@ mod tests {
         color: false,
     };
 
+    /// An event read strictly: test data must fit its kind (an unknown kind stays unknown).
     fn event(seq: u64, kind: &str, data: Value) -> Event {
-        Event {
-            execution_id: "aex-1".into(),
+        ExecutionEvent::from_wire(kind, &data).expect("test data fits its kind");
+        Event::new(
+            "aex-1".into(),
             seq,
-            ts: format!("2025-01-01T00:00:{:02}.000Z", seq.min(59)),
-            kind: kind.into(),
+            format!("2025-01-01T00:00:{:02}.000Z", seq.min(59)),
+            kind,
             data,
-        }
+        )
     }
 
     /// Renders `events` and shows the two streams in one transcript: stdout text as is,
@@ -712,7 +759,7 @@ mod tests {
         assert_eq!(
             renderer.outcome(),
             Some(&Outcome {
-                phase: "failed".into(),
+                phase: ExecutionPhase::Failed,
                 reason: Some("the model is unreachable".into())
             })
         );
@@ -743,7 +790,7 @@ mod tests {
         let started = renderer.render(&event(
             1,
             "tool_call_started",
-            json!({"call_id": "c1", "name": "write_file", "arguments": {"content": format!("{long}\nmore")}}),
+            json!({"turn": 1, "call_id": "c1", "name": "write_file", "arguments": {"content": format!("{long}\nmore")}}),
         ));
         let Output::Line(line) = &started[0] else {
             panic!("expected a line, got {started:?}")
@@ -754,7 +801,7 @@ mod tests {
         let finished = renderer.render(&event(
             2,
             "tool_call_finished",
-            json!({"call_id": "c1", "name": "write_file", "result": long, "is_error": false}),
+            json!({"turn": 1, "call_id": "c1", "name": "write_file", "result": long, "is_error": false}),
         ));
         let Output::Line(line) = &finished[0] else {
             panic!("expected a line, got {finished:?}")
@@ -768,7 +815,7 @@ mod tests {
         let outputs = renderer.render(&event(
             1,
             "tool_call_finished",
-            json!({"call_id": "c9", "name": "grep", "result": "\u{1b}[31mred\u{1b}[0m", "is_error": false}),
+            json!({"turn": 1, "call_id": "c9", "name": "grep", "result": "\u{1b}[31mred\u{1b}[0m", "is_error": false}),
         ));
         assert_eq!(
             outputs,
@@ -793,7 +840,7 @@ mod tests {
 
     #[test]
     fn json_lines_keep_the_documented_shape() {
-        let event = Event::from_proto(ExecutionEvent {
+        let event = Event::from_proto(WireEvent {
             execution_id: "aex-1".into(),
             seq: 7,
             ts: "2025-01-01T00:00:00.000Z".into(),
@@ -803,6 +850,52 @@ mod tests {
         assert_eq!(
             event.to_json_line(),
             r#"{"execution_id":"aex-1","seq":7,"ts":"2025-01-01T00:00:00.000Z","kind":"usage","data":{"input_tokens":3,"output_tokens":4,"turn":1}}"#
+        );
+    }
+
+    #[test]
+    fn an_unknown_kind_is_shown_generically_and_the_stream_goes_on() {
+        let mut events = conversation();
+        // What a newer server might send: a kind this version does not know, and a known kind
+        // with a value it does not know.
+        events.insert(
+            2,
+            Event::from_proto(WireEvent {
+                execution_id: "aex-1".into(),
+                seq: 3,
+                ts: "2025-01-01T00:00:03.000Z".into(),
+                kind: "mcp_server_connected".into(),
+                data_json: r#"{"server":"github","tools":12}"#.into(),
+            }),
+        );
+        events.insert(
+            3,
+            Event::from_proto(WireEvent {
+                execution_id: "aex-1".into(),
+                seq: 3,
+                ts: "2025-01-01T00:00:03.000Z".into(),
+                kind: "phase_changed".into(),
+                data_json: r#"{"phase":"paused"}"#.into(),
+            }),
+        );
+        let shown = transcript(PLAIN, &events);
+        insta::assert_snapshot!(shown.lines().take(5).collect::<Vec<_>>().join("\n"), @r#"
+        | - pending
+        | - running
+        | - mcp_server_connected: server="github", tools=12
+        | - phase_changed: phase="paused"
+        Let me look at the files.
+        "#);
+        // Everything after it is rendered as before, to the end and the summary.
+        let known = transcript(PLAIN, &conversation());
+        assert!(
+            shown.ends_with(&known[known.find("Let me look").unwrap()..]),
+            "{shown}"
+        );
+        // `--json` passes it on whole.
+        assert_eq!(
+            events[2].to_json_line(),
+            r#"{"execution_id":"aex-1","seq":3,"ts":"2025-01-01T00:00:03.000Z","kind":"mcp_server_connected","data":{"server":"github","tools":12}}"#
         );
     }
 

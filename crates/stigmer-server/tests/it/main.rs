@@ -3,10 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 use stigmer_proto::daemon::v1::GetStatusResponse;
+use stigmer_proto::execution::{
+    ExecutionEvent, ExecutionPhase, PhaseChanged, TokenDelta, ToolCallFinished, UnknownEvent,
+};
 use stigmer_proto::executions::v1::execution_service_client::ExecutionServiceClient;
 use stigmer_proto::executions::v1::{AppendEventsRequest, NewEvent, SubscribeRequest};
 use stigmer_server::{DaemonControl, ServerContext, serve};
-use tonic::transport::Channel;
+
+mod run_context;
 
 struct NoDaemon;
 
@@ -81,43 +85,46 @@ async fn server_with(temporal: Option<stigmer_server::TemporalTarget>) -> Server
     }
 }
 
-type Client = ExecutionServiceClient<
-    tonic::service::interceptor::InterceptedService<
-        Channel,
-        fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
-    >,
->;
+type Client = ExecutionServiceClient<stigmer_client::Authenticated>;
 
-fn add_token(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    Ok(request)
+async fn clients(server: &Server) -> stigmer_client::ApiClients {
+    stigmer_client::ApiClients::connect(
+        &server.address.to_string(),
+        TOKEN,
+        stigmer_client::Timeouts::default(),
+    )
+    .await
+    .unwrap()
 }
 
 async fn client(server: &Server) -> Client {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.address))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    ExecutionServiceClient::with_interceptor(channel, add_token as fn(_) -> _)
+    clients(server).await.executions
 }
 
 fn event(key: &str) -> NewEvent {
-    NewEvent {
-        key: key.into(),
-        kind: "token_delta".into(),
-        data_json: format!("{{\"text\":\"{key}\"}}"),
-    }
+    ExecutionEvent::from(TokenDelta {
+        turn: 1,
+        text: key.into(),
+        parent: None,
+    })
+    .to_new_event(key)
 }
 
 fn terminal(key: &str) -> NewEvent {
-    NewEvent {
-        key: key.into(),
-        kind: "phase_changed".into(),
-        data_json: "{\"phase\":\"completed\"}".into(),
-    }
+    ExecutionEvent::from(PhaseChanged::new(ExecutionPhase::Completed, None)).to_new_event(key)
+}
+
+/// A tool call's end with a big result, as a busy run writes them.
+fn big_event(key: &str, payload: &str) -> NewEvent {
+    ExecutionEvent::from(ToolCallFinished {
+        turn: 1,
+        call_id: key.into(),
+        name: "read_file".into(),
+        result: payload.into(),
+        is_error: false,
+        parent: None,
+    })
+    .to_new_event(key)
 }
 
 async fn append(client: &mut Client, execution: &str, events: Vec<NewEvent>) -> Vec<u64> {
@@ -201,14 +208,14 @@ async fn reconnecting_subscribers_miss_nothing_and_see_nothing_twice() {
     for reader_index in 0..3u64 {
         let server_address = server.address.clone();
         readers.push(tokio::spawn(async move {
-            let channel =
-                tonic::transport::Endpoint::from_shared(format!("http://{server_address}"))
-                    .unwrap()
-                    .connect()
-                    .await
-                    .unwrap();
-            let mut reader: Client =
-                ExecutionServiceClient::with_interceptor(channel, add_token as fn(_) -> _);
+            let mut reader: Client = stigmer_client::ApiClients::connect(
+                &server_address,
+                TOKEN,
+                stigmer_client::Timeouts::default(),
+            )
+            .await
+            .unwrap()
+            .executions;
             let mut seen: Vec<u64> = Vec::new();
             for round in 0..3u64 {
                 let after = seen.last().copied().unwrap_or(0);
@@ -302,6 +309,63 @@ async fn malformed_event_data_is_refused() {
                 kind: "usage".into(),
                 data_json: "[1]".into(),
             }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn events_are_read_through_the_typed_protocol() {
+    let server = server().await;
+    let mut writer = client(&server).await;
+    // A known kind whose fields do not fit is refused, naming the event.
+    let status = writer
+        .append_events(AppendEventsRequest {
+            execution_id: "aex-4".into(),
+            events: vec![NewEvent {
+                key: "bad".into(),
+                kind: TokenDelta::KIND.into(),
+                data_json: r#"{"turn":"one","text":3}"#.into(),
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("\"bad\""), "{}", status.message());
+    // A kind this build does not know (a newer runner) is stored as it came and replayed.
+    let newer = NewEvent {
+        key: "newer".into(),
+        kind: "mcp_server_connected".into(),
+        data_json: r#"{"server":"github","tools":12}"#.into(),
+    };
+    append(&mut writer, "aex-4", vec![newer, terminal("end")]).await;
+    let mut stream = writer
+        .subscribe(SubscribeRequest {
+            execution_id: "aex-4".into(),
+            after_seq: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().expect("an event");
+    assert_eq!(
+        first.event(),
+        ExecutionEvent::Unknown(UnknownEvent {
+            kind: "mcp_server_connected".into(),
+            data: serde_json::json!({"server": "github", "tools": 12}),
+        })
+    );
+    let last = stream.message().await.unwrap().expect("the terminal event");
+    assert_eq!(last.event().phase(), Some(ExecutionPhase::Completed));
+    // A runner cannot put an execution back to pending.
+    let status = writer
+        .append_events(AppendEventsRequest {
+            execution_id: "aex-3".into(),
+            events: vec![
+                ExecutionEvent::from(PhaseChanged::new(ExecutionPhase::Pending, None))
+                    .to_new_event("p"),
+            ],
         })
         .await
         .unwrap_err();
@@ -580,7 +644,7 @@ async fn own_connection_client(server: &Server) -> Client {
         .connect()
         .await
         .unwrap();
-    ExecutionServiceClient::with_interceptor(channel, add_token as fn(_) -> _)
+    stigmer_client::ApiClients::over(channel, stigmer_client::Token::new(TOKEN).unwrap()).executions
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -604,11 +668,7 @@ async fn subscribers_that_never_read_do_not_pin_the_log_in_memory() {
     }
     // Warm up the write path, then measure: a busy run writes 64 MiB of big events.
     let payload = "x".repeat(128 * 1024);
-    let big = |key: String| NewEvent {
-        key,
-        kind: "tool_call_finished".into(),
-        data_json: serde_json::json!({ "output": payload }).to_string(),
-    };
+    let big = |key: String| big_event(&key, &payload);
     append(&mut writer, "aex-1", vec![big("warm".into())]).await;
     let before = resident_bytes();
     for batch in 0..64 {
@@ -695,22 +755,10 @@ mod resources {
     use stigmer_proto::resources::v1::resource_service_client::ResourceServiceClient;
     use stigmer_proto::resources::v1::{ApplyRequest, ListRequest};
 
-    type Resources = ResourceServiceClient<
-        tonic::service::interceptor::InterceptedService<
-            Channel,
-            fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
-        >,
-    >;
+    type Resources = ResourceServiceClient<stigmer_client::Authenticated>;
 
     async fn resources(server: &Server) -> Resources {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.address))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        ResourceServiceClient::with_interceptor(channel, add_token as fn(_) -> _)
-            .max_encoding_message_size(256 * 1024 * 1024)
-            .max_decoding_message_size(256 * 1024 * 1024)
+        clients(server).await.resources
     }
 
     fn agents(prefix: &str, count: usize) -> Vec<String> {

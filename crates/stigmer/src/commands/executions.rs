@@ -13,12 +13,14 @@ use crate::cli::{
 use crate::client::DaemonClient;
 use crate::failure::{EXIT_INTERRUPTED, EXIT_INVALID_INPUT, Failure};
 use crate::printer::{Printer, print_data, print_text};
-use crate::render::{Event, Outcome, Output, Renderer, Style, TERMINAL_PHASES, trim_line};
+use crate::render::{Event, Outcome, Output, Renderer, Style, trim_line};
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use stigmer_client::feed::{EventFeed, EventSource, FeedError, FeedItem};
 use stigmer_config::{Component, StigmerHome};
 use stigmer_daemon::state::is_locked;
+use stigmer_proto::execution::{AgentExecutionSpec, AgentExecutionStatus, ExecutionPhase};
 use stigmer_proto::executions::v1::{
     CancelExecutionRequest, CreateExecutionRequest, ExecutionEvent, GetExecutionRequest,
     ListExecutionsRequest, SubscribeRequest,
@@ -28,10 +30,6 @@ use stigmer_store::{SqliteStore, Store};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tonic::{Code, Status, Streaming};
 
-/// How long a broken event stream is retried; a restarting server is back well within it.
-const RECONNECT_WINDOW: Duration = Duration::from_secs(30);
-const BACKOFF_FIRST: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How long to keep following after Ctrl-C asked for cancellation, and how long `cancel`
 /// waits to say how the execution ended.
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
@@ -71,12 +69,20 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::SUCCESS);
     };
     let printer = Printer::stderr();
+    let spec = AgentExecutionSpec::from_value(&execution.spec).unwrap_or_default();
+    let given_or = |value: String, fallback: &str| {
+        if value.is_empty() {
+            fallback.to_owned()
+        } else {
+            value
+        }
+    };
     printer.line(&printer.paint(
         "2",
         &format!(
             "execution {execution_id} (agent {}, session {})",
-            execution.spec["agent"].as_str().unwrap_or(&args.agent),
-            execution.spec["session"].as_str().unwrap_or("?"),
+            given_or(spec.agent, &args.agent),
+            given_or(spec.session, "?"),
         ),
     ));
     let follow = Follow {
@@ -176,7 +182,7 @@ pub async fn watch(args: ExecutionWatchArgs) -> Result<ExitCode, Failure> {
     if !is_locked(&home.lock_file()) {
         // An execution that has ended can be replayed from the store without a daemon.
         let execution = read_offline_execution(&home, &args.id)?;
-        if TERMINAL_PHASES.contains(&phase_of(&execution)) {
+        if phase_of(&execution).is_terminal() {
             return replay_offline(&home, execution, args.json, started);
         }
     }
@@ -216,13 +222,13 @@ fn replay_offline(
             let full = page.len() == REPLAY_PAGE;
             for stored in page {
                 last = stored.seq;
-                screen.show(&Event {
-                    execution_id: stored.execution_id,
-                    seq: stored.seq,
-                    ts: stored.ts,
-                    kind: stored.kind,
-                    data: stored.data,
-                });
+                screen.show(&Event::new(
+                    stored.execution_id,
+                    stored.seq,
+                    stored.ts,
+                    &stored.kind,
+                    stored.data,
+                ));
                 if screen.renderer.outcome().is_some() {
                     break 'pages;
                 }
@@ -262,7 +268,7 @@ struct Follow<'a> {
 }
 
 enum Step {
-    Feed(Result<FeedItem, Failure>),
+    Feed(Result<FeedItem, FeedError>),
     Interrupted,
     CancelWaitOver,
 }
@@ -292,9 +298,9 @@ impl Follow<'_> {
                 }
             };
             match step {
-                Step::Feed(item) => match item? {
+                Step::Feed(item) => match item.map_err(feed_failure)? {
                     FeedItem::Event(event) => {
-                        screen.show(&event);
+                        screen.show(&Event::from_proto(event));
                         if screen.renderer.outcome().is_some() {
                             break;
                         }
@@ -504,9 +510,9 @@ fn exit_for(
         )));
     };
     let reason = outcome.reason.as_deref();
-    match outcome.phase.as_str() {
-        "completed" => Ok(ExitCode::SUCCESS),
-        "cancelled" => Err(Failure::new(format!(
+    match outcome.phase {
+        ExecutionPhase::Completed => Ok(ExitCode::SUCCESS),
+        ExecutionPhase::Cancelled => Err(Failure::new(format!(
             "execution {execution_id} was cancelled{}",
             reason.map(|r| format!(": {r}")).unwrap_or_default()
         ))),
@@ -522,57 +528,27 @@ fn exit_for(
 
 /// `status.startedAt` to `status.finishedAt`, when both are recorded.
 fn status_duration(execution: &Resource) -> Option<Duration> {
-    let status = execution.status.as_ref()?;
+    let status = status_of(execution);
     crate::render::elapsed_between(
-        status["startedAt"].as_str()?,
-        status["finishedAt"].as_str()?,
+        status.started_at.as_deref()?,
+        status.finished_at.as_deref()?,
     )
 }
 
 fn outcome_of(execution: &Resource) -> Option<Outcome> {
-    let phase = phase_of(execution);
-    TERMINAL_PHASES.contains(&phase).then(|| Outcome {
-        phase: phase.to_owned(),
-        reason: reason_of(execution).map(str::to_owned),
+    let status = status_of(execution);
+    status.phase.is_terminal().then_some(Outcome {
+        phase: status.phase,
+        reason: status.reason,
     })
 }
 
-fn phase_of(execution: &Resource) -> &str {
-    execution
-        .status
-        .as_ref()
-        .and_then(|status| status["phase"].as_str())
-        .unwrap_or("pending")
+fn status_of(execution: &Resource) -> AgentExecutionStatus {
+    AgentExecutionStatus::from_value(execution.status.as_ref())
 }
 
-fn reason_of(execution: &Resource) -> Option<&str> {
-    execution.status.as_ref()?["reason"].as_str()
-}
-
-/// What [`EventFeed::next`] yields.
-#[derive(Debug, PartialEq)]
-enum FeedItem {
-    Event(Event),
-    /// Something people should know (the connection broke, it is back).
-    Notice(String),
-}
-
-/// Where a feed subscribes: the daemon, or a scripted fake in tests.
-trait EventSource {
-    type Stream: EventStream;
-    /// Subscribes to the events after `after_seq`.
-    async fn subscribe(&mut self, after_seq: u64) -> Result<Self::Stream, Status>;
-}
-
-/// One subscription's events; `Ok(None)` when the server ended it.
-trait EventStream {
-    async fn message(&mut self) -> Result<Option<ExecutionEvent>, Status>;
-}
-
-impl EventStream for Streaming<ExecutionEvent> {
-    async fn message(&mut self) -> Result<Option<ExecutionEvent>, Status> {
-        Streaming::message(self).await
-    }
+fn phase_of(execution: &Resource) -> ExecutionPhase {
+    status_of(execution).phase
 }
 
 /// Subscriptions through the daemon of a home. The first uses the client the command already
@@ -609,126 +585,20 @@ impl EventSource for DaemonSource<'_> {
     }
 }
 
-/// The events of one execution, in order and each once, across broken streams: after a break
-/// it subscribes again after the last event it yielded, retrying for up to `window`.
-struct EventFeed<S: EventSource> {
-    source: S,
-    execution_id: String,
-    stream: Option<S::Stream>,
-    last_seq: u64,
-    /// When the current outage began, and what went wrong last.
-    broken: Option<(Instant, String)>,
-    backoff: Duration,
-    first_backoff: Duration,
-    window: Duration,
-}
-
-impl<S: EventSource> EventFeed<S> {
-    fn new(source: S, execution_id: &str) -> Self {
-        EventFeed {
-            source,
-            execution_id: execution_id.to_owned(),
-            stream: None,
-            last_seq: 0,
-            broken: None,
-            backoff: BACKOFF_FIRST,
-            first_backoff: BACKOFF_FIRST,
-            window: RECONNECT_WINDOW,
+/// A feed that ended without its execution ending, as a failure with what to do next.
+fn feed_failure(error: FeedError) -> Failure {
+    match error {
+        FeedError::Lost {
+            ref execution_id, ..
+        } => {
+            let hint = format!(
+                "the execution may still run: `stigmer execution watch {execution_id}` follows \
+                 it again; see `stigmer server status`"
+            );
+            Failure::new(error.to_string()).with_hint(Some(hint))
         }
+        FeedError::Refused(status) => execution_failure(status),
     }
-
-    /// The next event or notice. Cancel-safe: the state changes only after an await
-    /// completes, so dropping the future (Ctrl-C) loses nothing.
-    async fn next(&mut self) -> Result<FeedItem, Failure> {
-        loop {
-            if let Some(stream) = self.stream.as_mut() {
-                let problem = match stream.message().await {
-                    Ok(Some(event)) => {
-                        // A replay may overlap what was shown before a break.
-                        if event.seq <= self.last_seq {
-                            continue;
-                        }
-                        self.last_seq = event.seq;
-                        self.backoff = self.first_backoff;
-                        return Ok(FeedItem::Event(Event::from_proto(event)));
-                    }
-                    Ok(None) => "the event stream ended early".to_owned(),
-                    Err(status) if is_transient(&status) => status.message().to_owned(),
-                    Err(status) => return Err(execution_failure(status)),
-                };
-                self.stream = None;
-                if let Some(notice) = self.broke(problem) {
-                    return Ok(FeedItem::Notice(notice));
-                }
-                continue;
-            }
-            if let Some((since, problem)) = &self.broken {
-                if since.elapsed() >= self.window {
-                    let id = &self.execution_id;
-                    return Err(Failure::new(format!(
-                        "lost the connection to the daemon while following execution {id}: \
-                         {problem}"
-                    ))
-                    .with_hint(Some(format!(
-                        "the execution may still run: `stigmer execution watch {id}` follows \
-                         it again; see `stigmer server status`"
-                    ))));
-                }
-                tokio::time::sleep(self.backoff).await;
-                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-            }
-            match self.source.subscribe(self.last_seq).await {
-                Ok(stream) => {
-                    self.stream = Some(stream);
-                    if self.broken.take().is_some() {
-                        return Ok(FeedItem::Notice(format!(
-                            "reconnected; following from event {}",
-                            self.last_seq + 1
-                        )));
-                    }
-                }
-                Err(status) if is_transient(&status) => {
-                    if let Some(notice) = self.broke(status.message().to_owned()) {
-                        return Ok(FeedItem::Notice(notice));
-                    }
-                }
-                Err(status) => return Err(execution_failure(status)),
-            }
-        }
-    }
-
-    /// Records a break; returns a notice when an outage begins.
-    fn broke(&mut self, problem: String) -> Option<String> {
-        match &mut self.broken {
-            Some((_, last)) => {
-                *last = problem;
-                None
-            }
-            None => {
-                let notice = format!(
-                    "lost the connection to the daemon ({problem}); reconnecting for up to {}s",
-                    self.window.as_secs()
-                );
-                self.broken = Some((Instant::now(), problem));
-                Some(notice)
-            }
-        }
-    }
-}
-
-/// Whether a failed stream or subscription may succeed when tried again (a server restarting,
-/// a new token after a daemon restart) rather than being a definite answer.
-fn is_transient(status: &Status) -> bool {
-    !matches!(
-        status.code(),
-        Code::NotFound
-            | Code::InvalidArgument
-            | Code::PermissionDenied
-            | Code::FailedPrecondition
-            | Code::Unimplemented
-            | Code::OutOfRange
-            | Code::AlreadyExists
-    )
 }
 
 pub async fn list(args: ExecutionListArgs) -> Result<ExitCode, Failure> {
@@ -790,7 +660,7 @@ pub async fn cancel(args: ExecutionIdArgs) -> Result<ExitCode, Failure> {
         .map_err(execution_failure)?;
     // The execution becomes `cancelled` when its workflow stops: wait a little to say so.
     let deadline = Instant::now() + CANCEL_WAIT;
-    let mut phase = "pending".to_owned();
+    let mut phase = ExecutionPhase::Pending;
     while Instant::now() < deadline {
         let Ok(response) = client
             .executions()
@@ -802,13 +672,13 @@ pub async fn cancel(args: ExecutionIdArgs) -> Result<ExitCode, Failure> {
             break;
         };
         let execution = decode(&response.into_inner().execution_json)?;
-        phase = phase_of(&execution).to_owned();
-        match phase.as_str() {
-            "cancelled" => {
+        phase = phase_of(&execution);
+        match phase {
+            ExecutionPhase::Cancelled => {
                 print_data(&format!("execution {id} cancelled"));
                 return Ok(ExitCode::SUCCESS);
             }
-            "completed" | "failed" => {
+            ExecutionPhase::Completed | ExecutionPhase::Failed => {
                 print_data(&format!(
                     "execution {id} {phase} before the cancellation took effect"
                 ));
@@ -841,18 +711,19 @@ pub(super) fn execution_table(
         "REASON".to_owned(),
     ]];
     for execution in executions {
-        let reason = reason_of(execution)
+        let status = status_of(execution);
+        let reason = status
+            .reason
             .unwrap_or_default()
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ");
         table.push([
             execution.metadata.name.clone(),
-            execution.spec["agent"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            phase_of(execution).to_owned(),
+            AgentExecutionSpec::from_value(&execution.spec)
+                .map(|spec| spec.agent)
+                .unwrap_or_default(),
+            status.phase.to_string(),
             execution
                 .metadata
                 .created_at
@@ -885,7 +756,6 @@ mod tests {
     use crate::cli::{Cli, Command, ExecutionCommand};
     use clap::Parser;
     use serde_json::json;
-    use std::collections::VecDeque;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("stigmer").chain(args.iter().copied()))
@@ -1025,7 +895,7 @@ mod tests {
 
     fn outcome(phase: &str, reason: Option<&str>) -> Outcome {
         Outcome {
-            phase: phase.into(),
+            phase: phase.parse().expect("a phase"),
             reason: reason.map(str::to_owned),
         }
     }
@@ -1069,17 +939,6 @@ mod tests {
             cancelled.message,
             "execution aex-1 was cancelled: cancelled by request"
         );
-    }
-
-    #[test]
-    fn only_definite_answers_stop_the_reconnection() {
-        assert!(is_transient(&Status::unavailable("restarting")));
-        assert!(is_transient(&Status::unknown("transport error")));
-        assert!(is_transient(&Status::unauthenticated("new token")));
-        assert!(!is_transient(&Status::not_found(
-            "execution \"x\" not found"
-        )));
-        assert!(!is_transient(&Status::permission_denied("no")));
     }
 
     fn execution(id: &str, created: &str, status: serde_json::Value) -> Resource {
@@ -1129,169 +988,30 @@ mod tests {
         assert_eq!(status_duration(&executions[2]), None);
         assert_eq!(
             outcome_of(&executions[1]),
-            Some(outcome("failed", reason_of(&executions[1])))
+            Some(outcome(
+                "failed",
+                status_of(&executions[1]).reason.as_deref()
+            ))
         );
         assert_eq!(outcome_of(&executions[2]), None);
     }
 
-    /// A scripted source: each subscription gets the next entry; then the daemon is gone.
-    struct FakeSource {
-        subscriptions: VecDeque<Result<Vec<Result<ExecutionEvent, Status>>, Status>>,
-        requested: Vec<u64>,
-    }
-
-    struct FakeStream(VecDeque<Result<ExecutionEvent, Status>>);
-
-    impl EventStream for FakeStream {
-        async fn message(&mut self) -> Result<Option<ExecutionEvent>, Status> {
-            self.0.pop_front().transpose()
-        }
-    }
-
-    impl EventSource for FakeSource {
-        type Stream = FakeStream;
-
-        async fn subscribe(&mut self, after_seq: u64) -> Result<FakeStream, Status> {
-            self.requested.push(after_seq);
-            match self.subscriptions.pop_front() {
-                Some(events) => events.map(|events| FakeStream(events.into())),
-                None => Err(Status::unavailable("connection refused")),
-            }
-        }
-    }
-
-    fn feed(
-        subscriptions: Vec<Result<Vec<Result<ExecutionEvent, Status>>, Status>>,
-    ) -> EventFeed<FakeSource> {
-        let mut feed = EventFeed::new(
-            FakeSource {
-                subscriptions: subscriptions.into(),
-                requested: Vec::new(),
-            },
-            "aex-1",
-        );
-        feed.first_backoff = Duration::from_millis(1);
-        feed.backoff = feed.first_backoff;
-        feed.window = Duration::from_millis(100);
-        feed
-    }
-
-    fn wire(seq: u64, phase: &str) -> Result<ExecutionEvent, Status> {
-        Ok(ExecutionEvent {
+    #[test]
+    fn a_lost_feed_says_how_to_follow_again_and_a_refusal_where_to_look() {
+        let lost = feed_failure(FeedError::Lost {
             execution_id: "aex-1".into(),
-            seq,
-            ts: "2025-01-01T00:00:00.000Z".into(),
-            kind: "phase_changed".into(),
-            data_json: json!({"phase": phase}).to_string(),
-        })
-    }
-
-    /// What a feed yields until its terminal event or an error: event seqs, and notices.
-    async fn drain(feed: &mut EventFeed<FakeSource>) -> (Vec<String>, Option<Failure>) {
-        let mut seen = Vec::new();
-        loop {
-            match feed.next().await {
-                Ok(FeedItem::Event(event)) => {
-                    seen.push(event.seq.to_string());
-                    if TERMINAL_PHASES.contains(&event.data["phase"].as_str().unwrap_or("")) {
-                        return (seen, None);
-                    }
-                }
-                Ok(FeedItem::Notice(notice)) => seen.push(notice),
-                Err(failure) => return (seen, Some(failure)),
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn a_broken_stream_resumes_after_the_last_event_without_repeats() {
-        let mut feed = feed(vec![
-            Ok(vec![
-                wire(1, "pending"),
-                wire(2, "running"),
-                wire(3, "running"),
-                Err(Status::unknown("h2 protocol error: connection reset")),
-            ]),
-            Err(Status::unavailable("connection refused")),
-            // The server replays from what was asked; an overlap is dropped.
-            Ok(vec![
-                wire(3, "running"),
-                wire(4, "running"),
-                wire(5, "completed"),
-            ]),
-        ]);
-        let (seen, failure) = drain(&mut feed).await;
-        assert!(failure.is_none(), "{failure:?}");
+            problem: "connection refused".into(),
+        });
         assert_eq!(
-            seen,
-            [
-                "1",
-                "2",
-                "3",
-                "lost the connection to the daemon (h2 protocol error: connection reset); \
-                 reconnecting for up to 0s",
-                "reconnected; following from event 4",
-                "4",
-                "5",
-            ]
-        );
-        assert_eq!(feed.source.requested, [0, 3, 3]);
-    }
-
-    #[tokio::test]
-    async fn a_stream_that_ends_early_is_resumed_too() {
-        let mut feed = feed(vec![
-            Ok(vec![wire(1, "pending")]),
-            Ok(vec![wire(2, "failed")]),
-        ]);
-        let (seen, failure) = drain(&mut feed).await;
-        assert!(failure.is_none(), "{failure:?}");
-        assert_eq!(seen.first().map(String::as_str), Some("1"));
-        assert_eq!(seen.last().map(String::as_str), Some("2"));
-        assert!(seen[1].contains("the event stream ended early"), "{seen:?}");
-        assert_eq!(feed.source.requested, [0, 1]);
-    }
-
-    #[tokio::test]
-    async fn reconnecting_gives_up_after_the_window() {
-        let mut feed = feed(vec![Ok(vec![
-            wire(1, "running"),
-            Err(Status::unavailable("shutting down")),
-        ])]);
-        let (seen, failure) = drain(&mut feed).await;
-        assert_eq!(seen.len(), 2, "{seen:?}");
-        let failure = failure.expect("a failure");
-        assert_eq!(failure.code, 1);
-        assert_eq!(
-            failure.message,
+            lost.message,
             "lost the connection to the daemon while following execution aex-1: connection \
              refused"
         );
-        assert!(
-            failure
-                .hint
-                .expect("a hint")
-                .contains("stigmer execution watch aex-1")
-        );
-        assert!(feed.source.requested.len() > 2);
-        assert!(feed.source.requested[1..].iter().all(|&after| after == 1));
-    }
-
-    #[tokio::test]
-    async fn a_definite_answer_is_not_retried() {
-        let mut feed = feed(vec![Err(Status::not_found(
+        assert!(lost.hint.unwrap().contains("stigmer execution watch aex-1"));
+        let refused = feed_failure(FeedError::Refused(Status::not_found(
             "execution \"aex-1\" not found",
-        ))]);
-        let (seen, failure) = drain(&mut feed).await;
-        assert!(seen.is_empty());
-        let failure = failure.expect("a failure");
-        assert_eq!(failure.message, "execution \"aex-1\" not found");
-        assert!(
-            failure
-                .hint
-                .expect("a hint")
-                .contains("stigmer execution list")
-        );
-        assert_eq!(feed.source.requested, [0]);
+        )));
+        assert_eq!(refused.message, "execution \"aex-1\" not found");
+        assert!(refused.hint.unwrap().contains("stigmer execution list"));
     }
 }

@@ -64,6 +64,7 @@ pub async fn run_daemon(settings: Settings) -> Result<ExitCode, Failure> {
     if let Err(error) = stigmer_logs::init_layer(&filter, layer) {
         return Err(Failure::new(format!("cannot set up logging: {error}")));
     }
+    log_panics();
     match stigmer_daemon::run(settings, termination()).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         // Losing a start race to another daemon of the same home is expected (concurrent
@@ -77,6 +78,27 @@ pub async fn run_daemon(settings: Settings) -> Result<ExitCode, Failure> {
             Err(Failure::from(error))
         }
     }
+}
+
+/// Puts every panic of this process into its log (with where it happened) before the default
+/// report on stderr, which nobody reads once the daemon is detached. The daemon's tasks turn a
+/// panic into a failed run; this covers one anywhere else.
+fn log_panics() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_owned());
+        let location = info
+            .location()
+            .map(|at| format!("{}:{}", at.file(), at.line()))
+            .unwrap_or_default();
+        tracing::error!(panic = %message, location = %location, "A thread panicked.");
+        report(info);
+    }));
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use stigmer_config::{Component, Settings, StigmerHome};
 use stigmer_daemon::process;
 use stigmer_daemon::state::{RunState, is_locked};
-use stigmer_proto::daemon::v1::{ComponentStatus, GetStatusResponse};
+use stigmer_proto::daemon::v1::{ComponentState, ComponentStatus, GetStatusResponse};
 
 /// Exit code of `status` when nothing runs (as `systemctl status`).
 const EXIT_NOT_RUNNING: u8 = 3;
@@ -75,7 +75,10 @@ impl Want {
             || match self {
                 Want::AllRunning => false,
                 Want::Settled { startup_timeout } => {
-                    status.components.iter().any(|c| c.state == "failed")
+                    status
+                        .components
+                        .iter()
+                        .any(|c| c.state() == ComponentState::Failed)
                         || u64::try_from(status.daemon_uptime_secs).unwrap_or(0)
                             >= startup_timeout.as_secs()
                 }
@@ -122,7 +125,11 @@ async fn wait_for_daemon(
             if want.satisfied_by(&status) {
                 return Ok((connected, status));
             }
-            if status.components.iter().any(|c| c.state == "failed") {
+            if status
+                .components
+                .iter()
+                .any(|c| c.state() == ComponentState::Failed)
+            {
                 return Err(unhealthy_failure(&status));
             }
             last_status = Some(status);
@@ -346,7 +353,11 @@ async fn wait_ready(
             if all_running(&status) {
                 return Ok(status);
             }
-            if let Some(failed) = status.components.iter().find(|c| c.state == "failed") {
+            if let Some(failed) = status
+                .components
+                .iter()
+                .find(|c| c.state() == ComponentState::Failed)
+            {
                 let component = Component::parse(&failed.name).unwrap_or(Component::Daemon);
                 let mut details = vec![format!(
                     "{}: {}",
@@ -367,8 +378,16 @@ async fn wait_ready(
         if Instant::now() >= deadline {
             let mut details = Vec::new();
             if let Some(status) = &last_status {
-                for component in status.components.iter().filter(|c| c.state != "running") {
-                    details.push(format!("{} is {}", component.name, component.state));
+                for component in status
+                    .components
+                    .iter()
+                    .filter(|c| c.state() != ComponentState::Running)
+                {
+                    details.push(format!(
+                        "{} is {}",
+                        component.name,
+                        component.state().label()
+                    ));
                     if let Some(parsed) = Component::parse(&component.name) {
                         details.extend(log_tail(home, parsed, 5));
                     }
@@ -393,7 +412,7 @@ fn fresh(home: &StigmerHome, status: &GetStatusResponse) -> bool {
 
 fn show_progress(status: &GetStatusResponse, shown: &mut BTreeSet<String>, printer: &Printer) {
     for component in &status.components {
-        if component.state == "running" && shown.insert(component.name.clone()) {
+        if component.state() == ComponentState::Running && shown.insert(component.name.clone()) {
             let detail = match component.name.as_str() {
                 "agent-runner" => format!("polling {}", stigmer_config::AGENT_TASK_QUEUE),
                 "workflow-runner" => format!("polling {}", stigmer_config::WORKFLOW_TASK_QUEUE),
@@ -423,19 +442,23 @@ fn print_ready(status: &GetStatusResponse, started: Instant, printer: &Printer) 
 }
 
 fn all_running(status: &GetStatusResponse) -> bool {
-    !status.components.is_empty() && status.components.iter().all(|c| c.state == "running")
+    !status.components.is_empty()
+        && status
+            .components
+            .iter()
+            .all(|c| c.state() == ComponentState::Running)
 }
 
 fn unhealthy_details(status: &GetStatusResponse) -> Vec<String> {
     status
         .components
         .iter()
-        .filter(|c| c.state != "running")
+        .filter(|c| c.state() != ComponentState::Running)
         .map(|c| {
             format!(
                 "{} is {}{}",
                 c.name,
-                c.state,
+                c.state().label(),
                 c.last_exit
                     .as_ref()
                     .map(|exit| format!(": {exit}"))
@@ -694,7 +717,7 @@ fn status_json(home: &StigmerHome, status: Option<&GetStatusResponse>) -> serde_
 fn component_json(component: &ComponentStatus) -> serde_json::Value {
     json!({
         "name": component.name,
-        "state": component.state,
+        "state": component.state().label(),
         "pid": component.pid,
         "container_id": component.container_id,
         "mode": component.mode,
@@ -721,7 +744,7 @@ fn status_table(status: &GetStatusResponse) -> String {
         out.push_str(&format!(
             "{:<16} {:<11} {:<8} {:<9} {:<9} {:<9} {}\n",
             component.name,
-            component.state,
+            component.state().label(),
             component
                 .pid
                 .map(|pid| pid.to_string())

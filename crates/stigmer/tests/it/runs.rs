@@ -9,8 +9,6 @@ use stigmer_proto::executions::v1::{
 };
 use stigmer_test::llm::{Fault, ScriptedLlm, Turn};
 use stigmer_test::{Outcome, TestHome, wait_until};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 /// A running stack whose default model is the scripted LLM, speaking `provider`.
 pub struct Stack {
@@ -85,23 +83,7 @@ impl Stack {
 /// The execution API, straight over gRPC (for what the CLI does not show).
 pub struct Api {
     runtime: tokio::runtime::Runtime,
-    client: ExecutionServiceClient<InterceptedService<Channel, Token>>,
-}
-
-#[derive(Clone)]
-pub struct Token(String);
-
-impl tonic::service::Interceptor for Token {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.0).parse().unwrap(),
-        );
-        Ok(request)
-    }
+    client: ExecutionServiceClient<stigmer_client::Authenticated>,
 }
 
 impl Api {
@@ -113,19 +95,16 @@ impl Api {
             .enable_all()
             .build()
             .unwrap();
-        let channel = runtime.block_on(async {
-            tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap()
-        });
+        let clients = runtime
+            .block_on(stigmer_client::ApiClients::connect(
+                &address,
+                &token,
+                stigmer_client::Timeouts::default(),
+            ))
+            .unwrap();
         Api {
             runtime,
-            client: ExecutionServiceClient::with_interceptor(
-                channel,
-                Token(token.trim().to_owned()),
-            ),
+            client: clients.executions,
         }
     }
 

@@ -5,39 +5,20 @@
 use crate::home;
 use crate::runs::{Stack, create};
 use std::time::Duration;
+use stigmer_proto::execution::{ExecutionEvent, ToolCallFinished};
 use stigmer_proto::executions::v1::execution_service_client::ExecutionServiceClient;
 use stigmer_proto::executions::v1::{AppendEventsRequest, NewEvent, SubscribeRequest};
 use stigmer_test::llm::{Fault, Turn};
 use stigmer_test::wait_until;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-#[derive(Clone)]
-struct Token(String);
-
-impl tonic::service::Interceptor for Token {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.0).parse().unwrap(),
-        );
-        Ok(request)
-    }
-}
-
-type Client = ExecutionServiceClient<InterceptedService<Channel, Token>>;
+type Client = ExecutionServiceClient<stigmer_client::Authenticated>;
 
 /// A client on a connection of its own, with the transport's default windows.
 async fn connect(address: &str, token: &str) -> Client {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
+    stigmer_client::ApiClients::connect(address, token, stigmer_client::Timeouts::default())
         .await
-        .unwrap();
-    ExecutionServiceClient::with_interceptor(channel, Token(token.to_owned()))
+        .expect("connect")
+        .executions
 }
 
 async fn append(writer: &mut Client, id: &str, events: Vec<NewEvent>) {
@@ -90,10 +71,16 @@ fn twenty_subscribers_that_never_read_leave_the_daemon_within_64_mib_of_idle() {
     runtime.block_on(async {
         let mut writer = connect(&address, token).await;
         let payload = "x".repeat(128 * 1024);
-        let big = |key: String| NewEvent {
-            key,
-            kind: "tool_call_finished".into(),
-            data_json: serde_json::json!({ "output": payload }).to_string(),
+        let big = |key: String| {
+            ExecutionEvent::from(ToolCallFinished {
+                turn: 1,
+                call_id: key.clone(),
+                name: "read_file".into(),
+                result: payload.clone(),
+                is_error: false,
+                parent: None,
+            })
+            .to_new_event(key)
         };
         append(&mut writer, &id, vec![big("warm".into())]).await;
         let idle = resident_bytes(daemon);
@@ -186,4 +173,26 @@ fn get_output_applied_again_keeps_the_stored_secret() {
             .unwrap()
             .is_none()
     );
+}
+
+#[test]
+fn an_eight_mib_answer_goes_from_the_model_through_runner_and_server_to_the_cli() {
+    // 8 MiB of text, more than gRPC's default 4 MiB limit, ending with a marker (no spaces:
+    // the scripted model streams it as one chunk).
+    let line = "All-work-and-no-play-makes-a-very-long-answer-for-the-message-limits.\n";
+    let mut answer = line.repeat(8 * 1024 * 1024 / line.len() + 1);
+    answer.push_str("THE END");
+    assert!(answer.len() > 8 * 1024 * 1024);
+    let stack = Stack::start("ollama", vec![Turn::text(&answer)]);
+    let outcome = stack.home.run(&["run", "helper", "Tell me everything."]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert_eq!(
+        outcome.stdout.trim_end(),
+        answer,
+        "the answer arrived changed"
+    );
+    // Stored whole: a second turn in the same session would send it back to the model.
+    let listed = stack.home.run(&["execution", "list", "-o", "json"]);
+    assert_eq!(listed.code, 0, "{listed}");
+    assert!(listed.stdout.contains("completed"), "{listed}");
 }
