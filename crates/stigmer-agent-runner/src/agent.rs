@@ -252,10 +252,7 @@ impl AgentActivities {
             Some(Provider::Anthropic) => LlmProvider::Anthropic,
         };
         let same_provider = provider == self.spec.llm_provider;
-        let run_model = context.execution.spec["model"]
-            .as_str()
-            .filter(|model| !model.is_empty())
-            .map(str::to_owned);
+        let run_model = context.spec.model.clone().filter(|model| !model.is_empty());
         let model = chosen.name.or(run_model).unwrap_or_else(|| {
             if same_provider {
                 self.spec.llm_model.clone()
@@ -365,16 +362,14 @@ impl AgentActivities {
         )])
         .await
         .map_err(|error| sink_error(&sink, error))?;
-        let message = context.execution.spec["message"]
-            .as_str()
-            .unwrap_or_default();
+        let message = &context.spec.message;
         self.api
             .save_messages(
                 &execution_id,
                 0,
                 0,
                 &[sink.redactor.message(&Message::User {
-                    text: message.to_owned(),
+                    text: message.clone(),
                 })],
             )
             .await

@@ -9,7 +9,7 @@ use std::time::Duration;
 use stigmer_client::{ApiClients, Authenticated, Timeouts};
 use stigmer_config::RunnerLaunchSpec;
 use stigmer_llm::Message;
-use stigmer_proto::execution::ExecutionEvent;
+use stigmer_proto::execution::{AgentExecutionSpec, ExecutionEvent};
 use stigmer_proto::executions::v1::MessagePlace as ProtoMessagePlace;
 use stigmer_proto::executions::v1::execution_service_client::ExecutionServiceClient;
 use stigmer_proto::executions::v1::get_run_context_request::Messages as WantedMessages;
@@ -57,6 +57,8 @@ pub struct Api {
 /// What one step of an execution needs.
 pub struct RunContext {
     pub execution: Resource,
+    /// The execution's typed `spec`, read once from `execution`.
+    pub spec: AgentExecutionSpec,
     pub agent_name: String,
     pub agent: AgentSpec,
     /// The messages the step asked for ([`Wanted`]).
@@ -112,7 +114,7 @@ impl RunContext {
     }
 
     pub fn session(&self) -> &str {
-        self.execution.spec["session"].as_str().unwrap_or_default()
+        &self.spec.session
     }
 }
 
@@ -153,6 +155,8 @@ impl Api {
         };
         let execution: Resource = serde_json::from_str(&reply.execution_json)
             .map_err(|error| corrupt("execution", error))?;
+        let spec = AgentExecutionSpec::from_value(&execution.spec)
+            .map_err(|error| corrupt("execution spec", error))?;
         let agent: Resource =
             serde_json::from_str(&reply.agent_json).map_err(|error| corrupt("agent", error))?;
         let agent_name = agent.metadata.name.clone();
@@ -165,6 +169,7 @@ impl Api {
             .collect::<Result<_, _>>()?;
         Ok(RunContext {
             execution,
+            spec,
             agent_name,
             agent,
             messages,

@@ -133,38 +133,16 @@ impl Conversations {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::sync::Arc;
     use stigmer_llm::ToolCall;
-    use stigmer_resources::{API_VERSION, Kind, Metadata, Resource};
-    use stigmer_store::Store;
-
-    struct NoDaemon;
-
-    impl stigmer_server::DaemonControl for NoDaemon {
-        fn status(&self) -> stigmer_proto::daemon::v1::GetStatusResponse {
-            Default::default()
-        }
-
-        fn request_shutdown(&self) {}
-    }
+    use stigmer_resources::Kind;
+    use stigmer_test::server::{InProcessServer, resource};
 
     /// The real API server in-process with a running execution `aex-1` of agent `hello`, and
     /// a client of it as a runner makes one.
-    async fn server(dir: &std::path::Path) -> (Api, tokio::sync::oneshot::Sender<()>) {
-        let store = Arc::new(stigmer_store::SqliteStore::open(&dir.join("db")).unwrap());
-        let resource = |kind, name: &str, spec, status| Resource {
-            api_version: API_VERSION.into(),
-            kind,
-            metadata: Metadata {
-                name: name.into(),
-                id: Some(name.into()),
-                ..Default::default()
-            },
-            spec,
-            status,
-        };
-        store
-            .put_all(&[
+    async fn server(dir: &std::path::Path) -> (Api, InProcessServer) {
+        let server = InProcessServer::builder()
+            .sqlite()
+            .resources([
                 resource(Kind::Agent, "hello", json!({"instructions": "Hi."}), None),
                 resource(
                     Kind::AgentExecution,
@@ -173,19 +151,8 @@ mod tests {
                     Some(json!({"phase": "running"})),
                 ),
             ])
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let context = stigmer_server::ServerContext {
-            api_token: "test-token".into(),
-            daemon: Arc::new(NoDaemon),
-            store,
-            temporal: None,
-        };
-        tokio::spawn(stigmer_server::serve(listener, context, async move {
-            let _ = stopped.await;
-        }));
+            .start()
+            .await;
         let spec = stigmer_config::RunnerLaunchSpec {
             role: stigmer_config::RunnerRole::Agent,
             home: dir.to_owned(),
@@ -193,8 +160,8 @@ mod tests {
             temporal_namespace: "default".into(),
             task_queue: "agent_execution_runner".into(),
             worker_identity: "test".into(),
-            api_endpoint: format!("http://{address}"),
-            api_token: stigmer_config::Secret::new("test-token"),
+            api_endpoint: server.endpoint(),
+            api_token: stigmer_config::Secret::new(server.token()),
             workspace_dir: dir.join("workspace"),
             log_filter: "info".into(),
             llm_provider: stigmer_config::LlmProvider::Ollama,
@@ -203,7 +170,7 @@ mod tests {
             openai_api_key: None,
             anthropic_api_key: None,
         };
-        (Api::new(&spec).unwrap(), stop)
+        (Api::new(&spec).unwrap(), server)
     }
 
     /// What the steps of turn `turn` store: the model's answer asking for one tool, its result.
@@ -233,7 +200,7 @@ mod tests {
     #[tokio::test]
     async fn a_model_turn_after_the_first_fetches_only_the_new_messages() {
         let dir = tempfile::tempdir().unwrap();
-        let (api, _stop) = server(dir.path()).await;
+        let (api, _server) = server(dir.path()).await;
         let user = Message::User { text: "Go.".into() };
         api.save_messages("aex-1", 0, 0, &[user]).await.unwrap();
         let conversations = Conversations::default();

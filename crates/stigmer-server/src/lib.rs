@@ -4,16 +4,21 @@
 //! without sleeps. Every service except gRPC health and reflection requires the per-home API
 //! token (`authorization: Bearer <token>`), so other local users cannot drive this user's stack.
 
+mod blocking;
+mod error;
 mod executions;
+mod hub;
 mod lifecycle;
 mod resources;
+mod secrets;
+mod subscribe;
 
-pub use executions::{
-    EventHub, ExecutionApi, MAX_SUBSCRIPTIONS, MAX_SUBSCRIPTIONS_PER_CONNECTION,
-    SUBSCRIBER_PAGE_BYTES, is_terminal,
-};
+pub use error::ServerError;
+pub use executions::ExecutionApi;
+pub use hub::{EventHub, is_terminal};
 pub use lifecycle::{AGENT_WORKFLOW, TemporalTarget};
 pub use resources::ResourceApi;
+pub use subscribe::{MAX_SUBSCRIPTIONS, MAX_SUBSCRIPTIONS_PER_CONNECTION, SUBSCRIBER_PAGE_BYTES};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -87,12 +92,8 @@ pub async fn serve(
     let authenticate = move |request: Request<()>| -> Result<Request<()>, Status> {
         match request.metadata().get("authorization") {
             Some(value) if value.as_bytes() == expected.as_bytes() => Ok(request),
-            Some(_) => Err(Status::unauthenticated(
-                "the API token does not match this Stigmer home",
-            )),
-            None => Err(Status::unauthenticated(
-                "missing API token: send `authorization: Bearer <token>` (the token is in $STIGMER_HOME/run/api-token)",
-            )),
+            Some(_) => Err(ServerError::WrongToken.into()),
+            None => Err(ServerError::MissingToken.into()),
         }
     };
     if let Ok(address) = listener.local_addr() {

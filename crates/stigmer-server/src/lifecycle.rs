@@ -6,7 +6,10 @@
 //! agent-runner polls the queue, failing the execution with that reason when none does. So no
 //! execution stays "pending" forever.
 
-use crate::executions::{EventHub, Secrets};
+use crate::blocking::on_store;
+use crate::error::ServerError;
+use crate::hub::EventHub;
+use crate::secrets::Secrets;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +24,6 @@ use stigmer_temporal::temporalio_client::{
     Client, UntypedWorkflow, WorkflowCancelOptions, WorkflowGetResultOptions, WorkflowStartOptions,
     WorkflowTerminateOptions,
 };
-use tonic::Status;
 
 /// The workflow type the agent runner implements.
 pub const AGENT_WORKFLOW: &str = "stigmer.AgentExecution";
@@ -62,11 +64,9 @@ impl Gateway {
     }
 
     /// A connected client, or UNAVAILABLE saying which Temporal did not answer.
-    pub async fn client(&self) -> Result<(Client, TemporalProbe), Status> {
+    pub async fn client(&self) -> Result<(Client, TemporalProbe), ServerError> {
         let Some(target) = &self.target else {
-            return Err(Status::unavailable(
-                "no Temporal is configured for this server",
-            ));
+            return Err(ServerError::TemporalNotConfigured);
         };
         let mut connected = self.connected.lock().await;
         if let Some((client, probe)) = connected.as_ref() {
@@ -76,11 +76,9 @@ impl Gateway {
             }
             *connected = None;
         }
-        let unavailable = |error: String| {
-            Status::unavailable(format!(
-                "the Temporal workflow engine at {} is unavailable ({error}); see `stigmer server status`",
-                target.address
-            ))
+        let unavailable = |reason: String| ServerError::TemporalUnavailable {
+            address: target.address.clone(),
+            reason,
         };
         let probe = tokio::time::timeout(
             Duration::from_secs(3),
@@ -128,22 +126,19 @@ pub fn phase_of(execution: &Resource) -> ExecutionPhase {
 }
 
 /// Records a phase change (status and event) unless the execution already ended. Returns
-/// whether it changed anything.
+/// whether it changed anything. It calls the store: run it on the blocking pool, under the
+/// append lock.
 pub fn record_phase(
     store: &dyn Store,
     hub: &EventHub,
     execution_id: &str,
     phase: ExecutionPhase,
     reason: Option<&str>,
-) -> Result<bool, Status> {
-    let internal = |error: stigmer_store::StoreError| Status::internal(error.to_string());
-    let Some(mut execution) = store
-        .get(Kind::AgentExecution, execution_id)
-        .map_err(internal)?
-    else {
-        return Err(Status::not_found(format!(
-            "execution \"{execution_id}\" not found"
-        )));
+) -> Result<bool, ServerError> {
+    let Some(mut execution) = store.get(Kind::AgentExecution, execution_id)? else {
+        return Err(ServerError::ExecutionNotFound {
+            execution_id: execution_id.to_owned(),
+        });
     };
     let mut status = AgentExecutionStatus::from_value(execution.status.as_ref());
     if status.phase.is_terminal() || status.phase == phase {
@@ -160,20 +155,18 @@ pub fn record_phase(
     }
     execution.status = Some(status.to_value());
     execution.metadata.updated_at = Some(now.clone());
-    store.put_all(&[execution]).map_err(internal)?;
+    store.put_all(&[execution])?;
     let (kind, data) =
         ExecutionEvent::from(PhaseChanged::new(phase, reason.map(str::to_owned))).into_wire();
-    let stored = store
-        .append_events(
-            execution_id,
-            &[NewEvent {
-                key: format!("phase.{phase}"),
-                kind,
-                data,
-            }],
-            &now,
-        )
-        .map_err(internal)?;
+    let stored = store.append_events(
+        execution_id,
+        &[NewEvent {
+            key: format!("phase.{phase}"),
+            kind,
+            data,
+        }],
+        &now,
+    )?;
     for event in stored {
         hub.publish(event);
     }
@@ -181,7 +174,7 @@ pub fn record_phase(
 }
 
 /// Starts the workflow of an execution.
-pub async fn start_workflow(client: &Client, execution_id: &str) -> Result<(), Status> {
+pub async fn start_workflow(client: &Client, execution_id: &str) -> Result<(), ServerError> {
     use stigmer_temporal::temporalio_common::data_converters::RawValue;
     use stigmer_temporal::temporalio_common::protos::temporal::api::common::v1::Payload;
     let payload = Payload {
@@ -200,8 +193,8 @@ pub async fn start_workflow(client: &Client, execution_id: &str) -> Result<(), S
             WorkflowStartOptions::new(AGENT_TASK_QUEUE, execution_id).build(),
         )
         .await
-        .map_err(|error| {
-            Status::unavailable(format!("cannot start the execution's workflow: {error}"))
+        .map_err(|error| ServerError::WorkflowStart {
+            reason: error.to_string(),
         })?;
     Ok(())
 }
@@ -219,8 +212,16 @@ impl Watch {
         if phase.is_terminal() {
             self.secrets.forget(execution_id);
         }
-        let _guard = self.append_lock.lock().await;
-        match record_phase(self.store.as_ref(), &self.hub, execution_id, phase, reason) {
+        let guard = self.append_lock.clone().lock_owned().await;
+        let hub = self.hub.clone();
+        let id = execution_id.to_owned();
+        let why = reason.map(str::to_owned);
+        let recorded = on_store(&self.store, move |store| {
+            let _guard = guard;
+            record_phase(store, &hub, &id, phase, why.as_deref())
+        })
+        .await;
+        match recorded {
             Ok(true) if phase == ExecutionPhase::Failed => {
                 tracing::warn!(execution_id, phase = %phase, reason, "Execution ended.");
             }
@@ -228,19 +229,22 @@ impl Watch {
                 tracing::info!(execution_id, phase = %phase, reason, "Execution ended.");
             }
             Ok(_) => {}
-            Err(status) => {
-                tracing::error!(execution_id, error = %status.message(), "Cannot record a phase.");
+            Err(error) => {
+                tracing::error!(execution_id, error = %error, "Cannot record a phase.");
             }
         }
     }
 
-    fn current_phase(&self, execution_id: &str) -> ExecutionPhase {
-        self.store
-            .get(Kind::AgentExecution, execution_id)
-            .ok()
-            .flatten()
-            .map(|execution| phase_of(&execution))
-            .unwrap_or_default()
+    async fn current_phase(&self, execution_id: &str) -> ExecutionPhase {
+        let id = execution_id.to_owned();
+        on_store(&self.store, move |store| {
+            store.get(Kind::AgentExecution, &id)
+        })
+        .await
+        .ok()
+        .flatten()
+        .map(|execution| phase_of(&execution))
+        .unwrap_or_default()
     }
 }
 
@@ -260,7 +264,7 @@ pub async fn watch_execution(
         tokio::select! {
             outcome = &mut result => break outcome,
             () = tokio::time::sleep_until(deadline) => {
-                if watch.current_phase(&execution_id) != ExecutionPhase::Pending {
+                if watch.current_phase(&execution_id).await != ExecutionPhase::Pending {
                     // Picked up: from now on only the result matters.
                     deadline = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
                     continue;
@@ -348,7 +352,7 @@ pub fn failure_reason(
 }
 
 /// Requests cancellation of an execution's workflow.
-pub async fn cancel_workflow(client: &Client, execution_id: &str) -> Result<(), Status> {
+pub async fn cancel_workflow(client: &Client, execution_id: &str) -> Result<(), ServerError> {
     client
         .get_workflow_handle::<UntypedWorkflow>(execution_id.to_owned())
         .cancel(
@@ -357,5 +361,7 @@ pub async fn cancel_workflow(client: &Client, execution_id: &str) -> Result<(), 
                 .build(),
         )
         .await
-        .map_err(|error| Status::unavailable(format!("cannot cancel the workflow: {error}")))
+        .map_err(|error| ServerError::WorkflowCancel {
+            reason: error.to_string(),
+        })
 }

@@ -1,5 +1,8 @@
-//! `ResourceService`: apply, get, list and delete over the store.
+//! `ResourceService`: apply, get, list and delete over the store. Every store call runs on
+//! the blocking pool, never on an async worker thread.
 
+use crate::blocking::on_store;
+use crate::error::{ServerError, resource_json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use stigmer_proto::resources::v1::resource_service_server::ResourceService;
@@ -30,15 +33,12 @@ impl ResourceApi {
     }
 }
 
-fn parse_kind(text: &str) -> Result<Kind, Status> {
+fn parse_kind(text: &str) -> Result<Kind, ServerError> {
     Kind::from_manifest(text)
         .or_else(|| Kind::from_cli(text))
-        .ok_or_else(|| Status::invalid_argument(format!("unknown kind {text:?}")))
-}
-
-fn store_error(error: impl std::fmt::Display) -> Status {
-    tracing::error!(error = %error, "Store failure.");
-    Status::internal(error.to_string())
+        .ok_or_else(|| ServerError::UnknownKind {
+            text: text.to_owned(),
+        })
 }
 
 /// Sets its flag when dropped: the apply's future was dropped because its client has gone.
@@ -56,6 +56,8 @@ struct ApplyLookup<'a> {
     abandoned: &'a AtomicBool,
 }
 
+/// What the lookup answers once the apply is abandoned (the message of
+/// [`ServerError::ApplyAbandoned`]).
 const ABANDONED: &str = "the apply was abandoned: its client has gone";
 
 impl Lookup for ApplyLookup<'_> {
@@ -89,7 +91,7 @@ fn plan_and_write(
     resources: &[Resource],
     dry_run: bool,
     abandoned: &AtomicBool,
-) -> Result<Result<Vec<Planned>, Vec<PlanError>>, Status> {
+) -> Result<Result<Vec<Planned>, Vec<PlanError>>, ServerError> {
     let lookup = ApplyLookup {
         store: StoreLookup(store),
         abandoned,
@@ -99,7 +101,7 @@ fn plan_and_write(
         Ok(Ok(planned)) => planned,
         Ok(Err(errors)) => return Ok(Err(errors)),
         Err(message) if message == ABANDONED => return Err(abandoned_status(resources.len())),
-        Err(message) => return Err(store_error(message)),
+        Err(message) => return Err(ServerError::Lookup(message)),
     };
     if !dry_run {
         let changed: Vec<Resource> = planned
@@ -111,7 +113,7 @@ fn plan_and_write(
             match store.put_all_unless(&changed, &|| abandoned.load(Ordering::Relaxed)) {
                 Ok(()) => {}
                 Err(StoreError::Abandoned) => return Err(abandoned_status(resources.len())),
-                Err(error) => return Err(store_error(error)),
+                Err(error) => return Err(error.into()),
             }
         }
         tracing::info!(
@@ -123,16 +125,12 @@ fn plan_and_write(
     Ok(Ok(planned))
 }
 
-fn abandoned_status(documents: usize) -> Status {
+fn abandoned_status(documents: usize) -> ServerError {
     tracing::warn!(
         documents,
         "Apply abandoned: its client went away before it finished; nothing was written."
     );
-    Status::cancelled(ABANDONED)
-}
-
-fn to_json(resource: &Resource) -> Result<String, Status> {
-    serde_json::to_string(resource).map_err(|error| Status::internal(error.to_string()))
+    ServerError::ApplyAbandoned
 }
 
 #[tonic::async_trait]
@@ -144,14 +142,13 @@ impl ResourceService for ResourceApi {
         let request = request.into_inner();
         let mut resources = Vec::with_capacity(request.resources_json.len());
         for (index, json) in request.resources_json.iter().enumerate() {
-            let resource: Resource = serde_json::from_str(json).map_err(|error| {
-                Status::invalid_argument(format!("document {index} is not a resource: {error}"))
-            })?;
+            let resource: Resource = serde_json::from_str(json)
+                .map_err(|error| ServerError::NotAResource { index, error })?;
             if !resource.kind.is_declarable() {
-                return Err(Status::invalid_argument(format!(
-                    "{} resources are created by the system and cannot be applied",
-                    resource.kind
-                )));
+                return Err(ServerError::NotDeclarable {
+                    kind: resource.kind,
+                }
+                .into());
             }
             resources.push(resource);
         }
@@ -168,7 +165,7 @@ impl ResourceService for ResourceApi {
             let _guard = guard;
             plan_and_write(store.as_ref(), &resources, dry_run, &abandoned)
         });
-        let planned = match work.await.map_err(store_error)?? {
+        let planned = match work.await.map_err(ServerError::from)?? {
             Ok(planned) => planned,
             Err(errors) => {
                 return Ok(Response::new(ApplyResponse {
@@ -201,33 +198,35 @@ impl ResourceService for ResourceApi {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let request = request.into_inner();
         let kind = parse_kind(&request.kind)?;
-        match self.store.get(kind, &request.name).map_err(store_error)? {
-            Some(resource) => Ok(Response::new(GetResponse {
-                resource_json: to_json(&resource.masked())?,
-            })),
-            None => {
-                let names = self.store.names(kind).map_err(store_error)?;
-                let hint = suggest(&request.name, names.iter().map(String::as_str))
-                    .map(|s| format!(" (did you mean \"{s}\"?)"))
-                    .unwrap_or_default();
-                Err(Status::not_found(format!(
-                    "{} \"{}\" not found{hint}",
-                    kind.as_str().to_ascii_lowercase(),
-                    request.name
-                )))
+        let resource_json = on_store(&self.store, move |store| {
+            match store.get(kind, &request.name)? {
+                Some(resource) => resource_json(&resource.masked()),
+                None => {
+                    let names = store.names(kind)?;
+                    Err(ServerError::ResourceNotFound {
+                        kind,
+                        suggestion: suggest(&request.name, names.iter().map(String::as_str))
+                            .map(str::to_owned),
+                        name: request.name,
+                    })
+                }
             }
-        }
+        })
+        .await?;
+        Ok(Response::new(GetResponse { resource_json }))
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         let kind = parse_kind(&request.into_inner().kind)?;
-        let resources = self.store.list(kind).map_err(store_error)?;
-        Ok(Response::new(ListResponse {
-            resources_json: resources
+        let resources_json = on_store(&self.store, move |store| {
+            store
+                .list(kind)?
                 .iter()
-                .map(|resource| to_json(&resource.masked()))
-                .collect::<Result<_, _>>()?,
-        }))
+                .map(|resource| resource_json(&resource.masked()))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+        Ok(Response::new(ListResponse { resources_json }))
     }
 
     async fn delete(
@@ -236,34 +235,33 @@ impl ResourceService for ResourceApi {
     ) -> Result<Response<DeleteResponse>, Status> {
         let request = request.into_inner();
         let kind = parse_kind(&request.kind)?;
-        let _guard = self.apply_lock.lock().await;
-        if self
-            .store
-            .get(kind, &request.name)
-            .map_err(store_error)?
-            .is_none()
-        {
-            return Err(Status::not_found(format!(
-                "{} \"{}\" not found",
-                kind.as_str().to_ascii_lowercase(),
-                request.name
-            )));
-        }
-        if !request.force {
-            let users = referrers(&StoreLookup(self.store.as_ref()), kind, &request.name)
-                .map_err(store_error)?;
-            if !users.is_empty() {
-                return Err(Status::failed_precondition(format!(
-                    "{kind} \"{}\" is used by {}; change those first or delete with --force",
-                    request.name,
-                    users.join(", ")
-                )));
+        // Held by the blocking work, like an apply's, so a dropped RPC frees it only after.
+        let guard = self.apply_lock.clone().lock_owned().await;
+        on_store(&self.store, move |store| {
+            let _guard = guard;
+            if store.get(kind, &request.name)?.is_none() {
+                return Err(ServerError::ResourceNotFound {
+                    kind,
+                    name: request.name,
+                    suggestion: None,
+                });
             }
-        }
-        self.store
-            .delete(kind, &request.name)
-            .map_err(store_error)?;
-        tracing::info!(kind = %kind, name = %request.name, "Deleted resource.");
+            if !request.force {
+                let users = referrers(&StoreLookup(store), kind, &request.name)
+                    .map_err(ServerError::Lookup)?;
+                if !users.is_empty() {
+                    return Err(ServerError::ResourceInUse {
+                        kind,
+                        name: request.name,
+                        users,
+                    });
+                }
+            }
+            store.delete(kind, &request.name)?;
+            tracing::info!(kind = %kind, name = %request.name, "Deleted resource.");
+            Ok(())
+        })
+        .await?;
         Ok(Response::new(DeleteResponse {}))
     }
 }

@@ -1,8 +1,11 @@
 //! Test support: an isolated Stigmer home per test, the real `stigmer` binary run against it,
 //! readiness waits with deadlines (never fixed sleeps), and cleanup of every process a test
-//! started, even when the test fails.
+//! started, even when the test fails. With the `server` feature, `server::InProcessServer` is
+//! the API server in this process, for tests that need no daemon.
 
 pub mod llm;
+#[cfg(feature = "server")]
+pub mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

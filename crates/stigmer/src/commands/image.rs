@@ -38,7 +38,7 @@ pub async fn build(args: ImageBuildArgs) -> Result<ExitCode, Failure> {
         let registry = match args.registry {
             Some(registry) => registry,
             None => {
-                let home = super::home()?;
+                let home = super::invocation::home()?;
                 stigmer_config::ConfigFile::load(&home.config_file())
                     .map_err(Failure::from)?
                     .agent_runner

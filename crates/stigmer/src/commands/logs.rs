@@ -30,7 +30,7 @@ const HIDDEN_FIELDS: [&str; 3] = ["target", "temporalWorkflowID", "temporalRunID
 const HIDDEN_PREFIXES: [&str; 1] = ["otel."];
 
 pub async fn logs(args: LogsArgs) -> Result<ExitCode, Failure> {
-    let home = super::home()?;
+    let home = super::invocation::home()?;
     if let (Some(since), Some(until)) = (args.since, args.until)
         && since > until
     {

@@ -1,19 +1,23 @@
-//! One module per command group; [`dispatch`] maps parsed arguments to them.
+//! One module per command group; [`dispatch`] maps parsed arguments to them. The modules never
+//! import from this one: what they share lives in modules of its own (`invocation`, `output`,
+//! `table`, `execution_output`, `follow`), so no module imports from one that imports from it.
 
+mod execution_output;
 mod executions;
+mod follow;
 mod image;
 mod internal;
+mod invocation;
 mod logs;
+mod output;
 mod resources;
 mod server;
 mod sources;
+mod table;
 
-use crate::cli::{
-    Cli, Command, ExecutionCommand, ImageCommand, InternalCommand, ServerCommand, StartArgs,
-};
+use crate::cli::{Cli, Command, ExecutionCommand, ImageCommand, InternalCommand, ServerCommand};
 use crate::failure::Failure;
 use std::process::ExitCode;
-use stigmer_config::{EnvVars, Overrides, Settings, StigmerHome};
 
 /// Runs one command.
 pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
@@ -40,30 +44,4 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             internal::runner(stigmer_config::RunnerRole::Workflow).await
         }
     }
-}
-
-/// The home of this invocation: `$STIGMER_HOME`, else `~/.stigmer`.
-pub fn home() -> Result<StigmerHome, Failure> {
-    StigmerHome::from_env(
-        std::env::var(EnvVars::STIGMER_HOME).ok().as_deref(),
-        std::env::var("HOME").ok().as_deref(),
-    )
-    .ok_or_else(|| Failure::from(stigmer_config::ConfigError::NoHome))
-}
-
-/// Resolves settings once: defaults < config.yaml < environment < flags.
-pub fn settings(home: StigmerHome, args: &StartArgs) -> Result<Settings, Failure> {
-    let overrides = Overrides {
-        server_port: args.port,
-        temporal_port: args.temporal_port,
-        temporal_ui_port: args.temporal_ui_port,
-        temporal_address: args.temporal_address.clone(),
-        startup_timeout_secs: args.wait_timeout,
-        agent_runner_mode: args.agent_runner.clone(),
-    };
-    Ok(Settings::resolve(
-        home,
-        &|name| std::env::var(name).ok(),
-        &overrides,
-    )?)
 }

@@ -1,8 +1,11 @@
 //! `stigmer apply`, `stigmer get`, `stigmer delete`.
 
+use super::execution_output::sort_by_creation;
+use super::output::{decode, format_resources, read_offline};
 use super::sources::{Inputs, read_inputs};
-use crate::cli::{ApplyArgs, DeleteArgs, GetArgs, OutputFormat};
-use crate::failure::{EXIT_INVALID_INPUT, Failure};
+use super::table::render_table;
+use crate::cli::{ApplyArgs, DeleteArgs, GetArgs};
+use crate::failure::{EXIT_INVALID_INPUT, Failure, status_failure};
 use crate::printer::{Printer, print_data};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +18,7 @@ use stigmer_resources::{
 use stigmer_store::{SqliteStore, Store, StoreLookup};
 
 pub async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
-    let home = super::home()?;
+    let home = super::invocation::home()?;
     let documents = read_documents(&args.files)?;
     let resources: Vec<Resource> = documents.iter().map(|d| d.resource.clone()).collect();
 
@@ -208,17 +211,9 @@ fn apply_failure(status: tonic::Status, dry_run: bool, files: &[PathBuf]) -> Fai
     )))
 }
 
-pub(super) fn status_failure(status: tonic::Status) -> Failure {
-    let code = match status.code() {
-        tonic::Code::InvalidArgument => EXIT_INVALID_INPUT,
-        _ => 1,
-    };
-    Failure::new(status.message().to_owned()).with_code(code)
-}
-
 pub async fn get(args: GetArgs) -> Result<ExitCode, Failure> {
     let kind = parse_kind(&args.kind)?;
-    let home = super::home()?;
+    let home = super::invocation::home()?;
     let mut resources: Vec<Resource> = if is_locked(&home.lock_file()) {
         let mut client = super::server::connect(&home).await?;
         match &args.name {
@@ -251,7 +246,7 @@ pub async fn get(args: GetArgs) -> Result<ExitCode, Failure> {
         read_offline(&home, kind, args.name.as_deref())?
     };
     if kind == Kind::AgentExecution {
-        super::executions::sort_by_creation(&mut resources);
+        sort_by_creation(&mut resources);
     }
     if let Some(output) = format_resources(kind, &resources, args.name.is_some(), args.output)? {
         print_data(&output);
@@ -259,107 +254,9 @@ pub async fn get(args: GetArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `get` output: one resource (`single`) or a list, as a table, JSON (a list is
-/// `{"items": […]}`) or YAML. `None` when a table would be empty (that was said on stderr).
-pub(super) fn format_resources(
-    kind: Kind,
-    resources: &[Resource],
-    single: bool,
-    format: OutputFormat,
-) -> Result<Option<String>, Failure> {
-    let output = match format {
-        OutputFormat::Json => {
-            let value = match resources {
-                [resource] if single => serde_json::to_value(resource),
-                _ => {
-                    serde_json::to_value(resources).map(|items| serde_json::json!({"items": items}))
-                }
-            };
-            serde_json::to_string_pretty(&value.map_err(|e| Failure::new(e.to_string()))?)
-                .map_err(|e| Failure::new(e.to_string()))?
-        }
-        OutputFormat::Yaml => {
-            let result = match resources {
-                [resource] if single => serde_yaml_ng::to_string(resource),
-                _ => serde_yaml_ng::to_string(&serde_json::json!({"items": resources})),
-            };
-            result.map_err(|e| Failure::new(e.to_string()))?
-        }
-        OutputFormat::Table => {
-            if resources.is_empty() {
-                Printer::stderr().line(&format!("no {} found", kind.cli_names()[1]));
-                return Ok(None);
-            }
-            if kind == Kind::AgentExecution {
-                return Ok(Some(super::executions::execution_table(
-                    resources,
-                    chrono::Utc::now(),
-                )));
-            }
-            let mut table = vec![[
-                "NAME".to_owned(),
-                "ID".to_owned(),
-                "GENERATION".to_owned(),
-                "UPDATED".to_owned(),
-            ]];
-            for resource in resources {
-                let metadata = &resource.metadata;
-                table.push([
-                    metadata.name.clone(),
-                    metadata.id.clone().unwrap_or_default(),
-                    metadata
-                        .generation
-                        .map(|g| g.to_string())
-                        .unwrap_or_default(),
-                    metadata.updated_at.clone().unwrap_or_default(),
-                ]);
-            }
-            render_table(&table)
-        }
-    };
-    Ok(Some(output))
-}
-
-pub(super) fn read_offline(
-    home: &stigmer_config::StigmerHome,
-    kind: Kind,
-    name: Option<&str>,
-) -> Result<Vec<Resource>, Failure> {
-    let store = SqliteStore::open_if_exists(&home.store_file())
-        .map_err(|error| Failure::new(error.to_string()))?;
-    let Some(store) = store else {
-        return match name {
-            Some(name) => Err(not_found(kind, name)),
-            None => Ok(Vec::new()),
-        };
-    };
-    let store_failure = |error: stigmer_store::StoreError| Failure::new(error.to_string());
-    match name {
-        Some(name) => match store.get(kind, name).map_err(store_failure)? {
-            Some(resource) => Ok(vec![resource.masked()]),
-            None => Err(not_found(kind, name)),
-        },
-        None => Ok(store
-            .list(kind)
-            .map_err(store_failure)?
-            .iter()
-            .map(Resource::masked)
-            .collect()),
-    }
-}
-
-fn not_found(kind: Kind, name: &str) -> Failure {
-    Failure::new(format!("{} \"{name}\" not found", kind.cli_names()[0]))
-}
-
-pub(super) fn decode(json: &str) -> Result<Resource, Failure> {
-    serde_json::from_str(json)
-        .map_err(|error| Failure::new(format!("the server sent an invalid resource: {error}")))
-}
-
 pub async fn delete(args: DeleteArgs) -> Result<ExitCode, Failure> {
     let kind = parse_kind(&args.kind)?;
-    let home = super::home()?;
+    let home = super::invocation::home()?;
     let mut client = super::server::ensure_running(&home).await?;
     client
         .resources()
@@ -376,27 +273,6 @@ pub async fn delete(args: DeleteArgs) -> Result<ExitCode, Failure> {
         args.name
     ));
     Ok(ExitCode::SUCCESS)
-}
-
-/// Left-aligned columns separated by two spaces.
-pub(super) fn render_table<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
-    for row in rows {
-        for (index, cell) in row.iter().enumerate() {
-            widths[index] = widths[index].max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(index, cell)| format!("{cell:<width$}", width = widths[index]))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

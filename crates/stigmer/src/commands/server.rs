@@ -2,7 +2,7 @@
 
 use crate::cli::{StartArgs, StatusArgs};
 use crate::client::DaemonClient;
-use crate::failure::Failure;
+use crate::failure::{EXIT_NOT_RUNNING, Failure};
 use crate::printer::{Printer, print_data};
 use nix::sys::signal::Signal;
 use serde_json::json;
@@ -15,18 +15,16 @@ use stigmer_daemon::process;
 use stigmer_daemon::state::{RunState, is_locked};
 use stigmer_proto::daemon::v1::{ComponentState, ComponentStatus, GetStatusResponse};
 
-/// Exit code of `status` when nothing runs (as `systemctl status`).
-const EXIT_NOT_RUNNING: u8 = 3;
 /// How often startup progress is polled.
 const POLL: Duration = Duration::from_millis(50);
 
 pub async fn start(args: StartArgs) -> Result<ExitCode, Failure> {
-    let home = super::home()?;
+    let home = super::invocation::home()?;
     let printer = Printer::stderr();
     if is_locked(&home.lock_file()) {
         return already_running(&home, &args, &printer).await;
     }
-    let settings = super::settings(home.clone(), &args)?;
+    let settings = super::invocation::settings(home.clone(), &args)?;
     if args.foreground {
         return start_foreground(settings, printer).await;
     }
@@ -53,7 +51,7 @@ async fn already_running(
 /// How long to wait for a stack to be ready: the configured startup timeout, or its default
 /// when the configuration cannot be resolved (the running daemon does not depend on it).
 fn startup_timeout(home: &StigmerHome, args: &StartArgs) -> Duration {
-    let seconds = super::settings(home.clone(), args)
+    let seconds = super::invocation::settings(home.clone(), args)
         .map(|settings| settings.supervisor.startup_timeout_secs)
         .unwrap_or_else(|_| stigmer_config::SupervisorSettings::default().startup_timeout_secs);
     Duration::from_secs(seconds)
@@ -510,7 +508,7 @@ pub async fn ensure_running(home: &StigmerHome) -> Result<DaemonClient, Failure>
         let (client, _) = wait_for_daemon(home, deadline, want, None).await?;
         return Ok(client);
     }
-    let settings = super::settings(home.clone(), &StartArgs::default())?;
+    let settings = super::invocation::settings(home.clone(), &StartArgs::default())?;
     start_detached(settings, &Printer::stderr()).await?;
     connect(home).await
 }
@@ -524,14 +522,14 @@ pub async fn connect(home: &StigmerHome) -> Result<DaemonClient, Failure> {
 }
 
 pub async fn stop() -> Result<ExitCode, Failure> {
-    let home = super::home()?;
+    let home = super::invocation::home()?;
     let printer = Printer::stderr();
     if !is_locked(&home.lock_file()) {
         printer.line("Stigmer is not running; nothing to stop");
         return Ok(ExitCode::SUCCESS);
     }
     let started = Instant::now();
-    let settings = super::settings(home.clone(), &StartArgs::default()).ok();
+    let settings = super::invocation::settings(home.clone(), &StartArgs::default()).ok();
     let grace = settings
         .as_ref()
         .map(|s| s.supervisor.stop_timeout_secs)
@@ -611,7 +609,7 @@ pub async fn restart(args: StartArgs) -> Result<ExitCode, Failure> {
 }
 
 pub async fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
-    let home = super::home()?;
+    let home = super::invocation::home()?;
     if !is_locked(&home.lock_file()) {
         if args.json {
             print_data(&status_json(&home, None).to_string());

@@ -2,7 +2,7 @@
 //! `scripts/test` starts Podman's service), the scripted LLM on the host.
 
 use crate::home;
-use crate::runs::{AGENT, phases, text_of};
+use crate::runs::{AGENT, printed};
 use serde_json::{Value, json};
 use std::time::Duration;
 use stigmer_container::{Engine, LABEL_HOME, home_label};
@@ -126,8 +126,11 @@ fn an_agent_runs_to_completion_with_its_runner_in_a_container() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    assert_eq!(phases(&events), ["pending", "running", "completed"]);
-    assert_eq!(text_of(&events), "Written from the container.");
+    assert_eq!(
+        printed::phases(&events),
+        ["pending", "running", "completed"]
+    );
+    assert_eq!(printed::text_of(&events), "Written from the container.");
     // The file the container wrote is in the session workspace on the host.
     let listed = home.run(&["execution", "list", "-o", "json"]);
     let list: Value = serde_json::from_str(&listed.stdout).unwrap();

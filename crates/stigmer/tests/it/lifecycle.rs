@@ -4,6 +4,8 @@
 use crate::home;
 use nix::sys::signal::Signal;
 use std::time::Duration;
+use stigmer_proto::execution::ExecutionEvent;
+use stigmer_proto::execution::ExecutionPhase::{Completed, Pending, Running};
 use stigmer_test::{ChildGuard, ExternalTemporal, TestHome, is_alive, wait_until};
 
 const COMPONENTS: [&str; 4] = ["server", "temporal", "agent-runner", "workflow-runner"];
@@ -921,15 +923,17 @@ fn a_runner_stopped_for_a_minute_is_shown_unresponsive_and_the_run_survives() {
     let events = api.events(&id, 0, None);
     assert_eq!(
         crate::runs::phases(&events),
-        ["pending", "running", "completed"],
+        [Pending, Running, Completed],
         "{events:#?}"
     );
     // The stall cost the step its first attempt (and the retries handed to the stopped
     // runner's open polls): the retry policy, not luck, carried the run through.
     let last_attempt = events
         .iter()
-        .filter(|event| event["kind"] == "message_started")
-        .filter_map(|event| event["data"]["attempt"].as_u64())
+        .filter_map(|event| match &event.event {
+            ExecutionEvent::MessageStarted(started) => Some(started.attempt),
+            _ => None,
+        })
         .max();
     assert!(last_attempt >= Some(2), "{events:#?}");
     let component = wait_until(Duration::from_secs(15), "the runner to answer", || {
@@ -969,7 +973,7 @@ fn a_runner_that_stays_stopped_is_restarted_and_the_run_completes() {
     let events = api.events(&id, 0, None);
     assert_eq!(
         crate::runs::phases(&events),
-        ["pending", "running", "completed"],
+        [Pending, Running, Completed],
         "{events:#?}"
     );
 }

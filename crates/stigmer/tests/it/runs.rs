@@ -3,6 +3,8 @@
 use crate::home;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
+use stigmer_proto::execution::ExecutionPhase::{Cancelled, Completed, Failed, Pending, Running};
+use stigmer_proto::execution::{ExecutionEvent, ExecutionPhase, ToolCallFinished};
 use stigmer_proto::executions::v1::execution_service_client::ExecutionServiceClient;
 use stigmer_proto::executions::v1::{
     CreateExecutionRequest, GetExecutionRequest, SubscribeRequest,
@@ -126,8 +128,9 @@ impl Api {
     }
 
     /// Events after `after_seq`: all of them to the end, or the first `limit` (then the
-    /// subscription is dropped, like a client that disconnects).
-    pub fn events(&mut self, id: &str, after_seq: u64, limit: Option<usize>) -> Vec<Value> {
+    /// subscription is dropped, like a client that disconnects). Each is read through the
+    /// typed protocol: a known kind whose fields do not fit fails the test.
+    pub fn events(&mut self, id: &str, after_seq: u64, limit: Option<usize>) -> Vec<Event> {
         self.runtime.block_on(async {
             let mut stream = self
                 .client
@@ -144,11 +147,12 @@ impl Api {
                 .expect("no event for 120 s")
                 .unwrap()
             {
-                events.push(json!({
-                    "seq": event.seq,
-                    "kind": event.kind,
-                    "data": serde_json::from_str::<Value>(&event.data_json).unwrap(),
-                }));
+                let typed = ExecutionEvent::from_wire_json(&event.kind, &event.data_json)
+                    .unwrap_or_else(|error| panic!("event {}: {error}", event.seq));
+                events.push(Event {
+                    seq: event.seq,
+                    event: typed,
+                });
                 if limit.is_some_and(|limit| events.len() == limit) {
                     break;
                 }
@@ -166,26 +170,34 @@ pub fn create(agent: &str, message: &str) -> CreateExecutionRequest {
     }
 }
 
-pub fn kinds(events: &[Value]) -> Vec<&str> {
+/// One event of an execution as the API serves it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub seq: u64,
+    pub event: ExecutionEvent,
+}
+
+pub fn kinds(events: &[Event]) -> Vec<&str> {
+    events.iter().map(|event| event.event.kind()).collect()
+}
+
+pub fn phases(events: &[Event]) -> Vec<ExecutionPhase> {
     events
         .iter()
-        .map(|event| event["kind"].as_str().unwrap())
+        .filter_map(|event| match &event.event {
+            ExecutionEvent::PhaseChanged(changed) => Some(changed.phase),
+            _ => None,
+        })
         .collect()
 }
 
-pub fn phases(events: &[Value]) -> Vec<&str> {
+pub fn text_of(events: &[Event]) -> String {
     events
         .iter()
-        .filter(|event| event["kind"] == "phase_changed")
-        .map(|event| event["data"]["phase"].as_str().unwrap())
-        .collect()
-}
-
-pub fn text_of(events: &[Value]) -> String {
-    events
-        .iter()
-        .filter(|event| event["kind"] == "token_delta")
-        .map(|event| event["data"]["text"].as_str().unwrap())
+        .filter_map(|event| match &event.event {
+            ExecutionEvent::TokenDelta(delta) => Some(delta.text.as_str()),
+            _ => None,
+        })
         .collect()
 }
 
@@ -193,14 +205,40 @@ fn id_of(execution: &Value) -> String {
     execution["metadata"]["name"].as_str().unwrap().to_owned()
 }
 
-fn reason_of(events: &[Value]) -> String {
+/// The reason of the last phase change.
+fn reason_of(events: &[Event]) -> String {
     events
         .iter()
         .rev()
-        .find(|event| event["kind"] == "phase_changed")
-        .and_then(|event| event["data"]["reason"].as_str())
+        .find_map(|event| match &event.event {
+            ExecutionEvent::PhaseChanged(changed) => {
+                Some(changed.reason.clone().unwrap_or_default())
+            }
+            _ => None,
+        })
         .unwrap_or_default()
-        .to_owned()
+}
+
+/// What `stigmer run --json` printed, read as JSON on purpose: its shape (`seq`, `kind`,
+/// `data`, `execution_id`) is the CLI's output contract under test.
+pub mod printed {
+    use serde_json::Value;
+
+    pub fn phases(events: &[Value]) -> Vec<&str> {
+        events
+            .iter()
+            .filter(|event| event["kind"] == "phase_changed")
+            .map(|event| event["data"]["phase"].as_str().unwrap())
+            .collect()
+    }
+
+    pub fn text_of(events: &[Value]) -> String {
+        events
+            .iter()
+            .filter(|event| event["kind"] == "token_delta")
+            .map(|event| event["data"]["text"].as_str().unwrap())
+            .collect()
+    }
 }
 
 /// The chat messages a recorded LLM request carried (all three wire formats keep them under
@@ -222,12 +260,18 @@ fn every_provider_streams_a_completed_run() {
         let events = api.events(&id, 0, None);
         assert_eq!(
             phases(&events),
-            ["pending", "running", "completed"],
+            [Pending, Running, Completed],
             "{provider}: {events:#?}"
         );
         assert_eq!(text_of(&events), "Hello there, friend.", "{provider}");
-        let usage = events.iter().find(|e| e["kind"] == "usage").unwrap();
-        assert_eq!(usage["data"]["input_tokens"], 20, "{provider}");
+        let usage = events
+            .iter()
+            .find_map(|e| match &e.event {
+                ExecutionEvent::Usage(usage) => Some(usage),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(usage.input_tokens, 20, "{provider}");
         let requests = stack.llm.requests();
         assert_eq!(requests.len(), 1, "{provider}");
         assert_eq!(requests[0].path, path, "{provider}");
@@ -279,7 +323,7 @@ fn a_tool_loop_edits_a_file_in_the_session_workspace_and_stays_inside_it() {
     let events = api.events(&id, 0, None);
     assert_eq!(
         phases(&events),
-        ["pending", "running", "completed"],
+        [Pending, Running, Completed],
         "{events:#?}"
     );
     let file = stack
@@ -290,40 +334,40 @@ fn a_tool_loop_edits_a_file_in_the_session_workspace_and_stays_inside_it() {
         .join("notes.txt");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "final v1\n");
 
-    let finished: Vec<&Value> = events
+    let finished: Vec<&ToolCallFinished> = events
         .iter()
-        .filter(|e| e["kind"] == "tool_call_finished")
+        .filter_map(|e| match &e.event {
+            ExecutionEvent::ToolCallFinished(finished) => Some(finished),
+            _ => None,
+        })
         .collect();
-    let names: Vec<&str> = finished
-        .iter()
-        .map(|e| e["data"]["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = finished.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(
         names,
         ["write_todos", "write_file", "edit_file", "read_file"]
     );
     assert_eq!(
-        finished
-            .iter()
-            .map(|e| e["data"]["is_error"].as_bool().unwrap())
-            .collect::<Vec<_>>(),
+        finished.iter().map(|e| e.is_error).collect::<Vec<_>>(),
         [false, false, false, true]
     );
-    let refused = finished[3]["data"]["result"].as_str().unwrap();
+    let refused = &finished[3].result;
     assert!(refused.contains("outside the workspace"), "{refused}");
     let todos = events
         .iter()
-        .find(|e| e["kind"] == "todos_updated")
+        .find_map(|e| match &e.event {
+            ExecutionEvent::TodosUpdated(todos) => Some(todos),
+            _ => None,
+        })
         .unwrap();
-    assert_eq!(todos["data"]["todos"][0]["content"], "write the notes");
+    assert_eq!(todos.todos[0].content, "write the notes");
     let started = events
         .iter()
-        .find(|e| e["kind"] == "tool_call_started")
+        .find_map(|e| match &e.event {
+            ExecutionEvent::ToolCallStarted(started) => Some(started),
+            _ => None,
+        })
         .unwrap();
-    assert_eq!(
-        started["data"]["arguments"]["todos"][0]["status"],
-        "in_progress"
-    );
+    assert_eq!(started.arguments["todos"][0]["status"], "in_progress");
 
     // The model saw each tool's result before its next turn.
     let requests = stack.llm.requests();
@@ -348,7 +392,7 @@ fn a_runaway_loop_fails_at_the_turn_limit() {
     let mut api = stack.api();
     let id = id_of(&api.create(create("helper", "Loop")).unwrap());
     let events = api.events(&id, 0, None);
-    assert_eq!(phases(&events), ["pending", "running", "failed"]);
+    assert_eq!(phases(&events), [Pending, Running, Failed]);
     assert!(
         reason_of(&events).contains("exceeded 3 model turns"),
         "{events:#?}"
@@ -369,7 +413,7 @@ fn a_cancel_takes_effect_within_seconds() {
     assert_eq!(cancelled.code, 0, "{cancelled}");
     let events = api.events(&id, 0, None);
     let took = asked.elapsed();
-    assert_eq!(phases(&events), ["pending", "running", "cancelled"]);
+    assert_eq!(phases(&events), [Pending, Running, Cancelled]);
     assert!(took < Duration::from_secs(3), "cancel took {took:?}");
     // A second cancel says the execution already ended.
     let again = stack.home.run(&["execution", "cancel", &id]);
@@ -401,7 +445,7 @@ fn a_runner_killed_mid_turn_resumes_without_repeating_finished_turns() {
     let events = api.events(&id, 0, None);
     assert_eq!(
         phases(&events),
-        ["pending", "running", "completed"],
+        [Pending, Running, Completed],
         "{events:#?}"
     );
     assert_eq!(text_of(&events), "All done.");
@@ -411,13 +455,15 @@ fn a_runner_killed_mid_turn_resumes_without_repeating_finished_turns() {
     assert_eq!(messages_of(&requests[1]), messages_of(&requests[2]));
     let tool_runs = events
         .iter()
-        .filter(|e| e["kind"] == "tool_call_started")
+        .filter(|e| matches!(e.event, ExecutionEvent::ToolCallStarted(_)))
         .count();
     assert_eq!(tool_runs, 1);
     let retried = events
         .iter()
-        .filter(|e| e["kind"] == "message_started" && e["data"]["turn"] == 2)
-        .map(|e| e["data"]["attempt"].as_u64().unwrap())
+        .filter_map(|e| match &e.event {
+            ExecutionEvent::MessageStarted(started) if started.turn == 2 => Some(started.attempt),
+            _ => None,
+        })
         .collect::<Vec<_>>();
     assert_eq!(retried, [1, 2]);
     let component = TestHome::component(&stack.home.status(), "agent-runner");
@@ -433,14 +479,14 @@ fn a_subscriber_that_reconnects_misses_nothing_and_sees_nothing_twice() {
     let id = id_of(&api.create(create("helper", "Count")).unwrap());
     let mut seen = api.events(&id, 0, Some(3));
     for _ in 0..3 {
-        let last = seen.last().unwrap()["seq"].as_u64().unwrap();
+        let last = seen.last().unwrap().seq;
         seen.extend(api.events(&id, last, Some(2)));
     }
-    let last = seen.last().unwrap()["seq"].as_u64().unwrap();
+    let last = seen.last().unwrap().seq;
     seen.extend(api.events(&id, last, None));
     let replay = api.events(&id, 0, None);
     assert_eq!(seen, replay);
-    let seqs: Vec<u64> = replay.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = replay.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     assert!(
         kinds(&replay)
@@ -467,7 +513,7 @@ fn model_errors_are_retried_or_reported_as_the_provider_said() {
     let events = api.events(&id, 0, None);
     assert_eq!(
         phases(&events),
-        ["pending", "running", "completed"],
+        [Pending, Running, Completed],
         "{events:#?}"
     );
     assert_eq!(text_of(&events), "Worth the wait.");
@@ -475,7 +521,7 @@ fn model_errors_are_retried_or_reported_as_the_provider_said() {
     // 401: fails at once with the provider's message, no retry.
     let id = id_of(&api.create(create("helper", "Again")).unwrap());
     let events = api.events(&id, 0, None);
-    assert_eq!(phases(&events), ["pending", "running", "failed"]);
+    assert_eq!(phases(&events), [Pending, Running, Failed]);
     assert!(
         reason_of(&events).contains("Incorrect API key provided"),
         "{events:#?}"
@@ -497,12 +543,12 @@ fn an_unreachable_model_fails_the_run_with_the_reason_after_retries() {
     let mut api = stack.api();
     let id = id_of(&api.create(create("helper", "Anyone there?")).unwrap());
     let events = api.events(&id, 0, None);
-    assert_eq!(phases(&events), ["pending", "running", "failed"]);
+    assert_eq!(phases(&events), [Pending, Running, Failed]);
     let reason = reason_of(&events);
     assert!(reason.contains(&closed.to_string()), "{reason}");
     let attempts = events
         .iter()
-        .filter(|e| e["kind"] == "message_started")
+        .filter(|e| matches!(e.event, ExecutionEvent::MessageStarted(_)))
         .count();
     assert_eq!(attempts, 4, "{events:#?}");
 }
@@ -542,9 +588,12 @@ fn secrets_stay_out_of_events_logs_and_the_store() {
     assert_eq!(execution["spec"]["secretNames"], json!(["API_TOKEN"]));
     let id = id_of(&execution);
     let events = api.events(&id, 0, None);
-    assert_eq!(phases(&events), ["pending", "running", "completed"]);
+    assert_eq!(phases(&events), [Pending, Running, Completed]);
     assert_eq!(text_of(&events), "Your token is **** ok");
-    assert!(!serde_json::to_string(&events).unwrap().contains(SECRET));
+    for event in &events {
+        let wire = serde_json::to_string(&event.event).unwrap();
+        assert!(!wire.contains(SECRET), "{wire}");
+    }
     let stop = stack.home.run(&["server", "stop"]);
     assert_eq!(stop.code, 0, "{stop}");
     // Nothing under the home — logs, the store, Temporal's database — holds it in clear
@@ -588,13 +637,13 @@ fn the_model_is_the_agents_then_the_runs_then_the_stacks() {
     let model_used = |index: usize| stack.llm.requests()[index].body["model"].clone();
 
     let id = id_of(&api.create(create("helper", "Hi")).unwrap());
-    assert_eq!(phases(&api.events(&id, 0, None)).last(), Some(&"completed"));
+    assert_eq!(phases(&api.events(&id, 0, None)).last(), Some(&Completed));
     assert_eq!(model_used(0), "scripted");
 
     let mut request = create("helper", "Hi");
     request.model = "flag-model".into();
     let id = id_of(&api.create(request).unwrap());
-    assert_eq!(phases(&api.events(&id, 0, None)).last(), Some(&"completed"));
+    assert_eq!(phases(&api.events(&id, 0, None)).last(), Some(&Completed));
     assert_eq!(model_used(1), "flag-model");
 
     // The agent's own model wins over --model; Ollama lacks it, and the reason says what to do.
@@ -602,7 +651,7 @@ fn the_model_is_the_agents_then_the_runs_then_the_stacks() {
     request.model = "flag-model".into();
     let id = id_of(&api.create(request).unwrap());
     let events = api.events(&id, 0, None);
-    assert_eq!(phases(&events), ["pending", "running", "failed"]);
+    assert_eq!(phases(&events), [Pending, Running, Failed]);
     assert_eq!(model_used(2), "llama-missing");
     let reason = reason_of(&events);
     assert!(reason.contains("ollama pull llama-missing"), "{reason}");
@@ -635,7 +684,7 @@ fn a_session_continues_with_its_history_and_workspace_across_restarts() {
     let second = api.create(request).unwrap();
     assert_eq!(
         phases(&api.events(&id_of(&second), 0, None)).last(),
-        Some(&"completed")
+        Some(&Completed)
     );
 
     let restarted = stack.home.run(&["server", "restart"]);
@@ -646,7 +695,7 @@ fn a_session_continues_with_its_history_and_workspace_across_restarts() {
     let third = api.create(request).unwrap();
     assert_eq!(
         phases(&api.events(&id_of(&third), 0, None)).last(),
-        Some(&"completed")
+        Some(&Completed)
     );
     let requests = stack.llm.requests();
     let history = messages_of(&requests[3]);
@@ -740,8 +789,11 @@ fn stigmer_run_starts_the_stack_streams_the_answer_and_summarises() {
     // --json: one event per line, in order, ending with the terminal phase.
     let (outcome, events) = stack.run_json(&["helper", "-m", "Again"]);
     assert_eq!(outcome.code, 0, "{outcome}");
-    assert_eq!(phases(&events), ["pending", "running", "completed"]);
-    assert_eq!(text_of(&events), "Second answer.");
+    assert_eq!(
+        printed::phases(&events),
+        ["pending", "running", "completed"]
+    );
+    assert_eq!(printed::text_of(&events), "Second answer.");
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     let id = events[0]["execution_id"].as_str().unwrap().to_owned();

@@ -2,8 +2,10 @@
 //! agent-runner idle.
 
 use crate::runs::{Stack, create, phases};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::{Duration, Instant};
+use stigmer_proto::execution::ExecutionPhase::{Cancelled, Completed, Pending, Running};
+use stigmer_proto::execution::{ExecutionEvent, ToolCallFinished};
 use stigmer_proto::executions::v1::CreateExecutionRequest;
 use stigmer_test::llm::{Fault, Turn};
 use stigmer_test::{TestHome, wait_until};
@@ -49,7 +51,7 @@ fn a_glob_over_a_link_cycle_ends_and_a_cancelled_run_leaves_the_runner_idle() {
     let session = first["spec"]["session"].as_str().unwrap().to_owned();
     assert_eq!(
         phases(&api.events(&first_id, 0, None)),
-        ["pending", "running", "completed"]
+        [Pending, Running, Completed]
     );
     // … in which the links `a -> .` and `b -> .` make a cycle.
     let workspace = stack.home.path().join("workspace").join(&session);
@@ -79,13 +81,16 @@ fn a_glob_over_a_link_cycle_ends_and_a_cancelled_run_leaves_the_runner_idle() {
     let cancelled = stack.home.run(&["execution", "cancel", &id]);
     assert_eq!(cancelled.code, 0, "{cancelled}");
     let events = api.events(&id, 0, None);
-    assert_eq!(phases(&events), ["pending", "running", "cancelled"]);
-    let glob: Vec<&Value> = events
+    assert_eq!(phases(&events), [Pending, Running, Cancelled]);
+    let glob: Vec<&ToolCallFinished> = events
         .iter()
-        .filter(|event| event["kind"] == "tool_call_finished")
+        .filter_map(|event| match &event.event {
+            ExecutionEvent::ToolCallFinished(finished) => Some(finished),
+            _ => None,
+        })
         .collect();
     assert_eq!(glob.len(), 1, "{events:#?}");
-    assert_eq!(glob[0]["data"]["is_error"], false, "{events:#?}");
+    assert!(!glob[0].is_error, "{events:#?}");
 
     // Afterwards the runner is idle: under a fifth of a core over a whole second.
     let runner = TestHome::component(&stack.home.status(), "agent-runner")["pid"]

@@ -1,0 +1,483 @@
+//! Following one execution's event log to its end: [`Follow`] reads it through
+//! `stigmer_client::feed::EventFeed` from the daemon of the home ([`DaemonSource`] connects again
+//! after a break, re-reading the address and token a restart may change), shows it on the
+//! [`Screen`] with [`crate::render`], and turns how it ended into an exit code. Ctrl-C cancels
+//! (`run`) or detaches (`watch`). An execution that has ended is replayed from the store file when
+//! no daemon runs.
+//!
+//! Following survives a restarting server: the log numbers its events, so after a broken stream
+//! the feed subscribes again after the last event it showed, and nothing is lost or shown twice.
+
+use super::execution_output::{execution_failure, outcome_of, status_duration};
+use super::output::decode;
+use crate::client::DaemonClient;
+use crate::failure::{EXIT_INTERRUPTED, Failure};
+use crate::printer::{Printer, print_data, print_text};
+use crate::render::{Event, Outcome, Output, Renderer, Style};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use stigmer_client::feed::{EventFeed, EventSource, FeedError, FeedItem};
+use stigmer_config::{Component, StigmerHome};
+use stigmer_proto::execution::ExecutionPhase;
+use stigmer_proto::executions::v1::{
+    CancelExecutionRequest, ExecutionEvent, GetExecutionRequest, SubscribeRequest,
+};
+use stigmer_resources::Resource;
+use stigmer_store::{SqliteStore, Store};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tonic::{Code, Status, Streaming};
+
+/// How long to keep following after Ctrl-C asked for cancellation, and how long `cancel`
+/// waits to say how the execution ended.
+pub(super) const CANCEL_WAIT: Duration = Duration::from_secs(10);
+/// Bound of the small requests made around following (cancel, the final status).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Events read from the store at a time when replaying without a daemon.
+const REPLAY_PAGE: usize = 1000;
+
+/// Shows the stored events of an execution that has ended, read from the store file (no daemon
+/// runs), and exits as [`Follow::run`] would.
+pub(super) fn replay_offline(
+    home: &StigmerHome,
+    execution: Resource,
+    json: bool,
+    started: Instant,
+) -> Result<ExitCode, Failure> {
+    let store_failure = |error: stigmer_store::StoreError| Failure::new(error.to_string());
+    let mut screen = Screen::new(json);
+    if let Some(store) = SqliteStore::open_if_exists(&home.store_file()).map_err(store_failure)? {
+        let mut last = 0;
+        'pages: loop {
+            let page = store
+                .events_after(&execution.metadata.name, last, REPLAY_PAGE)
+                .map_err(store_failure)?;
+            let full = page.len() == REPLAY_PAGE;
+            for stored in page {
+                last = stored.seq;
+                screen.show(&Event::new(
+                    stored.execution_id,
+                    stored.seq,
+                    stored.ts,
+                    &stored.kind,
+                    stored.data,
+                ));
+                if screen.renderer.outcome().is_some() {
+                    break 'pages;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+    }
+    let execution_id = execution.metadata.name.clone();
+    screen.finish(home, &execution_id, Some(execution), started, false)
+}
+
+/// What Ctrl-C does while following.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum OnInterrupt {
+    /// `run`: cancel the execution, follow it to its end (bounded), exit 130.
+    Cancel,
+    /// `watch`: stop watching; the execution goes on.
+    Detach,
+}
+
+/// Ctrl-C as a stream, installed before anything it should interrupt starts.
+pub(super) fn interrupts() -> Result<Signal, Failure> {
+    signal(SignalKind::interrupt())
+        .map_err(|error| Failure::new(format!("cannot handle Ctrl-C: {error}")))
+}
+
+/// Following one execution to its end.
+pub(super) struct Follow<'a> {
+    pub(super) home: &'a StigmerHome,
+    pub(super) execution_id: String,
+    pub(super) json: bool,
+    pub(super) on_interrupt: OnInterrupt,
+    /// When the command started (the duration of last resort).
+    pub(super) started: Instant,
+}
+
+enum Step {
+    Feed(Result<FeedItem, FeedError>),
+    Interrupted,
+    CancelWaitOver,
+}
+
+impl Follow<'_> {
+    /// Follows the execution until it ends, or Ctrl-C says to stop; the exit code says how it
+    /// ended. `client` is used for the first subscription.
+    pub(super) async fn run(
+        self,
+        client: Option<DaemonClient>,
+        mut interrupts: Signal,
+    ) -> Result<ExitCode, Failure> {
+        let id = self.execution_id.clone();
+        let mut screen = Screen::new(self.json);
+        let source = DaemonSource {
+            home: self.home,
+            execution_id: id.clone(),
+            first: client,
+            current: None,
+        };
+        let mut feed = EventFeed::new(source, &id);
+        let mut cancel_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let step = tokio::select! {
+                item = feed.next() => Step::Feed(item),
+                Some(()) = interrupts.recv() => Step::Interrupted,
+                () = sleep_until(cancel_deadline), if cancel_deadline.is_some() => {
+                    Step::CancelWaitOver
+                }
+            };
+            match step {
+                Step::Feed(item) => match item.map_err(feed_failure)? {
+                    FeedItem::Event(event) => {
+                        screen.show(&Event::from_proto(event));
+                        if screen.renderer.outcome().is_some() {
+                            break;
+                        }
+                    }
+                    FeedItem::Notice(text) => screen.note(&text),
+                },
+                Step::Interrupted if cancel_deadline.is_some() => {
+                    screen.note("stopped waiting for the execution to stop");
+                    return Ok(ExitCode::from(EXIT_INTERRUPTED));
+                }
+                Step::Interrupted => match self.on_interrupt {
+                    OnInterrupt::Detach => {
+                        screen.note(&format!(
+                            "stopped watching; execution {id} goes on (stop it with \
+                             `stigmer execution cancel {id}`)"
+                        ));
+                        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+                    }
+                    OnInterrupt::Cancel => {
+                        screen.note(&format!(
+                            "cancelling execution {id} (Ctrl-C again to stop waiting)"
+                        ));
+                        if let Err(problem) = request_cancel(self.home, &id).await {
+                            screen.warning(&problem);
+                        }
+                        cancel_deadline = Some(tokio::time::Instant::now() + CANCEL_WAIT);
+                    }
+                },
+                Step::CancelWaitOver => {
+                    screen.warning(&format!(
+                        "execution {id} did not stop within {}s; see `stigmer execution get {id}`",
+                        CANCEL_WAIT.as_secs()
+                    ));
+                    return Ok(ExitCode::from(EXIT_INTERRUPTED));
+                }
+            }
+        }
+        let execution = fetch_execution(self.home, &id).await;
+        screen.finish(
+            self.home,
+            &id,
+            execution,
+            self.started,
+            cancel_deadline.is_some(),
+        )
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Asks the server to cancel; an execution that already ended is not a problem (its terminal
+/// event is on its way).
+async fn request_cancel(home: &StigmerHome, execution_id: &str) -> Result<(), String> {
+    let request = async {
+        let mut client = DaemonClient::connect(home).await?;
+        match client
+            .executions()
+            .cancel_execution(CancelExecutionRequest {
+                execution_id: execution_id.to_owned(),
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::FailedPrecondition => Ok(()),
+            Err(status) => Err(status.message().to_owned()),
+        }
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(problem)) => Err(format!("cannot cancel execution {execution_id}: {problem}")),
+        Err(_) => Err(format!(
+            "cannot cancel execution {execution_id}: the daemon did not answer"
+        )),
+    }
+}
+
+/// The execution as the server has it now, if it answers in time.
+async fn fetch_execution(home: &StigmerHome, execution_id: &str) -> Option<Resource> {
+    let request = async {
+        let mut client = DaemonClient::connect(home).await.ok()?;
+        let response = client
+            .executions()
+            .get_execution(GetExecutionRequest {
+                execution_id: execution_id.to_owned(),
+            })
+            .await
+            .ok()?;
+        decode(&response.into_inner().execution_json).ok()
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, request)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Where rendered events go: the answer to stdout, the rest to stderr, or JSON lines.
+struct Screen {
+    json: bool,
+    renderer: Renderer,
+    printer: Printer,
+}
+
+impl Screen {
+    fn new(json: bool) -> Screen {
+        let printer = Printer::stderr();
+        let style = Style {
+            unicode: printer.is_terminal(),
+            color: printer.has_color(),
+        };
+        Screen {
+            json,
+            renderer: Renderer::new(style),
+            printer,
+        }
+    }
+
+    fn show(&mut self, event: &Event) {
+        // Rendered in JSON mode too: the renderer keeps the counts and the outcome.
+        let outputs = self.renderer.render(event);
+        if self.json {
+            print_data(&event.to_json_line());
+        } else {
+            self.write(outputs);
+        }
+    }
+
+    fn write(&self, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Text(text) => print_text(&text),
+                Output::Line(line) => self.printer.line(&line),
+            }
+        }
+    }
+
+    /// A line for people, after ending an unfinished line of the answer.
+    fn note(&mut self, text: &str) {
+        self.end_text();
+        self.printer.line(text);
+    }
+
+    fn warning(&mut self, text: &str) {
+        self.end_text();
+        self.printer.warning(text);
+    }
+
+    fn end_text(&mut self) {
+        let mut outputs = Vec::new();
+        self.renderer.finish_text(&mut outputs);
+        if !self.json {
+            self.write(outputs);
+        }
+    }
+
+    /// The summary line and the exit code of a followed execution.
+    fn finish(
+        mut self,
+        home: &StigmerHome,
+        execution_id: &str,
+        execution: Option<Resource>,
+        started: Instant,
+        interrupted: bool,
+    ) -> Result<ExitCode, Failure> {
+        self.end_text();
+        let duration = execution
+            .as_ref()
+            .and_then(status_duration)
+            .or_else(|| self.renderer.logged_duration())
+            .unwrap_or_else(|| started.elapsed());
+        if !self.json {
+            self.printer.line(&self.renderer.summary(duration));
+        }
+        let outcome = self
+            .renderer
+            .outcome()
+            .cloned()
+            .or_else(|| execution.as_ref().and_then(outcome_of));
+        let agent_log = home.log_file(Component::AgentRunner);
+        exit_for(
+            execution_id,
+            outcome.as_ref(),
+            interrupted,
+            &agent_log.display().to_string(),
+        )
+    }
+}
+
+/// The exit code for how an execution ended: 0 completed, 130 after Ctrl-C, otherwise a
+/// failure saying why.
+fn exit_for(
+    execution_id: &str,
+    outcome: Option<&Outcome>,
+    interrupted: bool,
+    agent_log: &str,
+) -> Result<ExitCode, Failure> {
+    if interrupted {
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
+    let Some(outcome) = outcome else {
+        return Err(Failure::new(format!(
+            "execution {execution_id} has not ended"
+        )));
+    };
+    let reason = outcome.reason.as_deref();
+    match outcome.phase {
+        ExecutionPhase::Completed => Ok(ExitCode::SUCCESS),
+        ExecutionPhase::Cancelled => Err(Failure::new(format!(
+            "execution {execution_id} was cancelled{}",
+            reason.map(|r| format!(": {r}")).unwrap_or_default()
+        ))),
+        phase => Err(Failure::new(format!(
+            "execution {execution_id} {phase}: {}",
+            reason.unwrap_or("no reason was recorded")
+        ))
+        .with_hint(Some(format!(
+            "see `stigmer execution get {execution_id}`, and the agent runner's log {agent_log}"
+        )))),
+    }
+}
+
+/// Subscriptions through the daemon of a home. The first uses the client the command already
+/// has; each later one (after a break) connects again, re-reading the daemon's address and
+/// token, which a restart may have changed.
+struct DaemonSource<'a> {
+    home: &'a StigmerHome,
+    execution_id: String,
+    first: Option<DaemonClient>,
+    /// The client of the current subscription, kept while its stream is read.
+    current: Option<DaemonClient>,
+}
+
+impl EventSource for DaemonSource<'_> {
+    type Stream = Streaming<ExecutionEvent>;
+
+    async fn subscribe(&mut self, after_seq: u64) -> Result<Self::Stream, Status> {
+        self.current = None;
+        let mut client = match self.first.take() {
+            Some(client) => client,
+            None => DaemonClient::connect(self.home)
+                .await
+                .map_err(Status::unavailable)?,
+        };
+        let subscribed = client
+            .executions()
+            .subscribe(SubscribeRequest {
+                execution_id: self.execution_id.clone(),
+                after_seq,
+            })
+            .await;
+        self.current = Some(client);
+        Ok(subscribed?.into_inner())
+    }
+}
+
+/// A feed that ended without its execution ending, as a failure with what to do next.
+fn feed_failure(error: FeedError) -> Failure {
+    match error {
+        FeedError::Lost {
+            ref execution_id, ..
+        } => {
+            let hint = format!(
+                "the execution may still run: `stigmer execution watch {execution_id}` follows \
+                 it again; see `stigmer server status`"
+            );
+            Failure::new(error.to_string()).with_hint(Some(hint))
+        }
+        FeedError::Refused(status) => execution_failure(status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(phase: &str, reason: Option<&str>) -> Outcome {
+        Outcome {
+            phase: phase.parse().expect("a phase"),
+            reason: reason.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_the_outcome() {
+        let log = "/home/u/.stigmer/logs/agent-runner.log";
+        let completed = outcome("completed", None);
+        assert_eq!(
+            exit_for("aex-1", Some(&completed), false, log).expect("success"),
+            ExitCode::SUCCESS
+        );
+        // Ctrl-C wins, however the execution ended.
+        assert_eq!(
+            exit_for("aex-1", Some(&completed), true, log).expect("interrupted"),
+            ExitCode::from(EXIT_INTERRUPTED)
+        );
+        let failed = exit_for(
+            "aex-1",
+            Some(&outcome("failed", Some("the model is unreachable"))),
+            false,
+            log,
+        )
+        .expect_err("failed");
+        assert_eq!(failed.code, 1);
+        assert_eq!(
+            failed.message,
+            "execution aex-1 failed: the model is unreachable"
+        );
+        let hint = failed.hint.expect("a hint");
+        assert!(hint.contains("stigmer execution get aex-1") && hint.contains(log));
+        let cancelled = exit_for(
+            "aex-1",
+            Some(&outcome("cancelled", Some("cancelled by request"))),
+            false,
+            log,
+        )
+        .expect_err("cancelled by someone else");
+        assert_eq!(cancelled.code, 1);
+        assert_eq!(
+            cancelled.message,
+            "execution aex-1 was cancelled: cancelled by request"
+        );
+    }
+
+    #[test]
+    fn a_lost_feed_says_how_to_follow_again_and_a_refusal_where_to_look() {
+        let lost = feed_failure(FeedError::Lost {
+            execution_id: "aex-1".into(),
+            problem: "connection refused".into(),
+        });
+        assert_eq!(
+            lost.message,
+            "lost the connection to the daemon while following execution aex-1: connection \
+             refused"
+        );
+        assert!(lost.hint.unwrap().contains("stigmer execution watch aex-1"));
+        let refused = feed_failure(FeedError::Refused(Status::not_found(
+            "execution \"aex-1\" not found",
+        )));
+        assert_eq!(refused.message, "execution \"aex-1\" not found");
+        assert!(refused.hint.unwrap().contains("stigmer execution list"));
+    }
+}
