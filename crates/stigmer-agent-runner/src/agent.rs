@@ -213,7 +213,7 @@ pub struct AgentActivities {
 }
 
 impl AgentActivities {
-    pub fn new(spec: RunnerLaunchSpec) -> Result<AgentActivities, String> {
+    pub fn new(spec: RunnerLaunchSpec) -> Result<AgentActivities, stigmer_client::ClientError> {
         let api = Api::new(&spec)?;
         Ok(AgentActivities {
             spec,
@@ -636,17 +636,17 @@ fn llm_error(error: LlmError) -> ActivityError {
     }
 }
 
-fn sink_error(sink: &ApiSink, message: String) -> ActivityError {
+fn sink_error(sink: &ApiSink, error: ApiError) -> ActivityError {
     if sink.ended.load(Ordering::SeqCst) {
-        fatal(format!("the execution can no longer run: {message}"))
+        fatal(format!("the execution can no longer run: {error}"))
     } else {
-        retryable(format!("cannot record events: {message}"))
+        retryable(format!("cannot record events: {error}"))
     }
 }
 
 fn step_error(sink: &ApiSink, error: StepError) -> ActivityError {
     match error {
         StepError::Llm(error) => llm_error(error),
-        StepError::Events(message) => sink_error(sink, message),
+        StepError::Events(error) => sink_error(sink, error),
     }
 }

@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use stigmer_client::{ApiClients, Authenticated, Timeouts};
+use stigmer_client::{ApiClients, Authenticated, ClientError, Timeouts};
 use stigmer_config::RunnerLaunchSpec;
 use stigmer_llm::Message;
 use stigmer_proto::execution::{AgentExecutionSpec, ExecutionEvent};
@@ -119,14 +119,13 @@ impl RunContext {
 }
 
 impl Api {
-    pub fn new(spec: &RunnerLaunchSpec) -> Result<Api, String> {
+    pub fn new(spec: &RunnerLaunchSpec) -> Result<Api, ClientError> {
         let timeouts = Timeouts {
             connect: Duration::from_secs(2),
             request: Some(Duration::from_secs(30)),
         };
         let clients =
-            ApiClients::connect_lazy(&spec.api_endpoint, spec.api_token.expose(), timeouts)
-                .map_err(|error| error.to_string())?;
+            ApiClients::connect_lazy(&spec.api_endpoint, spec.api_token.expose(), timeouts)?;
         Ok(Api {
             client: clients.executions,
         })
@@ -296,7 +295,7 @@ pub struct ApiSink {
 }
 
 impl EventSink for ApiSink {
-    fn emit(&self, events: Vec<PendingEvent>) -> BoxFuture<'_, Result<(), String>> {
+    fn emit(&self, events: Vec<PendingEvent>) -> BoxFuture<'_, Result<(), ApiError>> {
         let events = events
             .into_iter()
             .map(|(key, event)| (key, self.redactor.event(&event)))
@@ -308,7 +307,7 @@ impl EventSink for ApiSink {
                     if matches!(error, ApiError::Ended(_)) {
                         self.ended.store(true, Ordering::SeqCst);
                     }
-                    Err(error.to_string())
+                    Err(error)
                 }
             }
         })

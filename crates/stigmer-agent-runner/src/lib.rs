@@ -25,7 +25,8 @@ pub async fn run(
         .register_workflow::<agent::AgentWorkflow>()
         .map_err(|error| WorkerError::Setup(error.to_string()))?;
     options.register_activities(
-        agent::AgentActivities::new(spec.clone()).map_err(WorkerError::Setup)?,
+        agent::AgentActivities::new(spec.clone())
+            .map_err(|error| WorkerError::Setup(error.to_string()))?,
     );
     worker::run(&spec, options, shutdown).await
 }

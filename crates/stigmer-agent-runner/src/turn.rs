@@ -6,6 +6,7 @@
 //! Event keys are derived from the turn, the attempt and a counter, so a retried write is
 //! stored once, while a retried *attempt* (after a crash) is visible as such.
 
+use crate::api::ApiError;
 use futures::future::BoxFuture;
 use std::time::Duration;
 use stigmer_llm::{LlmClient, LlmError, Message, StreamEvent, ToolCall, ToolSpec, TurnResult};
@@ -26,7 +27,7 @@ pub type PendingEvent = (String, ExecutionEvent);
 
 /// Where a step's events go (the API server, in production).
 pub trait EventSink: Send + Sync {
-    fn emit(&self, events: Vec<PendingEvent>) -> BoxFuture<'_, Result<(), String>>;
+    fn emit(&self, events: Vec<PendingEvent>) -> BoxFuture<'_, Result<(), ApiError>>;
 }
 
 /// Which step this is, for event keys.
@@ -48,7 +49,7 @@ pub enum StepError {
     #[error(transparent)]
     Llm(#[from] LlmError),
     #[error("cannot record events: {0}")]
-    Events(String),
+    Events(#[source] ApiError),
 }
 
 /// Runs one model turn: streams the answer, emitting `message_started`, batched
@@ -94,7 +95,7 @@ pub async fn model_turn(
             )])
             .await?;
         }
-        Ok::<(), String>(())
+        Ok::<(), ApiError>(())
     };
     let call = async {
         let mut on_event = move |event: StreamEvent| match event {
@@ -293,7 +294,7 @@ mod tests {
     }
 
     impl EventSink for Recorder {
-        fn emit(&self, events: Vec<PendingEvent>) -> BoxFuture<'_, Result<(), String>> {
+        fn emit(&self, events: Vec<PendingEvent>) -> BoxFuture<'_, Result<(), ApiError>> {
             self.events.lock().unwrap().extend(events);
             Box::pin(async { Ok(()) })
         }

@@ -1,5 +1,6 @@
-//! One client library for the API server: the bearer token on every request, the message size
-//! limit both sides agree on, and typed clients of every service over one connection.
+//! One client library for the API server: finding the daemon of a home ([`home`]: its lock,
+//! run state and token), the bearer token on every request, the message size limit both sides
+//! agree on, and typed clients of every service over one connection.
 //!
 //! The CLI, the runners, the tests and the benches connect through [`ApiClients`], so the token
 //! interceptor and the size limit exist once; the server applies the same
@@ -7,6 +8,7 @@
 //! execution's events in order and each once across broken streams and daemon restarts.
 
 pub mod feed;
+pub mod home;
 
 use std::time::Duration;
 use stigmer_proto::daemon::v1::daemon_service_client::DaemonServiceClient;
@@ -31,6 +33,10 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
+    #[error("the daemon has not recorded its address yet")]
+    NoAddress,
+    #[error("the API token is missing")]
+    NoToken,
     #[error("cannot reach the API server at {endpoint}: {source}")]
     Unreachable {
         endpoint: String,
@@ -114,6 +120,19 @@ impl ApiClients {
                 source,
             })?;
         Ok(ApiClients::over(channel, token))
+    }
+
+    /// Connects to the daemon of `home`: the address it recorded in `run/state.json`, with the
+    /// token in `run/api-token` (see [`home`]).
+    pub async fn connect_home(
+        home: &stigmer_config::StigmerHome,
+        timeouts: Timeouts,
+    ) -> Result<ApiClients, ClientError> {
+        let address = home::RunState::load(home)
+            .and_then(|state| state.server_address)
+            .ok_or(ClientError::NoAddress)?;
+        let token = home::read_api_token(home).ok_or(ClientError::NoToken)?;
+        ApiClients::connect(&address, &token, timeouts).await
     }
 
     /// Clients that connect on first use (and reconnect after the server restarts).

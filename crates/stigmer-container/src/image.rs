@@ -96,6 +96,32 @@ pub enum ImageError {
     Io { path: String, error: std::io::Error },
 }
 
+/// Why one pull, build or push of an image failed. Its text is the engine's (or the file
+/// system's) own message: [`ImageError::Exhausted`] and `stigmer image` quote it after their
+/// context.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageStepError {
+    #[error("{reference} has no tag")]
+    NoTag { reference: String },
+    /// The engine's API call failed.
+    #[error(transparent)]
+    Engine(#[from] bollard::errors::Error),
+    /// The engine reported an error in its progress stream.
+    #[error("{0}")]
+    Reported(String),
+    /// The build context (the image's files) could not be read.
+    #[error(transparent)]
+    Context(#[from] std::io::Error),
+    #[error(transparent)]
+    Tag(#[from] EngineError),
+}
+
+impl ImageStepError {
+    fn reported(message: Option<String>) -> ImageStepError {
+        ImageStepError::Reported(message.unwrap_or_else(|| "unknown error".into()))
+    }
+}
+
 impl Engine {
     /// The id of a local image: containers are created from it, so a later re-tag of the
     /// reference (another build of the same version) cannot change what a restart runs.
@@ -173,10 +199,12 @@ impl Engine {
         }
     }
 
-    async fn pull(&self, reference: &str) -> Result<(), String> {
+    async fn pull(&self, reference: &str) -> Result<(), ImageStepError> {
         let (image, tag) = reference
             .rsplit_once(':')
-            .ok_or_else(|| format!("{reference} has no tag"))?;
+            .ok_or_else(|| ImageStepError::NoTag {
+                reference: reference.to_owned(),
+            })?;
         let mut progress = self.docker.create_image(
             Some(CreateImageOptions {
                 from_image: Some(image.to_owned()),
@@ -187,9 +215,9 @@ impl Engine {
             None,
         );
         while let Some(item) = progress.next().await {
-            let info = item.map_err(|error| error.to_string())?;
+            let info = item?;
             if let Some(detail) = info.error_detail {
-                return Err(detail.message.unwrap_or_else(|| "unknown error".into()));
+                return Err(ImageStepError::reported(detail.message));
             }
         }
         Ok(())
@@ -218,8 +246,8 @@ impl Engine {
         binary: &Path,
         version: &str,
         digest: &str,
-    ) -> Result<(), String> {
-        let context = build_context(binary, version, digest).map_err(|e| e.to_string())?;
+    ) -> Result<(), ImageStepError> {
+        let context = build_context(binary, version, digest)?;
         let mut progress = self.docker.build_image(
             BuildImageOptions {
                 dockerfile: "Dockerfile".into(),
@@ -233,9 +261,9 @@ impl Engine {
         );
         let mut last = String::new();
         while let Some(item) = progress.next().await {
-            let info = item.map_err(|error| error.to_string())?;
+            let info = item?;
             if let Some(detail) = info.error_detail {
-                return Err(detail.message.unwrap_or_else(|| "unknown error".into()));
+                return Err(ImageStepError::reported(detail.message));
             }
             if let Some(stream) = info.stream {
                 last = stream.trim().to_owned();
@@ -246,11 +274,13 @@ impl Engine {
     }
 
     /// Tags the local image for `registry` and pushes it.
-    pub async fn push_image(&self, registry: &str, version: &str) -> Result<String, String> {
+    pub async fn push_image(
+        &self,
+        registry: &str,
+        version: &str,
+    ) -> Result<String, ImageStepError> {
         let remote = registry_reference(registry, version);
-        self.tag(&local_reference(version), &remote)
-            .await
-            .map_err(|error| error.to_string())?;
+        self.tag(&local_reference(version), &remote).await?;
         let (image, tag) = remote
             .rsplit_once(':')
             .unwrap_or((remote.as_str(), "latest"));
@@ -263,9 +293,9 @@ impl Engine {
             None,
         );
         while let Some(item) = progress.next().await {
-            let info = item.map_err(|error| error.to_string())?;
+            let info = item?;
             if let Some(detail) = info.error_detail {
-                return Err(detail.message.unwrap_or_else(|| "unknown error".into()));
+                return Err(ImageStepError::reported(detail.message));
             }
         }
         Ok(remote)

@@ -211,13 +211,25 @@ impl Engine {
 
     /// The container's output from its start, line by line, until it exits.
     pub fn output(&self, id: &str) -> impl Stream<Item = OutputLine> + Send + 'static {
+        self.output_from(id, 0, true)
+    }
+
+    /// The container's output from `since` (UNIX seconds; 0 for all), following it while it
+    /// runs when `follow`, or only what it printed so far.
+    pub fn output_from(
+        &self,
+        id: &str,
+        since: i32,
+        follow: bool,
+    ) -> impl Stream<Item = OutputLine> + Send + 'static {
         let logs = self.docker.logs(
             id,
             Some(LogsOptions {
-                follow: true,
+                follow,
                 stdout: true,
                 stderr: true,
                 timestamps: true,
+                since,
                 ..Default::default()
             }),
         );

@@ -22,7 +22,9 @@ mod run_state;
 mod runners;
 mod stack;
 mod startup;
-pub mod state;
+/// The run state of a home (lock, `run/state.json`, API token): the format lives with the client
+/// library, which reads it to find a daemon; the daemon writes it.
+pub use stigmer_client::home as state;
 mod store_file;
 mod temporal;
 mod unit;

@@ -179,6 +179,9 @@ mod tests {
         }
     }
 
+    /// Held by the tests that log, so that none runs while the logged panic is checked.
+    static LOGGING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     async fn panics(message: &'static str) -> LayerResult {
         panic!("{message}");
     }
@@ -188,9 +191,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("daemon.log");
         let log = stigmer_logs::SharedLogFile::open(&log_path, Default::default()).unwrap();
+        // The other tests of this module hit the same log call sites on their own threads with
+        // no subscriber: they wait, and tracing's cache of who listens is rebuilt for ours.
+        let _alone = LOGGING.lock().await;
         let _logging = tracing::subscriber::set_default(tracing_subscriber::registry().with(
             stigmer_logs::JsonLayer::new("daemon", stigmer_logs::LogSink::File(log)),
         ));
+        tracing::callsite::rebuild_interest_cache();
         let stopped = Stopped::default();
         let mut stack = Stack::default();
         stack.push("the bottom", stops_on_request("the bottom", &stopped));
@@ -225,6 +232,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_while_stopping_is_returned_too() {
+        let _alone = LOGGING.lock().await;
         let stopped = Stopped::default();
         let mut stack = Stack::default();
         stack.push("the bottom", stops_on_request("the bottom", &stopped));
@@ -242,6 +250,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_leaves_the_others_running_and_is_returned_at_shutdown() {
+        let _alone = LOGGING.lock().await;
         let stopped = Stopped::default();
         let mut stack = Stack::default();
         let (failed, failed_seen) = tokio::sync::oneshot::channel();
@@ -265,6 +274,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_shutdown_stops_every_layer_in_reverse_order() {
+        let _alone = LOGGING.lock().await;
         let stopped = Stopped::default();
         let mut stack = Stack::default();
         for name in ["Temporal", "the API server", "runners"] {
@@ -280,6 +290,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_in_blocking_work_is_an_error() {
+        let _alone = LOGGING.lock().await;
         let ended = blocking("reaping", || panic!("boom: in a blocking thread")).await;
         match ended {
             Err(DaemonError::TaskPanicked { task, message }) => {

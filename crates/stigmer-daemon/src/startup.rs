@@ -27,7 +27,8 @@ pub async fn take_home(settings: &Settings) -> Result<TakenHome, DaemonError> {
         let home = &settings.home;
         home.create_dirs()
             .map_err(io_error(format!("cannot create {}", home.root().display())))?;
-        let Some(lock) = DaemonLock::try_acquire(&home.lock_file())
+        let own_start_time = crate::process::start_time(std::process::id()).unwrap_or(0);
+        let Some(lock) = DaemonLock::try_acquire(&home.lock_file(), own_start_time)
             .map_err(io_error("cannot take the daemon lock"))?
         else {
             return Err(DaemonError::AlreadyRunning {

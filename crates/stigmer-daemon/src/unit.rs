@@ -415,26 +415,32 @@ type Started = (
     Option<String>,
 );
 
+/// Why a launch could not be started; the text is the spawn's or the engine's own.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error(transparent)]
+    Spawn(#[from] std::io::Error),
+    #[error(transparent)]
+    Container(#[from] stigmer_container::EngineError),
+}
+
 /// Starts a launch and the capture of its output.
 async fn start(
     spawn: Spawn,
     context: &UnitContext,
     last_lines: &Arc<Mutex<VecDeque<String>>>,
-) -> Result<Started, String> {
+) -> Result<Started, StartError> {
     match spawn {
         Spawn::Process(command) => {
-            let (child, captures) =
-                spawn_process(command, context, last_lines).map_err(|error| error.to_string())?;
+            let (child, captures) = spawn_process(command, context, last_lines)?;
             let pid = child.id();
             Ok((Running::Process(child), captures, pid, None))
         }
         Spawn::Container { engine, spec } => {
-            let id = engine
-                .start(&spec)
-                .await
-                .map_err(|error| error.to_string())?;
+            let id = engine.start(&spec).await?;
             let pid = engine.pid(&id).await;
-            let capture = capture_container(engine.output(&id), context, last_lines.clone());
+            let capture =
+                capture_container(engine.clone(), id.clone(), context, last_lines.clone());
             let exited = tokio::spawn({
                 let (engine, id) = (engine.clone(), id.clone());
                 async move { engine.wait(&id).await }
@@ -537,7 +543,8 @@ fn capture(
 
 /// Copies a container's output into its component's log with the engine's timestamps.
 fn capture_container(
-    output: impl futures::Stream<Item = stigmer_container::OutputLine> + Send + 'static,
+    engine: stigmer_container::Engine,
+    id: String,
     context: &UnitContext,
     last_lines: Arc<Mutex<VecDeque<String>>>,
 ) -> tokio::task::JoinHandle<()> {
@@ -545,16 +552,101 @@ fn capture_container(
     let log = context.log.clone();
     let component = context.component.name();
     tokio::spawn(async move {
-        let mut output = std::pin::pin!(output);
-        while let Some(line) = output.next().await {
-            let stream = if line.stderr {
-                Stream::Stderr
-            } else {
-                Stream::Stdout
-            };
-            record_line(&log, &last_lines, component, stream, &line.text, line.ts);
+        // The engine may break a log stream off, or stop delivering on it (Podman's follow can
+        // stall on a busy machine), while the container runs: when the stream ends, or nothing
+        // came for a while, attach again from the second of the last line recorded and skip
+        // the lines of that second already recorded (engines may give timestamps in whole
+        // seconds, so lines are counted, not compared). Once the container has exited, one last
+        // read without following collects whatever the stream had not delivered.
+        const IDLE_REATTACH: std::time::Duration = std::time::Duration::from_secs(3);
+        let mut seen = SeenLines::default();
+        loop {
+            let mut skip = seen.in_last_second;
+            let mut output = std::pin::pin!(engine.output_from(&id, seen.since(), true));
+            let mut ended = false;
+            while let Ok(next) = tokio::time::timeout(IDLE_REATTACH, output.next()).await {
+                let Some(line) = next else {
+                    ended = true;
+                    break;
+                };
+                if seen.fresh(&line, &mut skip) {
+                    record_line(
+                        &log,
+                        &last_lines,
+                        component,
+                        stream_of(&line),
+                        &line.text,
+                        line.ts,
+                    );
+                }
+            }
+            if engine.pid(&id).await.is_none() {
+                let mut skip = seen.in_last_second;
+                let mut rest = std::pin::pin!(engine.output_from(&id, seen.since(), false));
+                while let Some(line) = rest.next().await {
+                    if seen.fresh(&line, &mut skip) {
+                        record_line(
+                            &log,
+                            &last_lines,
+                            component,
+                            stream_of(&line),
+                            &line.text,
+                            line.ts,
+                        );
+                    }
+                }
+                break;
+            }
+            if ended {
+                // Broken off while running: do not hammer the engine.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
         }
     })
+}
+
+fn stream_of(line: &stigmer_container::OutputLine) -> Stream {
+    if line.stderr {
+        Stream::Stderr
+    } else {
+        Stream::Stdout
+    }
+}
+
+/// Where a container's captured output stands: the second of the last line recorded and how
+/// many lines of that second were recorded, so a stream attached again from that second
+/// skips exactly those.
+#[derive(Default)]
+struct SeenLines {
+    last_second: Option<i64>,
+    in_last_second: usize,
+}
+
+impl SeenLines {
+    /// The `since` to attach again with (0: from the start).
+    fn since(&self) -> i32 {
+        self.last_second
+            .and_then(|second| i32::try_from(second).ok())
+            .unwrap_or(0)
+    }
+
+    /// Whether `line` (of a stream attached at [`SeenLines::since`], with `skip` lines of that
+    /// second still to pass over) is new, recording it when it is.
+    fn fresh(&mut self, line: &stigmer_container::OutputLine, skip: &mut usize) -> bool {
+        let second = line.ts.timestamp();
+        if Some(second) == self.last_second && *skip > 0 {
+            *skip -= 1;
+            return false;
+        }
+        *skip = 0;
+        if Some(second) == self.last_second {
+            self.in_last_second += 1;
+        } else {
+            self.last_second = Some(second);
+            self.in_last_second = 1;
+        }
+        true
+    }
 }
 
 /// One output line into the log and the last-lines window.
@@ -612,6 +704,33 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn output_attached_again_skips_exactly_what_was_recorded() {
+        use chrono::TimeZone;
+        let line = |second: i64, text: &str| stigmer_container::OutputLine {
+            stderr: false,
+            ts: chrono::Utc.timestamp_opt(second, 0).unwrap(),
+            text: text.to_owned(),
+        };
+        let mut seen = SeenLines::default();
+        let mut skip = seen.in_last_second;
+        assert_eq!(seen.since(), 0);
+        // First attach: lines of seconds 10 and 11 (whole seconds, as Podman gives them).
+        for (second, text) in [(10, "a"), (11, "b"), (11, "c")] {
+            assert!(seen.fresh(&line(second, text), &mut skip), "{text}");
+        }
+        // The stream stalls; attached again from second 11, it replays b and c first.
+        assert_eq!(seen.since(), 11);
+        let mut skip = seen.in_last_second;
+        let replayed = [(11, "b"), (11, "c"), (11, "d"), (12, "e")]
+            .into_iter()
+            .filter(|(second, text)| seen.fresh(&line(*second, text), &mut skip))
+            .map(|(_, text)| text)
+            .collect::<Vec<_>>();
+        assert_eq!(replayed, ["d", "e"]);
+        assert_eq!((seen.since(), seen.in_last_second), (12, 1));
+    }
+
     use super::*;
 
     fn context(dir: &std::path::Path) -> (UnitContext, Arc<Board>, watch::Receiver<bool>) {

@@ -16,8 +16,10 @@ pub use kind::Kind;
 pub use locate::locate;
 pub use manifest::{ManifestError, ParsedDocument, Source, parse_sources, validate};
 pub use model::*;
-pub use plan::{Action, Lookup, PlanError, Planned, locate_plan_errors, plan_apply, referrers};
-pub use skill::skill_from_files;
+pub use plan::{
+    Action, Lookup, LookupError, PlanError, Planned, locate_plan_errors, plan_apply, referrers,
+};
+pub use skill::{SkillError, skill_from_files};
 
 /// True for a DNS label: 1–63 lowercase letters, digits and `-`, starting and ending with a
 /// letter or digit.

@@ -6,22 +6,40 @@ use crate::model::{MASK, MAX_RESOURCE_BYTES, Resource};
 use crate::suggest;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Why a [`Lookup`] could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// The stored resources could not be read; the store's own error is the source.
+    #[error("{0}")]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// The plan is no longer wanted (the client of the apply has gone).
+    #[error("the apply was abandoned: its client has gone")]
+    Abandoned,
+}
+
+impl LookupError {
+    /// A store failure, kept as the source.
+    pub fn store(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        LookupError::Store(Box::new(error))
+    }
+}
+
 /// Read access to stored resources.
 ///
 /// A plan reads only the stored resources an apply names; references are checked with
 /// [`Lookup::contains`] and suggestions come from [`Lookup::names`], so a big stored resource
 /// the apply does not touch is never loaded.
 pub trait Lookup {
-    fn get(&self, kind: Kind, name: &str) -> Result<Option<Resource>, String>;
-    fn list(&self, kind: Kind) -> Result<Vec<Resource>, String>;
+    fn get(&self, kind: Kind, name: &str) -> Result<Option<Resource>, LookupError>;
+    fn list(&self, kind: Kind) -> Result<Vec<Resource>, LookupError>;
 
     /// Whether `(kind, name)` is stored.
-    fn contains(&self, kind: Kind, name: &str) -> Result<bool, String> {
+    fn contains(&self, kind: Kind, name: &str) -> Result<bool, LookupError> {
         Ok(self.get(kind, name)?.is_some())
     }
 
     /// The names of the stored resources of `kind`.
-    fn names(&self, kind: Kind) -> Result<Vec<String>, String> {
+    fn names(&self, kind: Kind) -> Result<Vec<String>, LookupError> {
         Ok(self
             .list(kind)?
             .into_iter()
@@ -29,9 +47,10 @@ pub trait Lookup {
             .collect())
     }
 
-    /// Called between documents: an error stops the plan (the server's lookup fails once the
-    /// client of the apply has gone, so abandoned work does not hold the apply lock).
-    fn proceed(&self) -> Result<(), String> {
+    /// Called between documents: an error stops the plan (the server's lookup fails with
+    /// [`LookupError::Abandoned`] once the client of the apply has gone, so abandoned work does
+    /// not hold the apply lock).
+    fn proceed(&self) -> Result<(), LookupError> {
         Ok(())
     }
 }
@@ -77,7 +96,7 @@ pub fn plan_apply(
     resources: &[Resource],
     lookup: &dyn Lookup,
     now: &str,
-) -> Result<Result<Vec<Planned>, Vec<PlanError>>, String> {
+) -> Result<Result<Vec<Planned>, Vec<PlanError>>, LookupError> {
     let mut errors = Vec::new();
     let mut first_definition: BTreeMap<(Kind, &str), usize> = BTreeMap::new();
     for (index, resource) in resources.iter().enumerate() {
@@ -261,7 +280,7 @@ fn human_size(bytes: usize) -> String {
 }
 
 /// Stored resources that refer to `(kind, name)`, as `Kind "name"` strings.
-pub fn referrers(lookup: &dyn Lookup, kind: Kind, name: &str) -> Result<Vec<String>, String> {
+pub fn referrers(lookup: &dyn Lookup, kind: Kind, name: &str) -> Result<Vec<String>, LookupError> {
     if !matches!(kind, Kind::McpServer | Kind::Skill) {
         return Ok(Vec::new());
     }
@@ -320,7 +339,7 @@ mod tests {
     }
 
     impl Lookup for Recording {
-        fn get(&self, kind: Kind, name: &str) -> Result<Option<Resource>, String> {
+        fn get(&self, kind: Kind, name: &str) -> Result<Option<Resource>, LookupError> {
             self.loaded.borrow_mut().push(name.to_owned());
             Ok(self
                 .stored
@@ -329,7 +348,7 @@ mod tests {
                 .cloned())
         }
 
-        fn list(&self, kind: Kind) -> Result<Vec<Resource>, String> {
+        fn list(&self, kind: Kind) -> Result<Vec<Resource>, LookupError> {
             self.listed.borrow_mut().push(kind);
             Ok(self
                 .stored
@@ -339,14 +358,14 @@ mod tests {
                 .collect())
         }
 
-        fn contains(&self, kind: Kind, name: &str) -> Result<bool, String> {
+        fn contains(&self, kind: Kind, name: &str) -> Result<bool, LookupError> {
             Ok(self
                 .stored
                 .iter()
                 .any(|r| r.kind == kind && r.metadata.name == name))
         }
 
-        fn names(&self, kind: Kind) -> Result<Vec<String>, String> {
+        fn names(&self, kind: Kind) -> Result<Vec<String>, LookupError> {
             Ok(self
                 .stored
                 .iter()
@@ -355,9 +374,9 @@ mod tests {
                 .collect())
         }
 
-        fn proceed(&self) -> Result<(), String> {
+        fn proceed(&self) -> Result<(), LookupError> {
             match &self.proceed_budget {
-                Some(budget) if *budget.borrow() == 0 => Err("the client has gone".into()),
+                Some(budget) if *budget.borrow() == 0 => Err(LookupError::Abandoned),
                 Some(budget) => {
                     *budget.borrow_mut() -= 1;
                     Ok(())
@@ -587,7 +606,7 @@ mod tests {
             .map(|i| resource(Kind::Agent, &format!("a{i}"), json!({"instructions": "x"})))
             .collect();
         let error = plan_apply(&many, &lookup, "now").unwrap_err();
-        assert_eq!(error, "the client has gone");
+        assert!(matches!(error, LookupError::Abandoned), "{error:?}");
         assert!(
             lookup.loaded.borrow().len() < 10,
             "{}",

@@ -6,25 +6,57 @@ use crate::model::{API_VERSION, Metadata, Resource, SkillSpec};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+/// Why a folder is not a skill. `folder` is the folder as the user named it.
+#[derive(Debug, thiserror::Error)]
+pub enum SkillError {
+    #[error("{folder}: a skill folder must contain SKILL.md")]
+    MissingSkillMd { folder: String },
+    #[error(
+        "{folder}/SKILL.md:1: missing front matter: start the file with `---`, then `name:` and \
+         `description:`, then `---`"
+    )]
+    MissingFrontMatter { folder: String },
+    #[error("{folder}/SKILL.md: invalid front matter: {error}")]
+    InvalidFrontMatter {
+        folder: String,
+        #[source]
+        error: serde_yaml_ng::Error,
+    },
+    #[error("{folder}/SKILL.md: the front matter has no `name`")]
+    MissingName { folder: String },
+    #[error("{folder}/SKILL.md: the front matter has no `description`")]
+    MissingDescription { folder: String },
+    /// The spec could not be turned into JSON (not expected: it holds only strings).
+    #[error("{0}")]
+    Encode(#[from] serde_json::Error),
+}
+
 /// Builds a Skill resource from a folder's files (relative path → text). `folder` names the
 /// folder in errors.
-pub fn skill_from_files(folder: &str, files: BTreeMap<String, String>) -> Result<Resource, String> {
+pub fn skill_from_files(
+    folder: &str,
+    files: BTreeMap<String, String>,
+) -> Result<Resource, SkillError> {
     let skill_md = files
         .get("SKILL.md")
-        .ok_or_else(|| format!("{folder}: a skill folder must contain SKILL.md"))?;
-    let front_matter = front_matter(skill_md).ok_or_else(|| {
-        format!(
-            "{folder}/SKILL.md:1: missing front matter: start the file with `---`, then \
-             `name:` and `description:`, then `---`"
-        )
+        .ok_or_else(|| SkillError::MissingSkillMd {
+            folder: folder.to_owned(),
+        })?;
+    let front_matter = front_matter(skill_md).ok_or_else(|| SkillError::MissingFrontMatter {
+        folder: folder.to_owned(),
     })?;
     let fields: BTreeMap<String, serde_yaml_ng::Value> = serde_yaml_ng::from_str(front_matter)
-        .map_err(|error| format!("{folder}/SKILL.md: invalid front matter: {error}"))?;
+        .map_err(|error| SkillError::InvalidFrontMatter {
+            folder: folder.to_owned(),
+            error,
+        })?;
     let text = |key: &str| fields.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-    let name =
-        text("name").ok_or_else(|| format!("{folder}/SKILL.md: the front matter has no `name`"))?;
-    let description = text("description")
-        .ok_or_else(|| format!("{folder}/SKILL.md: the front matter has no `description`"))?;
+    let name = text("name").ok_or_else(|| SkillError::MissingName {
+        folder: folder.to_owned(),
+    })?;
+    let description = text("description").ok_or_else(|| SkillError::MissingDescription {
+        folder: folder.to_owned(),
+    })?;
     let spec = SkillSpec {
         description,
         files,
@@ -37,7 +69,7 @@ pub fn skill_from_files(folder: &str, files: BTreeMap<String, String>) -> Result
             name,
             ..Metadata::default()
         },
-        spec: serde_json::to_value(spec).map_err(|error| error.to_string())?,
+        spec: serde_json::to_value(spec)?,
         status: None,
     };
     seal(&mut resource);
@@ -98,10 +130,43 @@ mod tests {
     #[test]
     fn missing_pieces_are_named() {
         let error = skill_from_files("x", BTreeMap::new()).unwrap_err();
-        assert!(error.contains("must contain SKILL.md"), "{error}");
-        let mut files = BTreeMap::new();
-        files.insert("SKILL.md".to_owned(), "# no front matter\n".to_owned());
-        let error = skill_from_files("x", files).unwrap_err();
-        assert!(error.contains("missing front matter"), "{error}");
+        assert!(
+            matches!(error, SkillError::MissingSkillMd { .. }),
+            "{error:?}"
+        );
+        assert_eq!(error.to_string(), "x: a skill folder must contain SKILL.md");
+        let with_skill_md = |text: &str| {
+            let mut files = BTreeMap::new();
+            files.insert("SKILL.md".to_owned(), text.to_owned());
+            skill_from_files("x", files).unwrap_err()
+        };
+        let error = with_skill_md("# no front matter\n");
+        assert!(
+            matches!(error, SkillError::MissingFrontMatter { .. }),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "x/SKILL.md:1: missing front matter: start the file with `---`, then `name:` and \
+             `description:`, then `---`"
+        );
+        let error = with_skill_md("---\nname: [\n---\n");
+        assert!(
+            error
+                .to_string()
+                .starts_with("x/SKILL.md: invalid front matter: "),
+            "{error}"
+        );
+        assert!(std::error::Error::source(&error).is_some(), "{error:?}");
+        let error = with_skill_md("---\ndescription: d\n---\n");
+        assert_eq!(
+            error.to_string(),
+            "x/SKILL.md: the front matter has no `name`"
+        );
+        let error = with_skill_md("---\nname: n\n---\n");
+        assert_eq!(
+            error.to_string(),
+            "x/SKILL.md: the front matter has no `description`"
+        );
     }
 }

@@ -19,7 +19,7 @@
 //! An `INTERNAL` error is logged where it is converted, since it is the server's fault.
 
 use stigmer_proto::execution::{EventError, ExecutionPhase};
-use stigmer_resources::Kind;
+use stigmer_resources::{Kind, LookupError};
 use stigmer_store::StoreError;
 use tonic::{Code, Status};
 
@@ -130,9 +130,10 @@ pub enum ServerError {
 
     #[error("{0}")]
     Store(#[from] StoreError),
-    /// A store failure met while planning an apply, as the plan reports it.
+    /// A store failure met while planning an apply (or finding a resource's users); the
+    /// store's error is its source.
     #[error("{0}")]
-    Lookup(String),
+    Lookup(#[source] LookupError),
     #[error("{0}")]
     Encode(#[source] serde_json::Error),
     #[error("execution \"{execution_id}\" has an unreadable spec: {error}")]
@@ -399,7 +400,14 @@ mod tests {
                 "cannot cancel the workflow: boom".into(),
             ),
             (ServerError::Store(store_error), Code::Internal, store_message),
-            (ServerError::Lookup("disk I/O error".into()), Code::Internal, "disk I/O error".into()),
+            (
+                ServerError::Lookup(LookupError::store(StoreError::Backend {
+                    path: "/home/stigmer.db".into(),
+                    message: "disk I/O error".into(),
+                })),
+                Code::Internal,
+                "the store at /home/stigmer.db failed: disk I/O error".into(),
+            ),
             (ServerError::Encode(json_error()), Code::Internal, json_message.clone()),
             (
                 ServerError::UnreadableSpec { execution_id: "aex-1".into(), error: json_error() },

@@ -11,7 +11,7 @@ use stigmer_proto::resources::v1::{
     GetRequest, GetResponse, ListRequest, ListResponse,
 };
 use stigmer_resources::{
-    Action, Kind, Lookup, PlanError, Planned, Resource, plan_apply, referrers, suggest,
+    Action, Kind, Lookup, LookupError, PlanError, Planned, Resource, plan_apply, referrers, suggest,
 };
 use stigmer_store::{Store, StoreError, StoreLookup};
 use tonic::{Request, Response, Status};
@@ -56,30 +56,26 @@ struct ApplyLookup<'a> {
     abandoned: &'a AtomicBool,
 }
 
-/// What the lookup answers once the apply is abandoned (the message of
-/// [`ServerError::ApplyAbandoned`]).
-const ABANDONED: &str = "the apply was abandoned: its client has gone";
-
 impl Lookup for ApplyLookup<'_> {
-    fn get(&self, kind: Kind, name: &str) -> Result<Option<Resource>, String> {
+    fn get(&self, kind: Kind, name: &str) -> Result<Option<Resource>, LookupError> {
         self.store.get(kind, name)
     }
 
-    fn list(&self, kind: Kind) -> Result<Vec<Resource>, String> {
+    fn list(&self, kind: Kind) -> Result<Vec<Resource>, LookupError> {
         self.store.list(kind)
     }
 
-    fn contains(&self, kind: Kind, name: &str) -> Result<bool, String> {
+    fn contains(&self, kind: Kind, name: &str) -> Result<bool, LookupError> {
         self.store.contains(kind, name)
     }
 
-    fn names(&self, kind: Kind) -> Result<Vec<String>, String> {
+    fn names(&self, kind: Kind) -> Result<Vec<String>, LookupError> {
         self.store.names(kind)
     }
 
-    fn proceed(&self) -> Result<(), String> {
+    fn proceed(&self) -> Result<(), LookupError> {
         if self.abandoned.load(Ordering::Relaxed) {
-            return Err(ABANDONED.into());
+            return Err(LookupError::Abandoned);
         }
         Ok(())
     }
@@ -100,8 +96,8 @@ fn plan_and_write(
     let planned = match plan_apply(resources, &lookup, &now) {
         Ok(Ok(planned)) => planned,
         Ok(Err(errors)) => return Ok(Err(errors)),
-        Err(message) if message == ABANDONED => return Err(abandoned_status(resources.len())),
-        Err(message) => return Err(ServerError::Lookup(message)),
+        Err(LookupError::Abandoned) => return Err(abandoned_status(resources.len())),
+        Err(error) => return Err(ServerError::Lookup(error)),
     };
     if !dry_run {
         let changed: Vec<Resource> = planned

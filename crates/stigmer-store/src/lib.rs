@@ -11,7 +11,7 @@ mod sqlite;
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
-use stigmer_resources::{Kind, Lookup, Resource};
+use stigmer_resources::{Kind, Lookup, LookupError, Resource};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -174,23 +174,28 @@ pub struct StoredEvent {
 /// Any store serves as the plan's lookup.
 pub struct StoreLookup<'a>(pub &'a dyn Store);
 
+/// A store failure met by a plan keeps the [`StoreError`] as its source.
+impl From<StoreError> for LookupError {
+    fn from(error: StoreError) -> Self {
+        LookupError::store(error)
+    }
+}
+
 impl Lookup for StoreLookup<'_> {
-    fn get(&self, kind: Kind, name: &str) -> Result<Option<Resource>, String> {
-        self.0.get(kind, name).map_err(|error| error.to_string())
+    fn get(&self, kind: Kind, name: &str) -> Result<Option<Resource>, LookupError> {
+        Ok(self.0.get(kind, name)?)
     }
 
-    fn list(&self, kind: Kind) -> Result<Vec<Resource>, String> {
-        self.0.list(kind).map_err(|error| error.to_string())
+    fn list(&self, kind: Kind) -> Result<Vec<Resource>, LookupError> {
+        Ok(self.0.list(kind)?)
     }
 
-    fn contains(&self, kind: Kind, name: &str) -> Result<bool, String> {
-        self.0
-            .contains(kind, name)
-            .map_err(|error| error.to_string())
+    fn contains(&self, kind: Kind, name: &str) -> Result<bool, LookupError> {
+        Ok(self.0.contains(kind, name)?)
     }
 
-    fn names(&self, kind: Kind) -> Result<Vec<String>, String> {
-        self.0.names(kind).map_err(|error| error.to_string())
+    fn names(&self, kind: Kind) -> Result<Vec<String>, LookupError> {
+        Ok(self.0.names(kind)?)
     }
 }
 

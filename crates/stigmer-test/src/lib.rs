@@ -293,13 +293,13 @@ impl ExternalTemporal {
         for _ in 0..3 {
             match ExternalTemporal::launch(port()) {
                 Ok(temporal) => return temporal,
-                Err(failure) => failures.push(failure),
+                Err(failure) => failures.push(failure.to_string()),
             }
         }
         panic!("the external Temporal did not start: {failures:#?}");
     }
 
-    fn launch(port: u16) -> Result<ExternalTemporal, String> {
+    fn launch(port: u16) -> Result<ExternalTemporal, LaunchError> {
         use std::os::unix::process::CommandExt;
         let dir = tempfile::tempdir().expect("cannot create a temporary directory");
         let output = dir.path().join("temporal.out");
@@ -328,7 +328,7 @@ impl ExternalTemporal {
         loop {
             if let Ok(Some(status)) = temporal.child.try_wait() {
                 let said = std::fs::read_to_string(&output).unwrap_or_default();
-                return Err(format!("port {port}: exited ({status}): {said}"));
+                return Err(LaunchError::Exited { port, status, said });
             }
             let serves = Command::new("temporal")
                 .args([
@@ -348,7 +348,7 @@ impl ExternalTemporal {
             }
             if Instant::now() > until {
                 let said = std::fs::read_to_string(&output).unwrap_or_default();
-                return Err(format!("port {port}: not serving after 60 s: {said}"));
+                return Err(LaunchError::NotServing { port, said });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -357,6 +357,19 @@ impl ExternalTemporal {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+}
+
+/// Why one start of the external Temporal failed; `said` is its output.
+#[derive(Debug, thiserror::Error)]
+enum LaunchError {
+    #[error("port {port}: exited ({status}): {said}")]
+    Exited {
+        port: u16,
+        status: std::process::ExitStatus,
+        said: String,
+    },
+    #[error("port {port}: not serving after 60 s: {said}")]
+    NotServing { port: u16, said: String },
 }
 
 impl Drop for ExternalTemporal {

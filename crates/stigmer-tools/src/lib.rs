@@ -149,6 +149,9 @@ fn spec(name: &str) -> ToolSpec {
 pub enum ToolError {
     #[error("{0}")]
     Message(String),
+    /// The model left out an argument; the text is what the model is told.
+    #[error("missing string argument `{key}`")]
+    MissingArgument { key: String },
     #[error(transparent)]
     File(#[from] FileError),
     #[error(transparent)]
@@ -260,11 +263,13 @@ impl Listing {
     }
 }
 
-fn string_arg<'a>(arguments: &'a Value, key: &str) -> Result<&'a str, String> {
+fn string_arg<'a>(arguments: &'a Value, key: &str) -> Result<&'a str, ToolError> {
     arguments
         .get(key)
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("missing string argument `{key}`"))
+        .ok_or_else(|| ToolError::MissingArgument {
+            key: key.to_owned(),
+        })
 }
 
 fn path_arg(workspace: &Workspace, arguments: &Value) -> Result<PathBuf, ToolError> {

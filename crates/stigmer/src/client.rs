@@ -2,9 +2,9 @@
 //! with the per-home token.
 
 use std::time::Duration;
+use stigmer_client::home::read_api_token;
 use stigmer_client::{ApiClients, Authenticated, Timeouts};
 use stigmer_config::StigmerHome;
-use stigmer_daemon::state::{RunState, read_api_token};
 use stigmer_proto::daemon::v1::daemon_service_client::DaemonServiceClient;
 use stigmer_proto::daemon::v1::{GetStatusRequest, GetStatusResponse, ShutdownRequest};
 use stigmer_proto::executions::v1::execution_service_client::ExecutionServiceClient;
@@ -18,31 +18,38 @@ pub struct DaemonClient {
     executions: ExecutionServiceClient<Authenticated>,
 }
 
+/// A daemon on this machine answers at once; an apply of many documents may take a while.
+const TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(1),
+    request: Some(Duration::from_secs(60)),
+};
+
+impl From<ApiClients> for DaemonClient {
+    fn from(clients: ApiClients) -> DaemonClient {
+        DaemonClient {
+            inner: clients.daemon,
+            resources: clients.resources,
+            executions: clients.executions,
+        }
+    }
+}
+
 impl DaemonClient {
     /// Connects to the daemon recorded in `home`'s run state.
     pub async fn connect(home: &StigmerHome) -> Result<DaemonClient, String> {
-        let state = RunState::load(home).ok_or("the daemon has not recorded its address yet")?;
-        let address = state
-            .server_address
-            .ok_or("the daemon has not recorded its address yet")?;
-        DaemonClient::connect_to(home, &address).await
+        let clients = ApiClients::connect_home(home, TIMEOUTS)
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(DaemonClient::from(clients))
     }
 
     /// Connects to the API server at `address` (`host:port`).
     pub async fn connect_to(home: &StigmerHome, address: &str) -> Result<DaemonClient, String> {
         let token = read_api_token(home).ok_or("the API token is missing")?;
-        let timeouts = Timeouts {
-            connect: Duration::from_secs(1),
-            request: Some(Duration::from_secs(60)),
-        };
-        let clients = ApiClients::connect(address, &token, timeouts)
+        let clients = ApiClients::connect(address, &token, TIMEOUTS)
             .await
             .map_err(|error| error.to_string())?;
-        Ok(DaemonClient {
-            inner: clients.daemon,
-            resources: clients.resources,
-            executions: clients.executions,
-        })
+        Ok(DaemonClient::from(clients))
     }
 
     pub async fn status(&mut self) -> Result<GetStatusResponse, Status> {

@@ -52,16 +52,25 @@ pub enum Tail {
     Last(usize),
 }
 
-impl std::str::FromStr for Tail {
-    type Err = String;
+/// A `--tail` value that is neither a number of lines nor `all`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("expected a number of lines or `all`, not {text:?}")]
+pub struct TailError {
+    text: String,
+    #[source]
+    source: std::num::ParseIntError,
+}
 
-    fn from_str(text: &str) -> Result<Tail, String> {
+impl std::str::FromStr for Tail {
+    type Err = TailError;
+
+    fn from_str(text: &str) -> Result<Tail, TailError> {
         match text.trim() {
             "all" => Ok(Tail::All),
-            number => number
-                .parse()
-                .map(Tail::Last)
-                .map_err(|_| format!("expected a number of lines or `all`, not {text:?}")),
+            number => number.parse().map(Tail::Last).map_err(|source| TailError {
+                text: text.to_owned(),
+                source,
+            }),
         }
     }
 }

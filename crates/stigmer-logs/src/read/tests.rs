@@ -505,7 +505,12 @@ fn tail_counts_are_parsed() {
     assert_eq!("all".parse::<Tail>(), Ok(Tail::All));
     assert_eq!("0".parse::<Tail>(), Ok(Tail::Last(0)));
     assert_eq!(" 25".parse::<Tail>(), Ok(Tail::Last(25)));
-    assert!("-1".parse::<Tail>().unwrap_err().contains("`all`"));
+    assert!(
+        "-1".parse::<Tail>()
+            .unwrap_err()
+            .to_string()
+            .contains("`all`")
+    );
     assert!("many".parse::<Tail>().is_err());
 }
 

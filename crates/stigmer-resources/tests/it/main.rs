@@ -6,14 +6,15 @@ mod invalid;
 mod valid;
 
 use stigmer_resources::{
-    Kind, Lookup, ManifestError, Resource, Source, locate_plan_errors, parse_sources, plan_apply,
+    Kind, Lookup, LookupError, ManifestError, Resource, Source, locate_plan_errors, parse_sources,
+    plan_apply,
 };
 
 /// A store with a few resources, for reference checks.
 pub struct Stored(pub Vec<Resource>);
 
 impl Lookup for Stored {
-    fn get(&self, kind: Kind, name: &str) -> Result<Option<Resource>, String> {
+    fn get(&self, kind: Kind, name: &str) -> Result<Option<Resource>, LookupError> {
         Ok(self
             .0
             .iter()
@@ -21,7 +22,7 @@ impl Lookup for Stored {
             .cloned())
     }
 
-    fn list(&self, kind: Kind) -> Result<Vec<Resource>, String> {
+    fn list(&self, kind: Kind) -> Result<Vec<Resource>, LookupError> {
         Ok(self.0.iter().filter(|r| r.kind == kind).cloned().collect())
     }
 }

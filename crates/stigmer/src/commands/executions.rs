@@ -13,8 +13,8 @@ use crate::printer::{Printer, print_data};
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use stigmer_client::home::is_locked;
 use stigmer_config::StigmerHome;
-use stigmer_daemon::state::is_locked;
 use stigmer_proto::execution::{AgentExecutionSpec, ExecutionPhase};
 use stigmer_proto::executions::v1::{
     CancelExecutionRequest, CreateExecutionRequest, GetExecutionRequest, ListExecutionsRequest,

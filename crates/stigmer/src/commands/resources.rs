@@ -9,7 +9,7 @@ use crate::failure::{EXIT_INVALID_INPUT, Failure, status_failure};
 use crate::printer::{Printer, print_data};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use stigmer_daemon::state::is_locked;
+use stigmer_client::home::is_locked;
 use stigmer_proto::resources::v1::{ApplyRequest, DeleteRequest, GetRequest, ListRequest};
 use stigmer_resources::{
     Kind, ManifestError, ParsedDocument, PlanError, Resource, locate_plan_errors, parse_sources,
@@ -105,7 +105,7 @@ fn plan_offline(
         &StoreLookup(store.as_ref()),
         &stigmer_resources::now(),
     )
-    .map_err(Failure::new)?;
+    .map_err(|error| Failure::new(error.to_string()))?;
     Ok(match planned {
         Ok(planned) => (
             planned

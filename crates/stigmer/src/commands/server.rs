@@ -10,9 +10,9 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
+use stigmer_client::home::{RunState, is_locked};
 use stigmer_config::{Component, Settings, StigmerHome};
 use stigmer_daemon::process;
-use stigmer_daemon::state::{RunState, is_locked};
 use stigmer_proto::daemon::v1::{ComponentState, ComponentStatus, GetStatusResponse};
 
 /// How often startup progress is polled.
@@ -157,7 +157,7 @@ fn unhealthy_failure(status: &GetStatusResponse) -> Failure {
 /// A client of the daemon that holds the lock now: the state file is used only when it was
 /// written by that very process (pid and start time in the lock file), never a predecessor's.
 async fn current_client(home: &StigmerHome) -> Option<DaemonClient> {
-    let (pid, start_time) = stigmer_daemon::state::lock_holder(&home.lock_file())?;
+    let (pid, start_time) = stigmer_client::home::lock_holder(&home.lock_file())?;
     let state = RunState::load(home)?;
     if state.daemon_pid != pid || state.daemon_start_time != start_time {
         return None;
@@ -554,7 +554,7 @@ async fn stop_running_daemon(home: &StigmerHome, grace_secs: u64) -> Result<(), 
     let daemon: Option<(u32, u64)> = state
         .as_ref()
         .map(|state| (state.daemon_pid, state.daemon_start_time))
-        .or_else(|| stigmer_daemon::state::lock_holder(&home.lock_file()))
+        .or_else(|| stigmer_client::home::lock_holder(&home.lock_file()))
         .filter(|(pid, start_time)| process::is_same_process(*pid, *start_time));
     if !requested && let Some((pid, _)) = daemon {
         process::signal_process(pid, Signal::SIGTERM);
@@ -592,7 +592,7 @@ async fn stop_daemon_process(
     settings: &Settings,
 ) {
     let ours = is_locked(&home.lock_file())
-        && stigmer_daemon::state::lock_holder(&home.lock_file())
+        && stigmer_client::home::lock_holder(&home.lock_file())
             .is_some_and(|(pid, _)| pid == child.id());
     if ours {
         let _ = stop_running_daemon(home, settings.supervisor.stop_timeout_secs).await;
@@ -642,7 +642,7 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
                     "note: the daemon is running but does not answer yet ({reason})"
                 ));
             }
-            let holder = stigmer_daemon::state::lock_holder(&home.lock_file())
+            let holder = stigmer_client::home::lock_holder(&home.lock_file())
                 .filter(|(pid, start_time)| process::is_same_process(*pid, *start_time));
             GetStatusResponse {
                 daemon_pid: holder.map(|(pid, _)| i64::from(pid)).unwrap_or(0),
@@ -670,9 +670,9 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
 /// A running daemon whose `run/state.json` is damaged: what is wrong and how to recover.
 fn damaged_state_failure(
     home: &StigmerHome,
-    damage: &stigmer_daemon::state::StateFileError,
+    damage: &stigmer_client::home::StateFileError,
 ) -> Failure {
-    let daemon = match stigmer_daemon::state::lock_holder(&home.lock_file()) {
+    let daemon = match stigmer_client::home::lock_holder(&home.lock_file()) {
         Some((pid, _)) => format!("the daemon (pid {pid})"),
         None => "the daemon".to_owned(),
     };

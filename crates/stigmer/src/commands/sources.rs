@@ -138,7 +138,9 @@ fn collect(
         return;
     }
     if path.join("SKILL.md").exists() {
-        match read_skill_folder(path).and_then(|files| skill_from_files(&shown, files)) {
+        let skill = read_skill_folder(path)
+            .and_then(|files| skill_from_files(&shown, files).map_err(|error| error.to_string()));
+        match skill {
             Ok(skill) => inputs.skills.push((format!("{shown}/SKILL.md"), skill)),
             Err(problem) => problems.push(problem),
         }

@@ -142,13 +142,18 @@ fn an_agent_runs_to_completion_with_its_runner_in_a_container() {
         .join("from-container.txt");
     assert_eq!(std::fs::read_to_string(file).unwrap(), "hi");
 
-    // Its output is in agent-runner.log like a process's: JSON lines, our component name.
-    let log = home.log("agent-runner");
-    let polling = log
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find(|record| record["message"] == "Worker polling.")
-        .expect("the runner's own log lines");
+    // Its output is in agent-runner.log like a process's: JSON lines, our component name. The
+    // engine delivers a container's output asynchronously (behind the run on a busy machine).
+    let polling = wait_until(
+        Duration::from_secs(30),
+        "the runner's own log lines in agent-runner.log",
+        || {
+            home.log("agent-runner")
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .find(|record| record["message"] == "Worker polling.")
+        },
+    );
     assert_eq!(polling["component"], "agent-runner");
     assert!(polling["ts"].as_str().unwrap().ends_with('Z'));
 
