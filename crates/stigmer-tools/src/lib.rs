@@ -39,7 +39,9 @@ pub const READ_BYTE_LIMIT: u64 = 8 * 1024 * 1024;
 /// Most characters of one line shown by `read_file` and `grep`.
 const LINE_CHAR_LIMIT: usize = 2000;
 
-/// One entry of the agent's todo list.
+/// One entry of the agent's todo list, as the model writes it: strict (an unknown status is a
+/// tool error the model can fix), unlike the protocol's lenient `stigmer_proto::execution::Todo`
+/// that clients read (an unknown status from a newer runner is shown, not refused).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Todo {
     pub content: String,
