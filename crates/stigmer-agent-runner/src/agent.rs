@@ -13,6 +13,7 @@
 
 use crate::api::{Api, ApiError, ApiSink, MessagePlace, Redactor, RunContext, Wanted};
 use crate::conversation::Conversations;
+use crate::toolbox::{self, ToolEnvironment, Toolbox, Toolboxes};
 use crate::turn::{self, StepError, StepId};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -210,16 +211,93 @@ pub struct AgentActivities {
     api: Api,
     /// What model turns read of recent executions' conversations.
     conversations: Conversations,
+    /// The tools (MCP servers, shell, skills) of the executions this runner works on.
+    toolboxes: Arc<Toolboxes>,
+    tool_environment: ToolEnvironment,
 }
 
 impl AgentActivities {
     pub fn new(spec: RunnerLaunchSpec) -> Result<AgentActivities, stigmer_client::ClientError> {
+        let program = std::env::current_exe().unwrap_or_else(|_| "stigmer".into());
+        Self::with_program(spec, program)
+    }
+
+    /// [`AgentActivities::new`] with the `stigmer` binary that runs child processes (`stigmer
+    /// internal exec`): tests that run the activities in their own process name it.
+    pub fn with_program(
+        spec: RunnerLaunchSpec,
+        program: std::path::PathBuf,
+    ) -> Result<AgentActivities, stigmer_client::ClientError> {
         let api = Api::new(&spec)?;
+        let toolboxes = Arc::new(Toolboxes::default());
+        // Toolboxes of runs that ended out of this runner's sight are closed when idle.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let held = Arc::downgrade(&toolboxes);
+            runtime.spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    let Some(toolboxes) = held.upgrade() else {
+                        break;
+                    };
+                    toolboxes
+                        .close_idle(std::time::Instant::now(), toolbox::IDLE_CLOSE)
+                        .await;
+                }
+            });
+        }
         Ok(AgentActivities {
             spec,
             api,
             conversations: Conversations::default(),
+            toolboxes,
+            tool_environment: ToolEnvironment {
+                program,
+                landlock: stigmer_sandbox::landlock_support(),
+            },
         })
+    }
+
+    /// The toolbox of the execution: the one this runner holds, or a new one (which starts the
+    /// agent's MCP servers). A run whose tools cannot be set up fails with the reason.
+    async fn toolbox(
+        &self,
+        execution_id: &str,
+        workspace: &stigmer_tools::Workspace,
+    ) -> Result<Arc<Toolbox>, ActivityError> {
+        if let Some(toolbox) = self.toolboxes.get(execution_id) {
+            return Ok(toolbox);
+        }
+        let context = self
+            .api
+            .run_context_with(execution_id, 0, Wanted::Nothing, true)
+            .await
+            .map_err(api_error)?;
+        let toolbox = Toolbox::build(&context, workspace, &self.tool_environment)
+            .await
+            .map_err(|error| fatal(error.to_string()))?;
+        Ok(self.toolboxes.insert(execution_id, toolbox).await)
+    }
+
+    /// Reports what the toolbox noticed since the last step (servers that failed, …).
+    async fn report_tool_events(
+        &self,
+        toolbox: &Toolbox,
+        sink: &ApiSink,
+        step: StepId,
+    ) -> Result<(), ActivityError> {
+        let events = toolbox.take_events();
+        if events.is_empty() {
+            return Ok(());
+        }
+        use turn::EventSink;
+        let keyed = events
+            .into_iter()
+            .enumerate()
+            .map(|(n, event)| (format!("t{}.a{}.tools.{n}", step.turn, step.attempt), event))
+            .collect();
+        sink.emit(keyed)
+            .await
+            .map_err(|error| sink_error(sink, error))
     }
 
     fn sink(&self, context: &RunContext) -> ApiSink {
@@ -309,8 +387,11 @@ impl AgentActivities {
             input.turn,
             ctx.info().attempt,
         );
+        let execution_id = input.execution_id.clone();
         let work = self.model_turn_step(&ctx, input);
-        with_heartbeats(&ctx, work).instrument(span).await
+        let outcome = with_heartbeats(&ctx, work).instrument(span).await;
+        self.after_step(&execution_id, &outcome).await;
+        outcome
     }
 
     /// One tool call the model asked for; its result is stored after the turn's answer.
@@ -326,8 +407,11 @@ impl AgentActivities {
             input.turn,
             ctx.info().attempt,
         );
+        let execution_id = input.execution_id.clone();
         let work = self.tool_call_step(&ctx, input);
-        with_heartbeats(&ctx, work).instrument(span).await
+        let outcome = with_heartbeats(&ctx, work).instrument(span).await;
+        self.after_step(&execution_id, &outcome).await;
+        outcome
     }
 }
 
@@ -337,6 +421,15 @@ fn step_span(step: &'static str, execution_id: &str, turn: u32, attempt: u32) ->
 }
 
 impl AgentActivities {
+    /// A step that was cancelled or failed for good ends the run here: its MCP servers stop.
+    async fn after_step<T>(&self, execution_id: &str, outcome: &Result<T, ActivityError>) {
+        if let Err(error) = outcome
+            && ends_the_run(error)
+        {
+            self.toolboxes.close(execution_id).await;
+        }
+    }
+
     /// The body of [`AgentActivities::start`].
     async fn start_step(
         &self,
@@ -398,20 +491,43 @@ impl AgentActivities {
             .map_err(api_error)?;
         let context = &conversation.context;
         let workspace = self.workspace(context)?;
+        let toolbox = self.toolbox(&input.execution_id, &workspace).await?;
+        let sink = self.sink(context);
+        toolbox
+            .refresh()
+            .await
+            .map_err(|error| fatal(error.to_string()))?;
+        self.report_tool_events(&toolbox, &sink, step).await?;
         let mut messages = vec![Message::System {
-            text: system_prompt(&context.agent, workspace.root()),
+            text: system_prompt(&context.agent, &toolbox),
         }];
         messages.extend(conversation.messages.iter().cloned());
         if input.runs_tool_calls && input.turn > 1 {
             let results = self
-                .pending_tool_calls(ctx, &input, context, &workspace, &messages)
+                .pending_tool_calls(
+                    ctx,
+                    &input,
+                    context,
+                    &workspace,
+                    &toolbox,
+                    &conversation.messages,
+                    &conversation.places,
+                )
                 .await?;
+            // The results already stored (a retried step) are among `results`, in call order:
+            // they replace whatever of them the conversation holds.
+            if !results.is_empty()
+                && let Some(answer) = messages
+                    .iter()
+                    .rposition(|message| matches!(message, Message::Assistant { .. }))
+            {
+                messages.truncate(answer + 1);
+            }
             messages.extend(results);
         }
-        let tools = stigmer_tools::builtin_specs(context.agent.tools.as_deref());
+        let tools = toolbox.specs();
         let config = self.model_config(context)?;
         let client = LlmClient::new(config.clone()).map_err(llm_error)?;
-        let sink = self.sink(context);
         let result = match turn::model_turn(&client, &messages, &tools, step, &sink).await {
             Ok(result) => result,
             Err(StepError::Llm(LlmError::Fatal { message }))
@@ -440,8 +556,11 @@ impl AgentActivities {
             "Model turn finished."
         );
         if result.tool_calls.is_empty() {
-            // The run's last turn: nothing will read this conversation again.
+            // The run's last turn: nothing will read this conversation again, and its tools
+            // are done.
             self.conversations.forget(&input.execution_id);
+            drop(toolbox);
+            self.toolboxes.close(&input.execution_id).await;
         }
         Ok(TurnOutcome {
             tool_calls: result.tool_calls.len() as u32,
@@ -484,20 +603,28 @@ impl AgentActivities {
                 ))
             })?;
         let workspace = self.workspace(&context)?;
-        self.run_tool_call(&context, &workspace, &call, step, input.index)
+        let toolbox = self.toolbox(&input.execution_id, &workspace).await?;
+        self.run_tool_call(&context, &workspace, &toolbox, &call, step, input.index)
             .await?;
         Ok(())
     }
 
-    /// Runs the tool calls of the turn before `input.turn` that have no result in
-    /// `conversation` yet, in order, storing each result as it finishes; returns the results.
+    /// Runs the tool calls of the turn before `input.turn` that have no result stored yet,
+    /// concurrently, storing each result at its call's place as it finishes (a retried step
+    /// finds them there); returns every call's result in call order.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one step's whole state, passed once"
+    )]
     async fn pending_tool_calls(
         &self,
         ctx: &ActivityContext,
         input: &TurnInput,
         context: &RunContext,
         workspace: &stigmer_tools::Workspace,
+        toolbox: &Toolbox,
         conversation: &[Message],
+        places: &[MessagePlace],
     ) -> Result<Vec<Message>, ActivityError> {
         let Some(answer) = conversation
             .iter()
@@ -508,46 +635,89 @@ impl AgentActivities {
         let Message::Assistant { tool_calls, .. } = &conversation[answer] else {
             return Ok(Vec::new());
         };
-        // Calls run in order and each result is stored at its call's place, so the stored
-        // results are those of the first calls (ids may repeat or be empty: places count).
-        let answered = conversation[answer + 1..]
+        // What is stored after the answer, by place: index i + 1 holds call i's result (ids
+        // may repeat or be empty: places count).
+        let answered: std::collections::BTreeMap<u32, Message> = conversation[answer + 1..]
             .iter()
-            .filter(|message| matches!(message, Message::Tool { .. }))
-            .count();
+            .zip(places.get(answer + 1..).unwrap_or_default())
+            .filter(|(message, place)| {
+                matches!(message, Message::Tool { .. }) && place.turn == input.turn - 1
+            })
+            .map(|(message, place)| (place.index, message.clone()))
+            .collect();
         let step = StepId {
             turn: input.turn - 1,
             attempt: ctx.info().attempt,
         };
-        let mut results = Vec::new();
-        for (index, call) in tool_calls.iter().enumerate().skip(answered) {
-            let result = self
-                .run_tool_call(context, workspace, call, step, index as u32)
-                .await?;
-            results.push(result);
-        }
-        Ok(results)
+        let runs = tool_calls.iter().enumerate().map(|(index, call)| {
+            let stored = answered.get(&(index as u32 + 1)).cloned();
+            async move {
+                match stored {
+                    Some(result) => Ok(result),
+                    None => {
+                        self.run_tool_call(context, workspace, toolbox, call, step, index as u32)
+                            .await
+                    }
+                }
+            }
+        });
+        futures::future::try_join_all(runs).await
     }
 
     /// Runs one tool call the model asked for in `step.turn` and stores its result after the
-    /// turn's answer; returns the result as stored.
+    /// turn's answer; returns the result as stored. A call that must not run twice (it may
+    /// change something) first stores [`INTERRUPTED`] in its place, so an attempt lost in a
+    /// crash is reported to the model rather than repeated.
     async fn run_tool_call(
         &self,
         context: &RunContext,
         workspace: &stigmer_tools::Workspace,
+        toolbox: &Toolbox,
         call: &stigmer_llm::ToolCall,
         step: StepId,
         index: u32,
     ) -> Result<Message, ActivityError> {
         let sink = self.sink(context);
-        let output = turn::tool_call(workspace, call, step, &sink)
-            .await
-            .map_err(|error| step_error(&sink, error))?;
+        let stored = |content: String| {
+            sink.redactor.message(&Message::Tool {
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                content,
+            })
+        };
+        if !toolbox.may_repeat(&call.name) {
+            self.api
+                .save_messages(
+                    context.execution_id(),
+                    step.turn,
+                    index + 1,
+                    &[stored(INTERRUPTED.to_owned())],
+                )
+                .await
+                .map_err(api_error)?;
+        }
+        let output = turn::tool_call_with(call, step, &sink, |progress| async move {
+            if toolbox.runs(&call.name) {
+                let report = move |update: stigmer_mcp::Progress| {
+                    let _ = progress.send(turn::ProgressReport {
+                        progress: update.progress,
+                        total: update.total,
+                        message: update.message,
+                    });
+                };
+                toolbox.call(call, &report).await
+            } else {
+                let output = turn::run_builtin(workspace, call, turn::TOOL_DEADLINE).await;
+                stigmer_tools::ToolOutput {
+                    content: toolbox::spill(workspace, &call.id, output.content),
+                    ..output
+                }
+            }
+        })
+        .await
+        .map_err(|error| step_error(&sink, error))?;
         let is_error = output.is_error;
-        let result = sink.redactor.message(&Message::Tool {
-            call_id: call.id.clone(),
-            name: call.name.clone(),
-            content: output.content,
-        });
+        let result = stored(output.content);
         self.api
             .save_messages(
                 context.execution_id(),
@@ -569,12 +739,26 @@ impl AgentActivities {
     }
 }
 
-/// The agent's instructions, and where its files are.
-fn system_prompt(agent: &AgentSpec, workspace: &std::path::Path) -> String {
-    let _ = workspace;
+/// What the model reads for a call that may change something and whose attempt was lost (its
+/// runner stopped while it ran): it is not run again.
+pub const INTERRUPTED: &str = "Error: this call was interrupted (its runner stopped while it ran) and was not repeated, because running it again could repeat what it did. Check whether it took effect before calling it again.";
+
+/// Whether a step's error ends the run: it was cancelled, or failed for good.
+fn ends_the_run(error: &ActivityError) -> bool {
+    match error {
+        ActivityError::Cancelled { .. } => true,
+        ActivityError::Application(failure) => failure.is_non_retryable(),
+        _ => false,
+    }
+}
+
+/// The agent's instructions, where its files are, then what its tools add (MCP servers'
+/// instructions, the skills' listing, the shell).
+fn system_prompt(agent: &AgentSpec, toolbox: &Toolbox) -> String {
     format!(
-        "{}\n\nFile tools work inside your workspace; give paths relative to it.",
-        agent.instructions.trim_end()
+        "{}\n\nFile tools work inside your workspace; give paths relative to it.{}",
+        agent.instructions.trim_end(),
+        toolbox.prompt()
     )
 }
 

@@ -16,7 +16,7 @@ use stigmer_proto::executions::v1::get_run_context_request::Messages as WantedMe
 use stigmer_proto::executions::v1::{
     AppendEventsRequest, GetRunContextRequest, SaveMessagesRequest,
 };
-use stigmer_resources::{AgentSpec, Resource};
+use stigmer_resources::{AgentSpec, McpServerSpec, Resource, SkillSpec};
 use tonic::{Code, Status};
 
 type Client = ExecutionServiceClient<Authenticated>;
@@ -63,11 +63,17 @@ pub struct RunContext {
     pub agent: AgentSpec,
     /// The messages the step asked for ([`Wanted`]).
     pub messages: Vec<Message>,
+    /// The place of each of `messages` in its own execution.
+    pub places: Vec<MessagePlace>,
     /// The place of the last of `messages` that belongs to this execution.
     pub last: Option<MessagePlace>,
     /// The size of `messages` as the server sent them.
     pub message_bytes: usize,
     pub secrets: BTreeMap<String, String>,
+    /// The agent's MCP servers (name, spec), when the step asked for its tools.
+    pub mcp_servers: Vec<(String, McpServerSpec)>,
+    /// The agent's skills (name, spec), when the step asked for its tools.
+    pub skills: Vec<(String, SkillSpec)>,
 }
 
 /// Where a message sits in its execution's conversation: turn 0 is the user's message; in a
@@ -139,6 +145,18 @@ impl Api {
         through_turn: u32,
         wanted: Wanted,
     ) -> Result<RunContext, ApiError> {
+        self.run_context_with(execution_id, through_turn, wanted, false)
+            .await
+    }
+
+    /// [`Api::run_context`], with the agent's MCP servers and skills when `with_tools`.
+    pub async fn run_context_with(
+        &self,
+        execution_id: &str,
+        through_turn: u32,
+        wanted: Wanted,
+        with_tools: bool,
+    ) -> Result<RunContext, ApiError> {
         let reply = self
             .client
             .clone()
@@ -146,6 +164,7 @@ impl Api {
                 execution_id: execution_id.to_owned(),
                 through_turn,
                 messages: wanted.to_proto(),
+                with_tools,
             })
             .await?
             .into_inner();
@@ -161,6 +180,28 @@ impl Api {
         let agent_name = agent.metadata.name.clone();
         let agent: AgentSpec =
             serde_json::from_value(agent.spec).map_err(|error| corrupt("agent spec", error))?;
+        let mcp_servers = reply
+            .mcp_servers_json
+            .iter()
+            .map(|text| {
+                let resource: Resource =
+                    serde_json::from_str(text).map_err(|error| corrupt("MCP server", error))?;
+                let spec = serde_json::from_value(resource.spec)
+                    .map_err(|error| corrupt("MCP server spec", error))?;
+                Ok((resource.metadata.name, spec))
+            })
+            .collect::<Result<_, ApiError>>()?;
+        let skills = reply
+            .skills_json
+            .iter()
+            .map(|text| {
+                let resource: Resource =
+                    serde_json::from_str(text).map_err(|error| corrupt("skill", error))?;
+                let spec = serde_json::from_value(resource.spec)
+                    .map_err(|error| corrupt("skill spec", error))?;
+                Ok((resource.metadata.name, spec))
+            })
+            .collect::<Result<_, ApiError>>()?;
         let messages = reply
             .messages_json
             .iter()
@@ -176,8 +217,18 @@ impl Api {
                 turn: last.turn,
                 index: last.index,
             }),
+            places: reply
+                .places
+                .iter()
+                .map(|place| MessagePlace {
+                    turn: place.turn,
+                    index: place.index,
+                })
+                .collect(),
             message_bytes: reply.messages_json.iter().map(String::len).sum(),
             secrets: reply.secrets.into_iter().collect(),
+            mcp_servers,
+            skills,
         })
     }
 

@@ -22,6 +22,8 @@ pub const HELD_BYTES: usize = 64 * 1024 * 1024;
 /// The conversation of one execution as far as it was read.
 struct Held {
     messages: Vec<Message>,
+    /// The place of each message in its own execution.
+    places: Vec<MessagePlace>,
     /// The place of the last message of the execution itself that was read.
     last: MessagePlace,
     bytes: usize,
@@ -33,6 +35,8 @@ struct Held {
 pub struct Conversation {
     pub context: RunContext,
     pub messages: Vec<Message>,
+    /// The place of each of `messages` in its own execution.
+    pub places: Vec<MessagePlace>,
     /// How many messages this read fetched from the server.
     pub fetched: usize,
 }
@@ -68,17 +72,19 @@ impl Conversations {
         };
         let context = api.run_context(execution_id, through_turn, wanted).await?;
         let fetched = context.messages.len();
-        let (mut messages, mut bytes, last) = match held {
-            Some(held) => (held.messages, held.bytes, Some(held.last)),
-            None => (Vec::new(), 0, None),
+        let (mut messages, mut places, mut bytes, last) = match held {
+            Some(held) => (held.messages, held.places, held.bytes, Some(held.last)),
+            None => (Vec::new(), Vec::new(), 0, None),
         };
         messages.extend(context.messages.iter().cloned());
+        places.extend(context.places.iter().copied());
         bytes += context.message_bytes;
         if let Some(last) = context.last.or(last) {
             self.keep(
                 execution_id,
                 Held {
                     messages: messages.clone(),
+                    places: places.clone(),
                     last,
                     bytes,
                     used: 0,
@@ -88,6 +94,7 @@ impl Conversations {
         Ok(Conversation {
             context,
             messages,
+            places,
             fetched,
         })
     }
@@ -234,6 +241,7 @@ mod tests {
     fn held(bytes: usize) -> Held {
         Held {
             messages: vec![Message::User { text: "hi".into() }],
+            places: vec![MessagePlace { turn: 0, index: 0 }],
             last: MessagePlace { turn: 0, index: 0 },
             bytes,
             used: 0,

@@ -9,6 +9,8 @@
 pub mod agent;
 pub mod api;
 pub mod conversation;
+pub mod skills;
+pub mod toolbox;
 pub mod turn;
 
 use std::future::Future;

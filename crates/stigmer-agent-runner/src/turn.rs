@@ -12,7 +12,7 @@ use std::time::Duration;
 use stigmer_llm::{LlmClient, LlmError, Message, StreamEvent, ToolCall, ToolSpec, TurnResult};
 use stigmer_proto::execution::{
     ExecutionEvent, MessageCompleted, MessageStarted, Todo, TodoStatus, TodosUpdated, TokenDelta,
-    ToolCallFinished, ToolCallRef, ToolCallStarted, Usage,
+    ToolCallFinished, ToolCallRef, ToolCallStarted, ToolProgress, Usage,
 };
 use stigmer_tools::{ToolBudget, ToolOutput, Workspace};
 use tokio::sync::mpsc;
@@ -172,6 +172,32 @@ pub async fn tool_call_within(
     sink: &dyn EventSink,
     deadline: Duration,
 ) -> Result<ToolOutput, StepError> {
+    tool_call_with(call, step, sink, |_| run_tool(workspace, call, deadline)).await
+}
+
+/// How far a running tool call has come, as its tool reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProgressReport {
+    pub progress: f64,
+    pub total: Option<f64>,
+    pub message: Option<String>,
+}
+
+/// Where a running tool reports progress; each report becomes a `tool_progress` event.
+pub type ProgressSender = mpsc::UnboundedSender<ProgressReport>;
+
+/// Runs one tool call through `run`, emitting `tool_call_started`, a `tool_progress` per
+/// report `run` sends, `tool_call_finished` (the result trimmed for display) and, for
+/// `write_todos`, `todos_updated`.
+pub async fn tool_call_with<F>(
+    call: &ToolCall,
+    step: StepId,
+    sink: &dyn EventSink,
+    run: impl FnOnce(ProgressSender) -> F,
+) -> Result<ToolOutput, StepError>
+where
+    F: std::future::Future<Output = ToolOutput>,
+{
     sink.emit(vec![(
         step.key(&format!("tool.{}.started", call.id)),
         ToolCallStarted {
@@ -185,7 +211,32 @@ pub async fn tool_call_within(
     )])
     .await
     .map_err(StepError::Events)?;
-    let output = run_tool(workspace, call, deadline).await;
+    let (progress, mut reports) = mpsc::unbounded_channel::<ProgressReport>();
+    let running = run(progress);
+    let forward = async {
+        let mut count = 0usize;
+        while let Some(report) = reports.recv().await {
+            count += 1;
+            sink.emit(vec![(
+                step.key(&format!("tool.{}.progress.{count}", call.id)),
+                ToolProgress {
+                    turn: step.turn,
+                    call_id: call.id.clone(),
+                    name: call.name.clone(),
+                    progress: report.progress,
+                    total: report.total,
+                    message: report.message,
+                    parent: None,
+                }
+                .into(),
+            )])
+            .await?;
+        }
+        Ok::<(), ApiError>(())
+    };
+    // The sender lives in `running`; when it finishes the forwarder drains and ends.
+    let (output, forwarded) = tokio::join!(running, forward);
+    forwarded.map_err(StepError::Events)?;
     let mut events = vec![(
         step.key(&format!("tool.{}.finished", call.id)),
         ToolCallFinished {
@@ -223,6 +274,12 @@ fn todo(item: &stigmer_tools::Todo) -> Todo {
             stigmer_tools::TodoStatus::Completed => TodoStatus::Completed,
         },
     }
+}
+
+/// Runs a built-in tool on a blocking thread (file tools block) within `deadline`, without
+/// events (the caller reports them).
+pub async fn run_builtin(workspace: &Workspace, call: &ToolCall, deadline: Duration) -> ToolOutput {
+    run_tool(workspace, call, deadline).await
 }
 
 /// Runs the tool on a blocking thread (file tools block) within `deadline`.

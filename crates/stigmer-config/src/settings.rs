@@ -36,6 +36,10 @@ pub struct AgentRunnerFile {
     pub mode: Option<String>,
     /// Registry to pull `stigmer/agent-runner:<version>` from, e.g. `ghcr.io`.
     pub image_registry: Option<String>,
+    /// An image to build the agent-runner image from, e.g. `node:22-bookworm-slim`, for stdio
+    /// MCP servers that need Node or Python; pulled when absent. Without it the image has no
+    /// base: the binary, its libraries and a static busybox.
+    pub image_base: Option<String>,
     /// Container networking: `host` (the default; on Linux the only one that works, `bridge` is
     /// refused at start) or `bridge`.
     pub network: Option<String>,
@@ -200,6 +204,8 @@ impl RunnerMode {
 pub struct AgentRunnerSettings {
     pub mode: RunnerMode,
     pub image_registry: Option<String>,
+    /// The image the agent-runner image is built from; `None` builds it with no base.
+    pub image_base: Option<String>,
     /// `host` or `bridge` (on Linux `bridge` is refused at start; elsewhere always bridge).
     pub network: String,
 }
@@ -209,6 +215,7 @@ impl Default for AgentRunnerSettings {
         AgentRunnerSettings {
             mode: RunnerMode::Process,
             image_registry: None,
+            image_base: None,
             network: "host".into(),
         }
     }
@@ -525,6 +532,11 @@ impl Settings {
                 .image_registry
                 .clone()
                 .filter(|registry| !registry.trim().is_empty()),
+            image_base: file
+                .agent_runner
+                .image_base
+                .clone()
+                .filter(|base| !base.trim().is_empty()),
             network,
         };
         Ok(Settings {
@@ -744,6 +756,29 @@ mod tests {
         assert_eq!(managed_ports(&settings), (7233, Some(8233)));
         assert_eq!(settings.temporal.namespace, "default");
         assert_eq!(settings.supervisor, SupervisorSettings::default());
+        assert_eq!(settings.agent_runner, AgentRunnerSettings::default());
+    }
+
+    #[test]
+    fn the_runner_image_comes_from_the_registry_and_base_of_the_file() {
+        let yaml = "agent_runner:\n  mode: container\n  image_registry: 127.0.0.1:5000\n  image_base: node:22-bookworm-slim\n";
+        let (settings, _dir) = resolve(yaml, &[], Overrides::default());
+        let agent_runner = settings.unwrap().agent_runner;
+        assert_eq!(agent_runner.mode, RunnerMode::Container);
+        assert_eq!(
+            agent_runner.image_registry.as_deref(),
+            Some("127.0.0.1:5000")
+        );
+        assert_eq!(
+            agent_runner.image_base.as_deref(),
+            Some("node:22-bookworm-slim")
+        );
+        // Empty means unset: no registry to pull from, no base.
+        let yaml = "agent_runner:\n  image_registry: \"\"\n  image_base: \" \"\n";
+        let (settings, _dir) = resolve(yaml, &[], Overrides::default());
+        let agent_runner = settings.unwrap().agent_runner;
+        assert_eq!(agent_runner.image_registry, None);
+        assert_eq!(agent_runner.image_base, None);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! - [`Engine::connect`] finds the engine or says what to install or start;
 //! - [`image`] ensures `stigmer-agent-runner:<version>`: a local image with this very binary,
 //!   else a pull from the configured registry, else a build from the running binary with no
-//!   base image (`FROM scratch` plus the shared libraries it links);
+//!   base image (`FROM scratch` plus the shared libraries it links and a static busybox), or
+//!   from `agent_runner.image_base`;
 //! - [`Engine::start`], [`Engine::output`], [`Engine::wait`], [`Engine::stop`] run one container
 //!   for the daemon's supervisor (no restart policy: the daemon is the one supervisor);
 //! - [`Engine::remove_labelled`] finds what a crashed daemon of a home left behind, by label;
@@ -37,6 +38,9 @@ pub const LABEL_COMPONENT: &str = "ai.stigmer.component";
 pub const LABEL_VERSION: &str = "ai.stigmer.version";
 /// Label (images): digest of the binary inside.
 pub const LABEL_BINARY: &str = "ai.stigmer.binary";
+/// Label (images): how the image was made around the binary, its layout version and base
+/// (`image::ImagePlan::recipe`).
+pub const LABEL_IMAGE: &str = "ai.stigmer.image";
 
 /// The value of [`LABEL_HOME`] for a home directory.
 pub fn home_label(home: &Path) -> String {

@@ -323,6 +323,8 @@ async fn prepare_container(settings: &Settings) -> Result<ContainerPlan, DaemonE
             version: stigmer_config::VERSION.to_owned(),
             binary,
             registry: settings.agent_runner.image_registry.clone(),
+            base: settings.agent_runner.image_base.clone(),
+            busybox: stigmer_container::image::HOST_BUSYBOX.into(),
         })
         .await
         .map_err(|error| DaemonError::Container(error.to_string()))?;

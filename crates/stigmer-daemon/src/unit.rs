@@ -471,7 +471,8 @@ fn spawn_process(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    die_with_parent(&mut command);
+    // SIGKILL to the child when the daemon dies, however it dies.
+    stigmer_sandbox::die_with_parent(command.as_std_mut(), Signal::SIGKILL);
     let mut child = command.spawn()?;
     let mut captures = Vec::new();
     if let Some(stdout) = child.stdout.take() {
@@ -482,31 +483,6 @@ fn spawn_process(
     }
     Ok((child, captures))
 }
-
-/// Makes the kernel send SIGKILL to the child when the daemon dies, however it dies.
-#[cfg(target_os = "linux")]
-#[expect(
-    unsafe_code,
-    reason = "pre_exec is the only way to run code between fork and exec"
-)]
-fn die_with_parent(command: &mut Command) {
-    let parent = nix::unistd::getpid();
-    // SAFETY: the closure runs in the forked child before exec; it only calls prctl and getppid,
-    // which are async-signal-safe, and allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
-            // The daemon may have died between fork and prctl; then nobody would signal us.
-            if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::other("the daemon exited during spawn"));
-            }
-            Ok(())
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn die_with_parent(_command: &mut Command) {}
 
 /// Copies each output line of a child into its component's log, and keeps the last few lines.
 fn capture(

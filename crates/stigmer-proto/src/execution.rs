@@ -193,6 +193,54 @@ pub struct ToolCallFinished {
     pub parent: Option<EventParent>,
 }
 
+/// An MCP server could not start, or stopped during the run: the run goes on without its tools.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct McpServerFailed {
+    pub server: String,
+    /// `start`, `list` or `call`: what the runner was doing when the server failed.
+    pub phase: String,
+    /// What happened, with the last lines the server wrote to stderr.
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<EventParent>,
+}
+
+/// A running tool call reported progress (MCP progress notifications).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolProgress {
+    pub turn: u32,
+    pub call_id: String,
+    pub name: String,
+    pub progress: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<EventParent>,
+}
+
+/// The skills listed in the system prompt did not fit its budget: descriptions were shortened.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SkillsTruncated {
+    /// Skills listed (all of them: none is dropped).
+    pub skills: u32,
+    /// Skills whose description was shortened.
+    pub shortened: u32,
+    /// The budget in bytes.
+    pub budget: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<EventParent>,
+}
+
+/// The shell's writes are not confined to the workspace on this machine (no Landlock).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SandboxUnavailable {
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<EventParent>,
+}
+
 /// The agent's todo list, whole, after `write_todos`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TodosUpdated {
@@ -330,6 +378,10 @@ execution_events! {
     ToolCallStarted(ToolCallStarted) = "tool_call_started",
     ToolCallFinished(ToolCallFinished) = "tool_call_finished",
     TodosUpdated(TodosUpdated) = "todos_updated",
+    McpServerFailed(McpServerFailed) = "mcp_server_failed",
+    ToolProgress(ToolProgress) = "tool_progress",
+    SkillsTruncated(SkillsTruncated) = "skills_truncated",
+    SandboxUnavailable(SandboxUnavailable) = "sandbox_unavailable",
 }
 
 impl ExecutionEvent {
@@ -600,6 +652,35 @@ mod tests {
                     content: "read".into(),
                     status: TodoStatus::InProgress,
                 }],
+                parent: parent(),
+            }
+            .into(),
+            McpServerFailed {
+                server: "files".into(),
+                phase: "start".into(),
+                reason: "exited with status 1: npm ERR! 404".into(),
+                parent: parent(),
+            }
+            .into(),
+            ToolProgress {
+                turn: 2,
+                call_id: "c2".into(),
+                name: "everything__slow".into(),
+                progress: 1.0,
+                total: Some(3.0),
+                message: Some("step 1".into()),
+                parent: parent(),
+            }
+            .into(),
+            SkillsTruncated {
+                skills: 40,
+                shortened: 12,
+                budget: 8192,
+                parent: parent(),
+            }
+            .into(),
+            SandboxUnavailable {
+                reason: "the kernel has no Landlock".into(),
                 parent: parent(),
             }
             .into(),

@@ -11,6 +11,7 @@ mod manifest;
 mod model;
 mod plan;
 mod skill;
+pub mod variables;
 
 pub use kind::Kind;
 pub use locate::locate;
@@ -20,6 +21,7 @@ pub use plan::{
     Action, Lookup, LookupError, PlanError, Planned, locate_plan_errors, plan_apply, referrers,
 };
 pub use skill::{SkillError, skill_from_files};
+pub use variables::VariableError;
 
 /// True for a DNS label: 1–63 lowercase letters, digits and `-`, starting and ending with a
 /// letter or digit.

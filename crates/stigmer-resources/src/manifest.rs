@@ -547,6 +547,16 @@ fn validate_agent(spec: &AgentSpec, problems: &mut Vec<(String, String)>) {
     if spec.max_turns == Some(0) {
         problems.push(("spec.maxTurns".into(), "maxTurns must be at least 1".into()));
     }
+    if let Some(timeout) = spec.shell.as_ref().and_then(|shell| shell.timeout_seconds)
+        && !(1..=SHELL_TIMEOUT_MAX_SECS).contains(&timeout)
+    {
+        problems.push((
+            "spec.shell.timeoutSeconds".into(),
+            format!(
+                "timeoutSeconds {timeout} is out of range: expected 1 to {SHELL_TIMEOUT_MAX_SECS}"
+            ),
+        ));
+    }
     let mut names = BTreeSet::new();
     for (index, sub_agent) in spec.sub_agents.iter().enumerate() {
         let prefix = format!("spec.subAgents[{index}]");
@@ -638,6 +648,30 @@ fn validate_mcp(spec: &McpServerSpec, problems: &mut Vec<(String, String)>) {
             if stdio.command.trim().is_empty() {
                 problems.push(("spec.stdio.command".into(), "the command must not be empty".into()));
             }
+            for (name, value) in &stdio.env {
+                if !is_env_name(name) {
+                    problems.push((
+                        format!("spec.stdio.env.{name}"),
+                        format!("{name:?} is not a valid variable name: use letters, digits and _, not starting with a digit"),
+                    ));
+                }
+                if let Err(error) = crate::variables::references(value) {
+                    problems.push((format!("spec.stdio.env.{name}"), error.to_string()));
+                }
+            }
+            if let Some(cwd) = &stdio.cwd {
+                let path = std::path::Path::new(cwd);
+                let escapes = path.is_absolute()
+                    || path
+                        .components()
+                        .any(|part| matches!(part, std::path::Component::ParentDir));
+                if escapes {
+                    problems.push((
+                        "spec.stdio.cwd".into(),
+                        format!("{cwd:?} is not a path inside the session workspace: give a relative path without `..`"),
+                    ));
+                }
+            }
         }
         (None, Some(http)) => {
             if !(http.url.starts_with("http://") || http.url.starts_with("https://")) {
@@ -646,6 +680,34 @@ fn validate_mcp(spec: &McpServerSpec, problems: &mut Vec<(String, String)>) {
                     format!("{:?} is not an http:// or https:// URL", http.url),
                 ));
             }
+            for (name, value) in &http.headers {
+                let token = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                if !token {
+                    problems.push((
+                        format!("spec.http.headers.{name}"),
+                        format!("{name:?} is not a valid HTTP header name"),
+                    ));
+                }
+                if let Err(error) = crate::variables::references(value) {
+                    problems.push((format!("spec.http.headers.{name}"), error.to_string()));
+                }
+            }
+        }
+    }
+    for (field, value) in [
+        ("startupTimeoutSeconds", spec.startup_timeout_seconds),
+        ("toolTimeoutSeconds", spec.tool_timeout_seconds),
+    ] {
+        if let Some(seconds) = value
+            && !(1..=86_400).contains(&seconds)
+        {
+            problems.push((
+                format!("spec.{field}"),
+                format!("{field} {seconds} is out of range: expected 1 to 86400"),
+            ));
         }
     }
 }

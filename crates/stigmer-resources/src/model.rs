@@ -97,7 +97,27 @@ pub struct AgentSpec {
     /// Upper bound on model turns of one execution (default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_turns: Option<u32>,
+    /// The shell tool `execute` (off unless enabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<ShellSpec>,
 }
+
+/// The shell tool of an agent: `sh -c` in the session workspace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ShellSpec {
+    pub enabled: bool,
+    /// How long one command may run (default 120, at most 600); the model may ask for less.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+}
+
+/// Default and upper bound of `spec.shell.timeoutSeconds`.
+pub const SHELL_TIMEOUT_DEFAULT_SECS: u32 = 120;
+pub const SHELL_TIMEOUT_MAX_SECS: u32 = 600;
+/// Defaults of an McpServer's `startupTimeoutSeconds` and `toolTimeoutSeconds`.
+pub const MCP_STARTUP_TIMEOUT_DEFAULT_SECS: u32 = 30;
+pub const MCP_TOOL_TIMEOUT_DEFAULT_SECS: u32 = 120;
 
 /// Which model an agent uses.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -166,6 +186,12 @@ pub struct McpServerSpec {
     pub http: Option<HttpTransport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled_tools: Option<Vec<String>>,
+    /// How long the server may take to start and list its tools (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_timeout_seconds: Option<u32>,
+    /// How long one tool call may go without an answer or progress (default 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_timeout_seconds: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -174,8 +200,12 @@ pub struct StdioTransport {
     pub command: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    /// Values may reference variables as `${NAME}`, resolved when the server starts.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Working directory, relative to the session workspace (default: the workspace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@
 //! | `UNAUTHENTICATED`     | `MissingToken`, `WrongToken`                                      |
 //! | `INVALID_ARGUMENT`    | `UnknownKind`, `NotAResource`, `NotDeclarable`, `EmptyExecutionId`, `InvalidEvent`, `BackToPending`, `EmptyMessage`, `SecretAsVariable`, `MissingVariable`, `SessionOfOtherAgent`, `MessageNotObject` |
 //! | `NOT_FOUND`           | `ResourceNotFound`, `ExecutionNotFound`, `AgentNotFound`, `SessionNotFound` |
-//! | `FAILED_PRECONDITION` | `ResourceInUse`, `ExecutionEnded`, `AgentDeleted`                 |
+//! | `FAILED_PRECONDITION` | `ResourceInUse`, `ExecutionEnded`, `AgentDeleted`, `ReferenceDeleted` |
 //! | `RESOURCE_EXHAUSTED`  | `TooManySubscriptions`, `TooManySubscriptionsOnConnection`        |
 //! | `CANCELLED`           | `ApplyAbandoned`                                                  |
 //! | `UNAVAILABLE`         | `TemporalNotConfigured`, `TemporalUnavailable`, `WorkflowStart`, `WorkflowCancel` |
@@ -104,6 +104,14 @@ pub enum ServerError {
     },
     #[error("agent '{agent}' was deleted while its execution ran")]
     AgentDeleted { agent: String },
+    #[error(
+        "the {kind} '{name}' of agent '{agent}' was deleted while its execution ran; apply it again"
+    )]
+    ReferenceDeleted {
+        kind: &'static str,
+        name: String,
+        agent: String,
+    },
 
     #[error(
         "the server already holds {limit} subscriptions (its limit); close some and subscribe again"
@@ -175,9 +183,10 @@ impl ServerError {
             | ExecutionNotFound { .. }
             | AgentNotFound { .. }
             | SessionNotFound { .. } => Code::NotFound,
-            ResourceInUse { .. } | ExecutionEnded { .. } | AgentDeleted { .. } => {
-                Code::FailedPrecondition
-            }
+            ResourceInUse { .. }
+            | ExecutionEnded { .. }
+            | AgentDeleted { .. }
+            | ReferenceDeleted { .. } => Code::FailedPrecondition,
             TooManySubscriptions { .. } | TooManySubscriptionsOnConnection { .. } => {
                 Code::ResourceExhausted
             }
@@ -360,6 +369,15 @@ mod tests {
                 ServerError::AgentDeleted { agent: "a".into() },
                 Code::FailedPrecondition,
                 "agent 'a' was deleted while its execution ran".into(),
+            ),
+            (
+                ServerError::ReferenceDeleted {
+                    kind: "McpServer",
+                    name: "files".into(),
+                    agent: "a".into(),
+                },
+                Code::FailedPrecondition,
+                "the McpServer 'files' of agent 'a' was deleted while its execution ran; apply it again".into(),
             ),
             (
                 ServerError::TooManySubscriptions { limit: 512 },

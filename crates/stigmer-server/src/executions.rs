@@ -180,6 +180,47 @@ fn conversation(
     Ok(messages)
 }
 
+/// The McpServer and Skill resources an agent names, as JSON, in its order.
+#[derive(Default)]
+struct AgentTools {
+    mcp_servers_json: Vec<String>,
+    skills_json: Vec<String>,
+}
+
+fn agent_tools(store: &dyn Store, agent: &Resource) -> Result<AgentTools, ServerError> {
+    let names = |field: &str| -> Vec<String> {
+        agent.spec[field]
+            .as_array()
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(|name| name.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let load = |kind: Kind, label: &'static str, field: &str| {
+        names(field)
+            .into_iter()
+            .map(|name| {
+                let resource =
+                    store
+                        .get(kind, &name)?
+                        .ok_or_else(|| ServerError::ReferenceDeleted {
+                            kind: label,
+                            name: name.clone(),
+                            agent: agent.metadata.name.clone(),
+                        })?;
+                resource_json(&resource)
+            })
+            .collect::<Result<Vec<String>, ServerError>>()
+    };
+    Ok(AgentTools {
+        mcp_servers_json: load(Kind::McpServer, "McpServer", "mcpServers")?,
+        skills_json: load(Kind::Skill, "Skill", "skills")?,
+    })
+}
+
 /// FAILED_PRECONDITION once an execution has ended: nothing more may be written to it.
 fn ensure_open(execution: &Resource) -> Result<(), ServerError> {
     let phase = phase_of(execution);
@@ -501,9 +542,10 @@ impl ExecutionService for ExecutionApi {
             execution_id,
             through_turn,
             messages: wanted,
+            with_tools,
         } = request.into_inner();
         let id = execution_id.clone();
-        let (execution_json, agent_json, messages_json, last) =
+        let (execution_json, agent_json, messages_json, places, last, tools) =
             on_store(&self.store, move |store| {
                 let execution = execution(store, &id)?;
                 ensure_open(&execution)?;
@@ -543,11 +585,25 @@ impl ExecutionService for ExecutionApi {
                     .iter()
                     .map(|message| message.data.to_string())
                     .collect();
+                let places: Vec<ProtoMessagePlace> = messages
+                    .iter()
+                    .map(|message| ProtoMessagePlace {
+                        turn: message.turn,
+                        index: message.index,
+                    })
+                    .collect();
+                let tools = if with_tools {
+                    agent_tools(store, &agent)?
+                } else {
+                    AgentTools::default()
+                };
                 Ok::<_, ServerError>((
                     resource_json(&execution)?,
                     resource_json(&agent)?,
                     messages_json,
+                    places,
                     last,
+                    tools,
                 ))
             })
             .await?;
@@ -557,6 +613,9 @@ impl ExecutionService for ExecutionApi {
             messages_json,
             secrets: self.secrets.get(&execution_id).into_iter().collect(),
             last,
+            mcp_servers_json: tools.mcp_servers_json,
+            skills_json: tools.skills_json,
+            places,
         }))
     }
 

@@ -4,6 +4,7 @@
 //! the API server in this process, for tests that need no daemon.
 
 pub mod llm;
+pub mod mcp;
 #[cfg(feature = "server")]
 pub mod server;
 

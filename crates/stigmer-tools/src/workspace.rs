@@ -244,6 +244,32 @@ impl Workspace {
         Ok(())
     }
 
+    /// Sets the permission bits of the file or directory at `relative` (resolved beneath the
+    /// workspace like every other path; a final link is refused).
+    pub fn set_mode(&self, relative: &Path, mode: u32) -> Result<(), FileError> {
+        use cap_std::fs::PermissionsExt;
+        let metadata = self
+            .dir
+            .symlink_metadata(dotted(relative))
+            .map_err(|error| self.classify(relative, "read", error))?;
+        if metadata.is_symlink() {
+            return Err(self.link_error(relative));
+        }
+        self.dir
+            .set_permissions(dotted(relative), cap_std::fs::Permissions::from_mode(mode))
+            .map_err(|error| self.classify(relative, "change the mode of", error))
+    }
+
+    /// Removes the directory at `relative` with everything in it, if it exists (links inside
+    /// are removed, never followed).
+    pub fn remove_dir_all(&self, relative: &Path) -> Result<(), FileError> {
+        match self.dir.remove_dir_all(dotted(relative)) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(self.classify(relative, "remove", error)),
+        }
+    }
+
     /// The entries of the directory at `relative` (links inside followed), sorted by name, at
     /// most `limit` of them; the second value is how many there were in all.
     pub fn list(

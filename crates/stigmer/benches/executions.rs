@@ -5,7 +5,14 @@
 //!   call the `ls` tool, then an answer), from `CreateExecution` to the terminal event, divided
 //!   by the number of turns (the two must not differ: a step reads only what it needs);
 //! - one-turn execution, create → completed;
-//! - 20 executions created at once: wall time until all completed, executions per minute.
+//! - 20 executions created at once: wall time until all completed, executions per minute;
+//! - a tool call per turn, MCP against built-in (after the above, in the same stack): an agent
+//!   with one McpServer (`@modelcontextprotocol/server-everything` over stdio, under
+//!   `stigmer internal exec`, as `scripts/setup` installs it) runs 10-turn and 50-turn
+//!   executions whose turns each call `everything__echo`, alternating with the same executions
+//!   calling the built-in `ls` (the same agent, so both start the server), and a one-turn
+//!   execution of it next to one of the agent without servers (what starting the server adds to
+//!   an execution). `BENCH_MCP=0` skips it.
 //!
 //! `cargo bench -p stigmer --bench executions` (RUNS=5 by default).
 
@@ -19,11 +26,16 @@ use stigmer_test::llm::{ScriptedLlm, Turn};
 
 type Client = ExecutionServiceClient<stigmer_client::Authenticated>;
 
-/// Creates an execution and follows it to its end; returns the terminal phase.
-async fn run_one(mut client: Client, message: &str) -> Option<ExecutionPhase> {
+/// Creates an execution of agent `bench` and follows it to its end; returns the terminal phase.
+async fn run_one(client: Client, message: &str) -> Option<ExecutionPhase> {
+    run_agent(client, "bench", message).await
+}
+
+/// Creates an execution of `agent` and follows it to its end; returns the terminal phase.
+async fn run_agent(mut client: Client, agent: &str, message: &str) -> Option<ExecutionPhase> {
     let created = client
         .create_execution(CreateExecutionRequest {
-            agent: "bench".into(),
+            agent: agent.into(),
             message: message.into(),
             ..Default::default()
         })
@@ -188,6 +200,25 @@ fn main() {
     .unwrap();
     let applied = home.run(&["apply", "-f", manifest.to_str().unwrap()]);
     assert_eq!(applied.code, 0, "{applied}");
+    // The MCP comparison needs server-everything (`everything_script` panics, saying to run
+    // `scripts/setup`, when it is not installed).
+    let everything = (std::env::var("BENCH_MCP").as_deref() != Ok("0"))
+        .then(|| std::panic::catch_unwind(stigmer_test::mcp::everything_script).ok())
+        .flatten();
+    if let Some(script) = &everything {
+        let manifest = home.path().join("bench-mcp.yaml");
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: agentic.stigmer.ai/v1\nkind: McpServer\nmetadata:\n  name: everything\nspec:\n  stdio:\n    command: node\n    args: [{script}, stdio]\n---\n\
+apiVersion: agentic.stigmer.ai/v1\nkind: Agent\nmetadata:\n  name: bench-mcp\nspec:\n  instructions: Benchmark.\n  mcpServers: [everything]\n",
+                script = script.display()
+            ),
+        )
+        .unwrap();
+        let applied = home.run(&["apply", "-f", manifest.to_str().unwrap()]);
+        assert_eq!(applied.code, 0, "{applied}");
+    }
 
     let state = home.state().unwrap();
     let address = state["server_address"].as_str().unwrap().to_owned();
@@ -259,6 +290,9 @@ fn main() {
         walls.push(started.elapsed().as_secs_f64());
     }
     let wall = median(walls);
+    let mcp = everything
+        .is_some()
+        .then(|| tool_calls(&runtime, &client, &llm, runs));
     if std::env::var_os("BENCH_BREAKDOWN").is_some() {
         llm.push((1..10).map(|_| Turn::tool_call("ls", json!({}))));
         llm.push([Turn::text("done")]);
@@ -285,4 +319,99 @@ fn main() {
         wall,
         concurrent as f64 / wall * 60.0
     );
+    if let Some(mcp) = mcp {
+        mcp.print(runs);
+    } else {
+        println!("  (MCP against built-in skipped: BENCH_MCP=0 or server-everything missing)");
+    }
+}
+
+/// Per-turn figures (ms) of executions whose turns each call one tool.
+#[derive(Default)]
+struct ToolCalls {
+    /// One-turn executions (no tool): the agent without servers, the agent with one.
+    one_turn: Vec<f64>,
+    one_turn_mcp: Vec<f64>,
+    /// Whole executions, by tool (`ls`, MCP `echo`) and number of turns (10, 50).
+    ls: [Vec<f64>; 2],
+    echo: [Vec<f64>; 2],
+}
+
+const TURNS: [usize; 2] = [10, 50];
+
+/// The MCP comparison: per run, a one-turn execution of each agent, then 10 and 50 turns each
+/// calling `ls`, then `everything__echo`, all of agent `bench-mcp`.
+fn tool_calls(
+    runtime: &tokio::runtime::Runtime,
+    client: &Client,
+    llm: &ScriptedLlm,
+    runs: usize,
+) -> ToolCalls {
+    let run = |agent: &str, message: &str| {
+        let started = Instant::now();
+        assert_eq!(
+            runtime.block_on(run_agent(client.clone(), agent, message)),
+            Some(ExecutionPhase::Completed)
+        );
+        started.elapsed().as_secs_f64() * 1000.0
+    };
+    // Warm up: the first start of node and of the server is slower.
+    llm.push([Turn::tool_call(
+        "everything__echo",
+        json!({"message": "warm"}),
+    )]);
+    llm.push([Turn::text("warm")]);
+    run("bench-mcp", "warm up");
+    let mut figures = ToolCalls::default();
+    for _ in 0..runs {
+        llm.push([Turn::text("done")]);
+        figures.one_turn.push(run("bench", "one"));
+        llm.push([Turn::text("done")]);
+        figures.one_turn_mcp.push(run("bench-mcp", "one"));
+        for (slot, turns) in TURNS.into_iter().enumerate() {
+            llm.push((1..turns).map(|_| Turn::tool_call("ls", json!({}))));
+            llm.push([Turn::text("done")]);
+            figures.ls[slot].push(run("bench-mcp", &format!("{turns} turns of ls")));
+            llm.push(
+                (1..turns)
+                    .map(|_| Turn::tool_call("everything__echo", json!({"message": "bench"}))),
+            );
+            llm.push([Turn::text("done")]);
+            figures.echo[slot].push(run("bench-mcp", &format!("{turns} turns of echo")));
+        }
+    }
+    figures
+}
+
+impl ToolCalls {
+    fn print(self, runs: usize) {
+        println!("tool call per turn, MCP against built-in: {runs} runs (medians)");
+        println!(
+            "  one-turn execution, create → completed: no MCP server {:.0} ms, one stdio server {:.0} ms",
+            median(self.one_turn),
+            median(self.one_turn_mcp)
+        );
+        let mut whole = [[0.0; 2]; 2];
+        for (row, (name, series)) in [
+            ("built-in ls", self.ls),
+            ("MCP everything__echo", self.echo),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for (slot, (turns, values)) in TURNS.into_iter().zip(series).enumerate() {
+                whole[row][slot] = median(values);
+                println!(
+                    "  per model turn, {turns}-turn execution calling {name}: {:.1} ms",
+                    whole[row][slot] / turns as f64
+                );
+            }
+        }
+        let extra = (TURNS[1] - TURNS[0]) as f64;
+        println!(
+            "  per added turn ((50-turn − 10-turn) / 40): built-in ls {:.1} ms, MCP echo {:.1} ms",
+            (whole[0][1] - whole[0][0]) / extra,
+            (whole[1][1] - whole[1][0]) / extra
+        );
+    }
 }

@@ -294,6 +294,26 @@ pub enum InternalCommand {
     AgentRunner,
     /// The workflow runner (configured only by the launch contract).
     WorkflowRunner,
+    /// The resident wrapper of a shell command or stdio MCP server: runs CMD in its own process
+    /// group and kills the whole group when CMD exits, times out, or the runner dies.
+    Exec(InternalExecArgs),
+}
+
+/// `stigmer internal exec`; the plain shape is `stigmer_sandbox::ExecArgs`.
+#[derive(Debug, Args)]
+pub struct InternalExecArgs {
+    /// Confine writes with Landlock to this directory (and --tmp).
+    #[arg(long, value_name = "DIR", requires = "tmp")]
+    pub workspace: Option<PathBuf>,
+    /// The private temporary directory a confined command may write to.
+    #[arg(long, value_name = "DIR", requires = "workspace")]
+    pub tmp: Option<PathBuf>,
+    /// Kill the command's process group and exit 124 after this many milliseconds.
+    #[arg(long, value_name = "N")]
+    pub timeout_ms: Option<u64>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]

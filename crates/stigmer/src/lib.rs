@@ -12,11 +12,17 @@ mod render;
 pub use failure::Failure;
 
 use clap::Parser;
+use std::ops::ControlFlow;
 use std::process::ExitCode;
 
 /// Parses the arguments and runs the command.
 pub fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    // `internal exec` must run while this process has one thread (Landlock binds only the calling
+    // thread), so before the multi-thread runtime below starts its workers.
+    let args = match commands::dispatch_before_runtime(cli::Cli::parse()) {
+        ControlFlow::Break(code) => return code,
+        ControlFlow::Continue(args) => args,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -278,6 +278,52 @@ impl Renderer {
                     self.line(&mut out, line);
                 }
             }
+            ExecutionEvent::McpServerFailed(failed) => {
+                let what = match failed.phase.as_str() {
+                    "start" => "could not start",
+                    "list" => "could not list its tools",
+                    _ => "stopped",
+                };
+                let text = format!(
+                    "{} MCP server `{}` {what}; the run goes on without its tools: {}",
+                    glyphs.error, failed.server, failed.reason
+                );
+                let line = self.warning(&text);
+                self.line(&mut out, line);
+            }
+            ExecutionEvent::ToolProgress(progress) => {
+                let amount = match progress.total {
+                    Some(total) => format!("{}/{}", progress.progress, total),
+                    None => progress.progress.to_string(),
+                };
+                let text = match &progress.message {
+                    Some(message) => {
+                        format!("{} {} {amount} {message}", glyphs.phase, progress.name)
+                    }
+                    None => format!("{} {} {amount}", glyphs.phase, progress.name),
+                };
+                let line = self.style.paint(
+                    "2",
+                    &trim_line(&printable(&text), LINE_LIMIT, glyphs.ellipsis),
+                );
+                self.line(&mut out, line);
+            }
+            ExecutionEvent::SkillsTruncated(truncated) => {
+                let text = format!(
+                    "{} {} of {} skill descriptions were shortened to fit the prompt's {} bytes",
+                    glyphs.phase, truncated.shortened, truncated.skills, truncated.budget
+                );
+                let line = self.warning(&text);
+                self.line(&mut out, line);
+            }
+            ExecutionEvent::SandboxUnavailable(unavailable) => {
+                let text = format!(
+                    "{} the shell's writes are not confined to the workspace: {}",
+                    glyphs.error, unavailable.reason
+                );
+                let line = self.warning(&text);
+                self.line(&mut out, line);
+            }
             // A kind this version does not know (a newer server): shown as its name and
             // fields, and the stream goes on; `--json` has it whole.
             ExecutionEvent::Unknown(unknown) => {
@@ -435,6 +481,15 @@ impl Renderer {
     }
 
     /// An event of a kind this version does not know: `- kind: key=value, …`, on one line.
+    /// A line about something that went wrong without ending the run, in yellow.
+    fn warning(&self, text: &str) -> String {
+        let glyphs = self.style.glyphs();
+        self.style.paint(
+            "33",
+            &trim_line(&printable(text), LINE_LIMIT, glyphs.ellipsis),
+        )
+    }
+
     fn unknown(&self, unknown: &UnknownEvent) -> String {
         let glyphs = self.style.glyphs();
         let fields = compact_arguments(&unknown.data);
@@ -767,6 +822,45 @@ mod tests {
             renderer.summary(Duration::from_secs(125)),
             "failed after 2m 05s, 0 model turns, 1 tool call, 0 tokens in / 0 out"
         );
+    }
+
+    #[test]
+    fn tool_problems_and_progress_are_one_line_each_and_the_run_goes_on() {
+        let events = [
+            event(
+                1,
+                "mcp_server_failed",
+                json!({"server": "files", "phase": "start", "reason": "exited with status 1: npm ERR! 404"}),
+            ),
+            event(
+                2,
+                "skills_truncated",
+                json!({"skills": 40, "shortened": 12, "budget": 8192}),
+            ),
+            event(
+                3,
+                "sandbox_unavailable",
+                json!({"reason": "the kernel has no Landlock"}),
+            ),
+            event(
+                4,
+                "tool_progress",
+                json!({"turn": 1, "call_id": "c1", "name": "everything__slow", "progress": 1.0, "total": 3.0, "message": "step 1"}),
+            ),
+            event(
+                5,
+                "mcp_server_failed",
+                json!({"server": "web", "phase": "call", "reason": "the connection was closed"}),
+            ),
+        ];
+        insta::assert_snapshot!(transcript(PLAIN, &events), @r"
+        | [error] MCP server `files` could not start; the run goes on without its tools: exited with status 1: npm ERR! 404
+        | - 12 of 40 skill descriptions were shortened to fit the prompt's 8192 bytes
+        | [error] the shell's writes are not confined to the workspace: the kernel has no Landlock
+        | - everything__slow 1/3 step 1
+        | [error] MCP server `web` stopped; the run goes on without its tools: the connection was closed
+        = ended after 0.0s, 0 model turns, 0 tool calls, 0 tokens in / 0 out
+        ");
     }
 
     #[test]

@@ -543,6 +543,69 @@ spec:
 "#,
     ),
     (
+        "mcp_stdio_unclosed_variable",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: McpServer
+metadata:
+  name: files
+spec:
+  stdio:
+    command: node
+    env:
+      TOKEN: "${GITHUB_TOKEN"
+"#,
+    ),
+    (
+        "mcp_stdio_cwd_outside_workspace",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: McpServer
+metadata:
+  name: files
+spec:
+  stdio:
+    command: node
+    cwd: ../elsewhere
+"#,
+    ),
+    (
+        "mcp_http_bad_header",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: McpServer
+metadata:
+  name: remote
+spec:
+  http:
+    url: https://example.com/mcp
+    headers:
+      "Bad Header": "Bearer ${1TOKEN}"
+"#,
+    ),
+    (
+        "mcp_zero_tool_timeout",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: McpServer
+metadata:
+  name: files
+spec:
+  toolTimeoutSeconds: 0
+  stdio:
+    command: node
+"#,
+    ),
+    (
+        "agent_shell_timeout_too_long",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: shelly
+spec:
+  instructions: run things
+  shell:
+    enabled: true
+    timeoutSeconds: 3600
+"#,
+    ),
+    (
         "environment_value_missing",
         r#"apiVersion: agentic.stigmer.ai/v1
 kind: Environment

@@ -236,6 +236,7 @@ async fn a_step_reads_only_the_messages_it_asks_for_however_long_the_run() {
                 execution_id: "aex-long-run".into(),
                 through_turn,
                 messages,
+                with_tools: false,
             })
             .await
             .unwrap()
@@ -252,6 +253,8 @@ async fn a_step_reads_only_the_messages_it_asks_for_however_long_the_run() {
     let (context, read) = get(turns, Some(Messages::After(place(49, 1)))).await;
     assert_eq!((places(&context), read), (vec![(50, 0), (50, 1)], 2));
     assert_eq!(context.last, Some(place(50, 1)));
+    // Each message comes with its place (a retried step finds which tool calls have results).
+    assert_eq!(context.places, [place(50, 0), place(50, 1)]);
     let (context, read) = get(turns, Some(Messages::After(place(50, 1)))).await;
     assert_eq!((places(&context), read), (vec![], 0));
     assert_eq!(context.last, None);
@@ -274,4 +277,102 @@ async fn a_step_reads_only_the_messages_it_asks_for_however_long_the_run() {
         ((7, 7), (0, 0), (50, 1))
     );
     assert_eq!(context.last, Some(place(50, 1)));
+}
+
+#[tokio::test]
+async fn a_step_that_builds_its_tools_gets_the_agents_mcp_servers_and_skills_in_order() {
+    let store: Arc<dyn Store> = Arc::new(stigmer_store::MemoryStore::default());
+    let agent = serde_json::json!({
+        "instructions": "Use tools.",
+        "mcpServers": ["web", "files"],
+        "skills": ["notes"],
+    });
+    store
+        .put_all(&[
+            resource(Kind::Agent, "helper", agent, ""),
+            resource(
+                Kind::McpServer,
+                "files",
+                serde_json::json!({"stdio": {"command": "node"}}),
+                "",
+            ),
+            resource(
+                Kind::McpServer,
+                "web",
+                serde_json::json!({"http": {"url": "http://127.0.0.1:1/mcp"}}),
+                "",
+            ),
+            resource(
+                Kind::Skill,
+                "notes",
+                serde_json::json!({"description": "d", "files": {"SKILL.md": "x"}}),
+                "",
+            ),
+            resource(
+                Kind::AgentExecution,
+                "aex-tools",
+                serde_json::json!({"agent": "helper", "session": "ses-1"}),
+                "running",
+            ),
+        ])
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let context = ServerContext {
+        api_token: TOKEN.into(),
+        daemon: Arc::new(NoDaemon),
+        store: store.clone(),
+        temporal: None,
+    };
+    tokio::spawn(serve(listener, context, async move {
+        let _ = stopped.await;
+    }));
+    let mut api = stigmer_client::ApiClients::connect(
+        &address.to_string(),
+        TOKEN,
+        stigmer_client::Timeouts::default(),
+    )
+    .await
+    .unwrap()
+    .executions;
+    let request = |with_tools: bool| GetRunContextRequest {
+        execution_id: "aex-tools".into(),
+        through_turn: 0,
+        messages: Some(Messages::NoMessages(true)),
+        with_tools,
+    };
+    let names = |jsons: &[String]| -> Vec<String> {
+        jsons
+            .iter()
+            .map(|text| {
+                serde_json::from_str::<Resource>(text)
+                    .unwrap()
+                    .metadata
+                    .name
+            })
+            .collect()
+    };
+    let without = api
+        .get_run_context(request(false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(without.mcp_servers_json.is_empty() && without.skills_json.is_empty());
+    let with = api
+        .get_run_context(request(true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(names(&with.mcp_servers_json), ["web", "files"]);
+    assert_eq!(names(&with.skills_json), ["notes"]);
+
+    // A server deleted under a running execution is named.
+    store.delete(Kind::McpServer, "files").unwrap();
+    let error = api.get_run_context(request(true)).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        error.message(),
+        "the McpServer 'files' of agent 'helper' was deleted while its execution ran; apply it again"
+    );
 }

@@ -5,7 +5,7 @@ use crate::failure::Failure;
 use crate::printer::{Printer, print_data};
 use std::process::ExitCode;
 use std::time::Instant;
-use stigmer_container::image::{binary_digest, local_reference};
+use stigmer_container::image::{ImagePlan, binary_digest, local_reference};
 
 pub async fn build(args: ImageBuildArgs) -> Result<ExitCode, Failure> {
     let printer = Printer::stderr();
@@ -21,10 +21,30 @@ pub async fn build(args: ImageBuildArgs) -> Result<ExitCode, Failure> {
     let digest = binary_digest(&binary)
         .map_err(|error| Failure::new(format!("cannot read {}: {error}", binary.display())))?;
     let version = stigmer_config::VERSION;
-    let reference = local_reference(version);
+    // The image the daemon would use: built on `agent_runner.image_base` when it is set.
+    let home = super::invocation::home()?;
+    let config = stigmer_config::ConfigFile::load(&home.config_file()).map_err(Failure::from)?;
+    let mut plan = ImagePlan::new(version, &binary);
+    plan.base = config
+        .agent_runner
+        .image_base
+        .clone()
+        .filter(|base| !base.trim().is_empty());
+    if plan.base.is_some() && args.push {
+        return Err(Failure::new(
+            "pushing an image built on agent_runner.image_base is not supported yet",
+        )
+        .with_hint(Some(
+            "build it without --push (the daemon builds it too), or unset image_base to push the plain image".into(),
+        )));
+    }
+    let reference = match plan.base {
+        Some(_) => plan.reference(),
+        None => local_reference(version),
+    };
     let started = Instant::now();
     engine
-        .build_image(&binary, version, &digest)
+        .build_planned_image(&plan, &digest)
         .await
         .map_err(|error| Failure::new(format!("cannot build {reference}: {error}")))?;
     let size = engine.image_size(&reference).await.unwrap_or(0);
@@ -37,18 +57,12 @@ pub async fn build(args: ImageBuildArgs) -> Result<ExitCode, Failure> {
     if args.push {
         let registry = match args.registry {
             Some(registry) => registry,
-            None => {
-                let home = super::invocation::home()?;
-                stigmer_config::ConfigFile::load(&home.config_file())
-                    .map_err(Failure::from)?
-                    .agent_runner
-                    .image_registry
-                    .ok_or_else(|| {
-                        Failure::new("no registry to push to").with_hint(Some(
-                            "pass --registry HOST[:PORT] or set agent_runner.image_registry in config.yaml".into(),
-                        ))
-                    })?
-            }
+            None => config.agent_runner.image_registry.ok_or_else(|| {
+                Failure::new("no registry to push to").with_hint(Some(
+                    "pass --registry HOST[:PORT] or set agent_runner.image_registry in config.yaml"
+                        .into(),
+                ))
+            })?,
         };
         let remote = engine
             .push_image(&registry, version)

@@ -1,8 +1,11 @@
-//! The hidden roles the daemon starts: the daemon itself and the two runners.
+//! The hidden roles the daemon starts: the daemon itself and the two runners, and the resident
+//! wrapper (`internal exec`) the agent-runner starts its shell commands and MCP servers under.
 
+use crate::cli::InternalExecArgs;
 use crate::failure::Failure;
 use std::io::{Read, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 use stigmer_config::{Component, RunnerLaunchSpec, RunnerRole, Settings};
 use stigmer_daemon::EXIT_CONFIG;
 use stigmer_logs::{JsonLayer, LogSink, RotationPolicy, SharedLogFile};
@@ -158,6 +161,66 @@ pub async fn runner(role: RunnerRole) -> Result<ExitCode, Failure> {
         Err(error) => {
             tracing::error!(error = %error, "Runner failed.");
             Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `stigmer internal exec`: runs before the async runtime exists (see
+/// `commands::dispatch_before_runtime`), because the wrapper confines itself with Landlock, which
+/// binds only the calling thread, and then runs a single-threaded runtime of its own.
+pub fn exec(args: InternalExecArgs) -> ExitCode {
+    let code = stigmer_sandbox::exec_main(exec_args(args));
+    ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
+}
+
+fn exec_args(args: InternalExecArgs) -> stigmer_sandbox::ExecArgs {
+    let confine = match (args.workspace, args.tmp) {
+        (Some(workspace), Some(tmp)) => Some(stigmer_sandbox::Confinement { workspace, tmp }),
+        // clap requires both or neither.
+        _ => None,
+    };
+    stigmer_sandbox::ExecArgs {
+        confine,
+        timeout: args.timeout_ms.map(Duration::from_millis),
+        argv: args.command,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command, InternalCommand};
+    use clap::Parser;
+    use std::ffi::OsString;
+    use std::path::PathBuf;
+
+    /// The command line `stigmer_sandbox::Wrapper` writes is the one clap reads.
+    #[test]
+    fn exec_reads_what_the_wrapper_writes() {
+        for args in [
+            stigmer_sandbox::ExecArgs {
+                confine: Some(stigmer_sandbox::Confinement {
+                    workspace: PathBuf::from("/w"),
+                    tmp: PathBuf::from("/t"),
+                }),
+                timeout: Some(Duration::from_millis(1500)),
+                argv: ["sh", "-c", "echo --tmp -- x"].map(OsString::from).to_vec(),
+            },
+            stigmer_sandbox::ExecArgs {
+                confine: None,
+                timeout: None,
+                argv: vec![OsString::from("true")],
+            },
+        ] {
+            let mut line: Vec<OsString> =
+                ["stigmer", "internal", "exec"].map(OsString::from).to_vec();
+            line.extend(args.to_args());
+            let Command::Internal(InternalCommand::Exec(parsed)) =
+                Cli::try_parse_from(line).expect("parse").command
+            else {
+                panic!("not internal exec");
+            };
+            assert_eq!(exec_args(parsed), args);
         }
     }
 }

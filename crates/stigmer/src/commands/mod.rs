@@ -17,7 +17,18 @@ mod table;
 
 use crate::cli::{Cli, Command, ExecutionCommand, ImageCommand, InternalCommand, ServerCommand};
 use crate::failure::Failure;
+use std::ops::ControlFlow;
 use std::process::ExitCode;
+
+/// Runs the commands that must start before the async runtime (and its threads) exists, and hands
+/// the others back: `internal exec` confines itself with Landlock, which binds only the calling
+/// thread.
+pub fn dispatch_before_runtime(cli: Cli) -> ControlFlow<ExitCode, Cli> {
+    match cli.command {
+        Command::Internal(InternalCommand::Exec(args)) => ControlFlow::Break(internal::exec(args)),
+        command => ControlFlow::Continue(Cli { command }),
+    }
+}
 
 /// Runs one command.
 pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
@@ -43,5 +54,9 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Internal(InternalCommand::WorkflowRunner) => {
             internal::runner(stigmer_config::RunnerRole::Workflow).await
         }
+        // Handled by `dispatch_before_runtime`; it cannot run inside a runtime.
+        Command::Internal(InternalCommand::Exec(_)) => Err(Failure::new(
+            "internal exec must start before the async runtime",
+        )),
     }
 }

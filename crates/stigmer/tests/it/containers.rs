@@ -166,6 +166,62 @@ fn an_agent_runs_to_completion_with_its_runner_in_a_container() {
 }
 
 #[test]
+fn the_shell_runs_inside_the_container_and_a_missing_server_command_says_what_to_do() {
+    let engine = TestEngine::connect();
+    let llm = ScriptedLlm::start(vec![
+        Turn::tool_call(
+            "execute",
+            json!({"command": "tr '\\0' ' ' < /proc/1/cmdline; echo; ls /bin/busybox; echo made > from-shell.txt"}),
+        ),
+        Turn::text("Ran it."),
+    ]);
+    let home = container_home(&llm, "");
+    let _cleanup = Cleanup(&engine, &home);
+    home.start();
+    assert_eq!(agent_runner(&home)["mode"], "container");
+    let manifest = home.path().join("agent.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: agentic.stigmer.ai/v1\nkind: McpServer\nmetadata:\n  name: files\nspec:\n  stdio:\n    command: npx\n    args: [-y, some-server]\n---\n\
+apiVersion: agentic.stigmer.ai/v1\nkind: Agent\nmetadata:\n  name: helper\nspec:\n  instructions: You help.\n  mcpServers: [files]\n  shell:\n    enabled: true\n",
+    )
+    .unwrap();
+    let applied = home.run(&["apply", "-f", manifest.to_str().unwrap()]);
+    assert_eq!(applied.code, 0, "{applied}");
+    let outcome = home.run(&["run", "helper", "Where are you?", "--json"]);
+    assert_eq!(outcome.code, 0, "{outcome}");
+    let events: Vec<Value> = outcome
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    // npx is not in the image: the server's start fails with the command and both remedies,
+    // and the run goes on without it.
+    let failed = events
+        .iter()
+        .find(|event| event["kind"] == "mcp_server_failed")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    let reason = failed["data"]["reason"].as_str().unwrap();
+    assert!(reason.contains("`npx` is not installed"), "{reason}");
+    assert!(reason.contains("agent_runner.image_base"), "{reason}");
+    assert!(reason.contains("agent_runner.mode: process"), "{reason}");
+    // The shell ran in the runner's container: its process 1 is the agent-runner.
+    let asked = llm.requests()[1].body.to_string();
+    assert!(asked.contains("stigmer internal agent-runner"), "{asked}");
+    assert!(asked.contains("/bin/busybox"), "{asked}");
+    assert!(asked.contains("Exit code: 0"), "{asked}");
+    let listed = home.run(&["execution", "list", "-o", "json"]);
+    let list: Value = serde_json::from_str(&listed.stdout).unwrap();
+    let session = list["items"][0]["spec"]["session"].as_str().unwrap();
+    let file = home
+        .path()
+        .join("workspace")
+        .join(session)
+        .join("from-shell.txt");
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "made\n");
+}
+
+#[test]
 fn a_container_that_dies_is_restarted_with_the_reason() {
     let engine = TestEngine::connect();
     let llm = ScriptedLlm::start(vec![]);

@@ -1,6 +1,7 @@
 //! Integration tests of the real `stigmer` binary against the real Temporal dev server.
 //! Each test has its own `STIGMER_HOME` with free ports, and stops what it started on drop.
 
+mod agent_tools;
 mod containers;
 mod contract;
 mod lifecycle;

@@ -162,6 +162,39 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Events from the start until `enough` says so (each new event is waited for up to
+    /// 120 s; the log ending first fails the test).
+    pub fn events_until(&mut self, id: &str, enough: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+        self.runtime.block_on(async {
+            let mut stream = self
+                .client
+                .subscribe(SubscribeRequest {
+                    execution_id: id.to_owned(),
+                    after_seq: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut events = Vec::new();
+            while !enough(&events) {
+                let event = tokio::time::timeout(Duration::from_secs(120), stream.message())
+                    .await
+                    .expect("no event for 120 s")
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("the log ended first: {events:#?}"));
+                let typed = ExecutionEvent::from_wire_json(&event.kind, &event.data_json)
+                    .unwrap_or_else(|error| panic!("event {}: {error}", event.seq));
+                events.push(Event {
+                    seq: event.seq,
+                    event: typed,
+                });
+            }
+            events
+        })
+    }
+}
+
 pub fn create(agent: &str, message: &str) -> CreateExecutionRequest {
     CreateExecutionRequest {
         agent: agent.into(),
