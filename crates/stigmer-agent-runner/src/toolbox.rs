@@ -770,3 +770,100 @@ async fn close_shared(toolbox: Arc<Toolbox>) {
         toolbox.close().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stigmer_resources::{HttpTransport, StdioTransport};
+
+    fn environment() -> ToolEnvironment {
+        ToolEnvironment {
+            program: "/usr/local/bin/stigmer".into(),
+            landlock: LandlockSupport::Unavailable {
+                reason: "test".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn references_resolve_from_the_run_and_an_unset_one_is_named() {
+        let values: BTreeMap<String, String> = [("TOKEN".to_owned(), "t0k".to_owned())].into();
+        let http = McpServerSpec {
+            http: Some(HttpTransport {
+                url: "http://127.0.0.1:1/mcp".into(),
+                headers: [("Authorization".to_owned(), "Bearer ${TOKEN}".to_owned())].into(),
+            }),
+            ..McpServerSpec::default()
+        };
+        let config = server_config(
+            "web",
+            &http,
+            &values,
+            Path::new("/w"),
+            Path::new("/w/.stigmer/tmp"),
+            &environment(),
+        )
+        .unwrap();
+        match config.transport {
+            Transport::Http { headers, .. } => assert_eq!(
+                headers,
+                [("Authorization".to_owned(), "Bearer t0k".to_owned())]
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(config.startup_timeout, Duration::from_secs(30));
+        assert_eq!(config.tool_timeout, Duration::from_secs(120));
+
+        let stdio = McpServerSpec {
+            stdio: Some(StdioTransport {
+                command: "node".into(),
+                env: [("KEY".to_owned(), "${MISSING}".to_owned())].into(),
+                ..StdioTransport::default()
+            }),
+            ..McpServerSpec::default()
+        };
+        let error = server_config(
+            "files",
+            &stdio,
+            &values,
+            Path::new("/w"),
+            Path::new("/w/.stigmer/tmp"),
+            &environment(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "MCP server `files`: the variable MISSING is not set: declare it in the agent's spec.env or pass it with --env/--secret"
+        );
+        assert!(!error.to_string().contains("t0k"));
+    }
+
+    #[test]
+    fn a_long_result_is_spilled_to_the_workspace_with_its_head_and_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = Workspace::open(dir.path()).unwrap();
+        let text = format!("HEAD{}TAIL", "x".repeat(1024 * 1024));
+        let shown = spill(&workspace, "call/1", text.clone());
+        assert!(shown.len() < SPILL_LIMIT, "{} bytes", shown.len());
+        assert!(shown.starts_with("HEAD") && shown.ends_with("TAIL"));
+        assert!(
+            shown.contains(".stigmer/tool-results/call_1.txt"),
+            "{shown}"
+        );
+        let saved =
+            std::fs::read_to_string(dir.path().join(".stigmer/tool-results/call_1.txt")).unwrap();
+        assert_eq!(saved, text);
+        assert_eq!(spill(&workspace, "c2", "short".into()), "short");
+    }
+
+    #[test]
+    fn a_missing_command_is_named_with_both_remedies() {
+        assert!(find_program("sh").is_some());
+        assert!(find_program("/bin/sh").is_some());
+        assert!(find_program("surely-not-installed-anywhere").is_none());
+        let reason = missing_command("npx");
+        assert!(reason.contains("`npx` is not installed"), "{reason}");
+        assert!(reason.contains("agent_runner.image_base"), "{reason}");
+        assert!(reason.contains("agent_runner.mode: process"), "{reason}");
+    }
+}
