@@ -4,13 +4,11 @@
 //! has taken the previous one (the stream is pulled by the transport, which stops pulling when
 //! the client's flow-control window is full). It marks the hub's announcement as seen *before*
 //! each read, so an append it has not read wakes it; it sees every event once, in order. A
-//! client that does not read therefore pins at most one page, and resumes where it paused. A
-//! subscriber that has read everything takes the next append's events from the hub's
-//! announcement when it holds them (small appends), without reading the store.
+//! client that does not read therefore pins at most one page, and resumes where it paused.
 
 use crate::blocking::on_store;
 use crate::error::ServerError;
-use crate::hub::{Announcement, EventHub, is_terminal};
+use crate::hub::{EventHub, is_terminal};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -101,7 +99,7 @@ struct Subscription {
     execution_id: String,
     last: u64,
     /// `None` once taken back by `Drop`.
-    live: Option<watch::Receiver<Announcement>>,
+    live: Option<watch::Receiver<u64>>,
     page: VecDeque<StoredEvent>,
     /// Whether a read found nothing new: from then on every event is announced after its
     /// commit, so an announcement not past `last` means there is nothing to read yet.
@@ -157,17 +155,9 @@ impl Subscription {
             }
             let live = self.live.as_mut()?;
             // Seen before reading: an append committed after this wakes `changed` below.
-            let announced = live.borrow_and_update().clone();
-            // A subscriber that had read everything takes the new events from the
-            // announcement when it holds them all (no trip to the store).
-            if self.caught_up
-                && let Some(events) = announced.events_after(self.last)
-            {
-                self.page = events.into();
-                continue;
-            }
+            let announced = *live.borrow_and_update();
             // A read is a trip to the blocking pool: skipped when nothing new was announced.
-            if closed || !self.caught_up || announced.last > self.last {
+            if closed || !self.caught_up || announced > self.last {
                 let execution_id = self.execution_id.clone();
                 let after = self.last;
                 let page = on_store(&self.store, move |store| {
