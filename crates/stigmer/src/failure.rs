@@ -171,6 +171,21 @@ mod tests {
     }
 
     #[test]
+    fn a_daemon_task_that_panicked_ends_the_daemon_with_exit_code_1_and_the_message() {
+        let failure = Failure::from(stigmer_daemon::DaemonError::TaskPanicked {
+            task: "the API server".into(),
+            message: "index out of bounds".into(),
+        });
+        assert_eq!(failure.code, EXIT_FAILURE);
+        assert_eq!(failure.code, 1);
+        assert!(
+            failure.message.contains("the API server panicked: index out of bounds"),
+            "{}",
+            failure.message
+        );
+    }
+
+    #[test]
     fn a_status_becomes_its_message_and_exit_code() {
         let refused = status_failure(Status::invalid_argument("spec too large"));
         assert_eq!(refused.message, "spec too large");
