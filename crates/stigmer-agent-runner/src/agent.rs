@@ -278,6 +278,22 @@ impl AgentActivities {
         Ok(self.toolboxes.insert(execution_id, toolbox).await)
     }
 
+    /// Saves the execution's tool snapshot when it changed (built from the servers by its first
+    /// step, or listed again after a server said its tools changed).
+    async fn save_tool_snapshot(
+        &self,
+        execution_id: &str,
+        toolbox: &Toolbox,
+    ) -> Result<(), ActivityError> {
+        if let Some(snapshot) = toolbox.take_unsaved_snapshot()
+            && let Err(error) = self.api.save_tool_snapshot(execution_id, &snapshot).await
+        {
+            toolbox.snapshot_not_saved();
+            return Err(api_error(error));
+        }
+        Ok(())
+    }
+
     /// Reports what the toolbox noticed since the last step (servers that failed, …).
     async fn report_tool_events(
         &self,
@@ -497,6 +513,8 @@ impl AgentActivities {
             .refresh()
             .await
             .map_err(|error| fatal(error.to_string()))?;
+        self.save_tool_snapshot(&input.execution_id, &toolbox)
+            .await?;
         self.report_tool_events(&toolbox, &sink, step).await?;
         let mut messages = vec![Message::System {
             text: system_prompt(&context.agent, &toolbox),
@@ -604,6 +622,8 @@ impl AgentActivities {
             })?;
         let workspace = self.workspace(&context)?;
         let toolbox = self.toolbox(&input.execution_id, &workspace).await?;
+        self.save_tool_snapshot(&input.execution_id, &toolbox)
+            .await?;
         self.run_tool_call(&context, &workspace, &toolbox, &call, step, input.index)
             .await?;
         Ok(())

@@ -14,7 +14,7 @@ use stigmer_proto::executions::v1::MessagePlace as ProtoMessagePlace;
 use stigmer_proto::executions::v1::execution_service_client::ExecutionServiceClient;
 use stigmer_proto::executions::v1::get_run_context_request::Messages as WantedMessages;
 use stigmer_proto::executions::v1::{
-    AppendEventsRequest, GetRunContextRequest, SaveMessagesRequest,
+    AppendEventsRequest, GetRunContextRequest, SaveMessagesRequest, SaveToolSnapshotRequest,
 };
 use stigmer_resources::{AgentSpec, McpServerSpec, Resource, SkillSpec};
 use tonic::{Code, Status};
@@ -74,6 +74,8 @@ pub struct RunContext {
     pub mcp_servers: Vec<(String, McpServerSpec)>,
     /// The agent's skills (name, spec), when the step asked for its tools.
     pub skills: Vec<(String, SkillSpec)>,
+    /// The tools saved for the execution by an earlier step, when the step asked for its tools.
+    pub tool_snapshot: Option<crate::toolbox::ToolSnapshot>,
 }
 
 /// Where a message sits in its execution's conversation: turn 0 is the user's message; in a
@@ -229,6 +231,14 @@ impl Api {
             secrets: reply.secrets.into_iter().collect(),
             mcp_servers,
             skills,
+            tool_snapshot: if reply.tool_snapshot_json.is_empty() {
+                None
+            } else {
+                Some(
+                    serde_json::from_str(&reply.tool_snapshot_json)
+                        .map_err(|error| corrupt("tool snapshot", error))?,
+                )
+            },
         })
     }
 
@@ -250,6 +260,22 @@ impl Api {
                 turn,
                 first_index,
                 messages_json,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Saves the tools the execution's steps offer.
+    pub async fn save_tool_snapshot(
+        &self,
+        execution_id: &str,
+        snapshot: &crate::toolbox::ToolSnapshot,
+    ) -> Result<(), ApiError> {
+        self.client
+            .clone()
+            .save_tool_snapshot(SaveToolSnapshotRequest {
+                execution_id: execution_id.to_owned(),
+                snapshot_json: serde_json::to_string(snapshot).unwrap_or_default(),
             })
             .await?;
         Ok(())

@@ -70,6 +70,48 @@ pub enum ToolboxError {
     Folders(#[source] stigmer_tools::FileError),
 }
 
+/// The MCP tools a run offers, saved with the execution by its first step so that every step,
+/// on any runner, offers the same list (a server that lists other tools on a later start, or
+/// an McpServer applied again meanwhile, does not change a running execution's tools).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ToolSnapshot {
+    pub servers: Vec<ServerTools>,
+}
+
+/// One server's part of a [`ToolSnapshot`].
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ServerTools {
+    pub server: String,
+    pub tools: Vec<stigmer_mcp::ToolInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+}
+
+/// What the running servers offer now.
+async fn live_snapshot(servers: &[Arc<Server>]) -> ToolSnapshot {
+    let mut snapshot = ToolSnapshot::default();
+    for server in servers {
+        let connection = server.connection.read().await;
+        snapshot.servers.push(ServerTools {
+            server: server.name.clone(),
+            tools: connection.tools().to_vec(),
+            instructions: connection.instructions().map(str::to_owned),
+        });
+    }
+    snapshot
+}
+
+/// The offered names of a snapshot's tools, checked for clashes.
+fn offer(snapshot: &ToolSnapshot) -> Result<Vec<OfferedTool>, ToolboxError> {
+    stigmer_mcp::offer(
+        snapshot
+            .servers
+            .iter()
+            .map(|server| (server.server.as_str(), server.tools.as_slice())),
+    )
+    .map_err(|clash| ToolboxError::NameClash(clash.to_string()))
+}
+
 /// One MCP server of a toolbox.
 struct Server {
     name: String,
@@ -81,8 +123,13 @@ pub struct Toolbox {
     builtins: Vec<ToolSpec>,
     shell: Option<Duration>,
     servers: Vec<Arc<Server>>,
-    /// The MCP tools offered to the model, fixed until a server says its list changed.
+    /// The MCP tools offered to the model (from `snapshot`), fixed until a server says its
+    /// list changed.
     offered: Mutex<Vec<OfferedTool>>,
+    /// What the servers offer, as saved with the run.
+    snapshot: Mutex<ToolSnapshot>,
+    /// Whether `snapshot` differs from what the API server holds.
+    unsaved: std::sync::atomic::AtomicBool,
     /// What the system prompt gains: MCP servers' instructions, the skills' listing, the shell.
     prompt: String,
     /// Events to report with the next step (servers that failed, skills shortened, …).
@@ -204,27 +251,36 @@ impl Toolbox {
                 Err(failure) => pending.push(failed_event(&failure)),
             }
         }
+        // The tools the run offers: those saved by its first step (on whichever runner), or
+        // what the servers list now when nothing was saved yet.
+        let (snapshot, unsaved) = match &context.tool_snapshot {
+            Some(saved) => (saved.clone(), false),
+            None => (live_snapshot(&servers).await, true),
+        };
         let mut instructions = String::new();
-        for server in &servers {
-            let connection = server.connection.read().await;
-            if let Some(text) = connection
-                .instructions()
+        for server in &snapshot.servers {
+            if let Some(text) = server
+                .instructions
+                .as_deref()
                 .filter(|text| !text.trim().is_empty())
             {
                 instructions.push_str(&format!(
                     "\n\n## MCP server `{}`\nIts tools are named `{}__<tool>`.\n{}",
-                    server.name,
-                    server.name,
+                    server.server,
+                    server.server,
                     text.trim()
                 ));
             }
         }
         prompt.insert_str(0, &instructions);
-        let toolbox = Toolbox {
+        let offered = offer(&snapshot)?;
+        Ok(Toolbox {
             builtins: stigmer_tools::builtin_specs(agent.tools.as_deref()),
             shell,
             servers,
-            offered: Mutex::new(Vec::new()),
+            offered: Mutex::new(offered),
+            snapshot: Mutex::new(snapshot),
+            unsaved: std::sync::atomic::AtomicBool::new(unsaved),
             prompt,
             pending: Mutex::new(pending),
             notices: Mutex::new(notices),
@@ -232,29 +288,12 @@ impl Toolbox {
             tmp,
             environment: environment.clone(),
             shell_env: declared_env(context, &values),
-        };
-        let offered = toolbox.list_offered().await?;
-        *toolbox.offered.lock().unwrap_or_else(|p| p.into_inner()) = offered;
-        Ok(toolbox)
-    }
-
-    /// The offered names of every running server's tools, checked for clashes.
-    async fn list_offered(&self) -> Result<Vec<OfferedTool>, ToolboxError> {
-        let mut lists = Vec::new();
-        for server in &self.servers {
-            let connection = server.connection.read().await;
-            lists.push((server.name.clone(), connection.tools().to_vec()));
-        }
-        stigmer_mcp::offer(
-            lists
-                .iter()
-                .map(|(name, tools)| (name.as_str(), tools.as_slice())),
-        )
-        .map_err(|clash| ToolboxError::NameClash(clash.to_string()))
+        })
     }
 
     /// Takes in what the servers said since the last step: a server that failed is reported,
-    /// and the tools of a server whose list changed are listed again before the next turn.
+    /// and the tools of a server whose list changed are listed again before the next turn (the
+    /// snapshot then needs saving again).
     pub async fn refresh(&self) -> Result<(), ToolboxError> {
         let notices: Vec<Notice> = {
             let mut receiver = self.notices.lock().unwrap_or_else(|p| p.into_inner());
@@ -270,17 +309,49 @@ impl Toolbox {
         if !changed {
             return Ok(());
         }
+        let mut lists = Vec::new();
         for server in &self.servers {
             let mut connection = server.connection.write().await;
-            if connection.tools_changed()
-                && let Err(failure) = connection.refresh_tools().await
-            {
-                self.report(failed_event(&failure));
+            if !connection.tools_changed() {
+                continue;
+            }
+            match connection.refresh_tools().await {
+                Ok(()) => lists.push((server.name.clone(), connection.tools().to_vec())),
+                Err(failure) => self.report(failed_event(&failure)),
             }
         }
-        let offered = self.list_offered().await?;
+        let snapshot = {
+            let mut snapshot = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+            for (name, tools) in lists {
+                if let Some(server) = snapshot.servers.iter_mut().find(|s| s.server == name) {
+                    server.tools = tools;
+                }
+            }
+            snapshot.clone()
+        };
+        let offered = offer(&snapshot)?;
         *self.offered.lock().unwrap_or_else(|p| p.into_inner()) = offered;
+        self.unsaved
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+
+    /// The tool snapshot to save, if it changed since it was last saved (or loaded).
+    pub fn take_unsaved_snapshot(&self) -> Option<ToolSnapshot> {
+        self.unsaved
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+            .then(|| {
+                self.snapshot
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            })
+    }
+
+    /// Marks the snapshot as not saved (its save failed; the next step tries again).
+    pub fn snapshot_not_saved(&self) {
+        self.unsaved
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn report(&self, event: ExecutionEvent) {

@@ -26,7 +26,8 @@ use stigmer_proto::executions::v1::execution_service_server::ExecutionService;
 use stigmer_proto::executions::v1::get_run_context_request::Messages as WantedMessages;
 use stigmer_proto::executions::v1::{
     AppendEventsRequest, AppendEventsResponse, GetRunContextRequest, RunContext,
-    SaveMessagesRequest, SaveMessagesResponse, SubscribeRequest,
+    SaveMessagesRequest, SaveMessagesResponse, SaveToolSnapshotRequest, SaveToolSnapshotResponse,
+    SubscribeRequest,
 };
 use stigmer_proto::executions::v1::{
     CancelExecutionRequest, CancelExecutionResponse, CreateExecutionRequest,
@@ -185,7 +186,11 @@ fn conversation(
 struct AgentTools {
     mcp_servers_json: Vec<String>,
     skills_json: Vec<String>,
+    snapshot_json: String,
 }
+
+/// The key of an execution's tool snapshot in its stored state.
+const TOOL_SNAPSHOT: &str = "tools";
 
 fn agent_tools(store: &dyn Store, agent: &Resource) -> Result<AgentTools, ServerError> {
     let names = |field: &str| -> Vec<String> {
@@ -218,6 +223,7 @@ fn agent_tools(store: &dyn Store, agent: &Resource) -> Result<AgentTools, Server
     Ok(AgentTools {
         mcp_servers_json: load(Kind::McpServer, "McpServer", "mcpServers")?,
         skills_json: load(Kind::Skill, "Skill", "skills")?,
+        snapshot_json: String::new(),
     })
 }
 
@@ -593,7 +599,13 @@ impl ExecutionService for ExecutionApi {
                     })
                     .collect();
                 let tools = if with_tools {
-                    agent_tools(store, &agent)?
+                    AgentTools {
+                        snapshot_json: store
+                            .execution_state(&id, TOOL_SNAPSHOT)?
+                            .map(|snapshot| snapshot.to_string())
+                            .unwrap_or_default(),
+                        ..agent_tools(store, &agent)?
+                    }
                 } else {
                     AgentTools::default()
                 };
@@ -616,7 +628,26 @@ impl ExecutionService for ExecutionApi {
             mcp_servers_json: tools.mcp_servers_json,
             skills_json: tools.skills_json,
             places,
+            tool_snapshot_json: tools.snapshot_json,
         }))
+    }
+
+    async fn save_tool_snapshot(
+        &self,
+        request: Request<SaveToolSnapshotRequest>,
+    ) -> Result<Response<SaveToolSnapshotResponse>, Status> {
+        let request = request.into_inner();
+        let snapshot: serde_json::Value = serde_json::from_str(&request.snapshot_json)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .ok_or(ServerError::MessageNotObject)?;
+        on_store(&self.store, move |store| {
+            ensure_open(&execution(store, &request.execution_id)?)?;
+            store.put_execution_state(&request.execution_id, TOOL_SNAPSHOT, &snapshot)?;
+            Ok::<_, ServerError>(())
+        })
+        .await?;
+        Ok(Response::new(SaveToolSnapshotResponse {}))
     }
 
     async fn save_messages(

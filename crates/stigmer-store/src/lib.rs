@@ -107,6 +107,20 @@ pub trait Store: Send + Sync {
         from: MessagePlace,
         through: MessagePlace,
     ) -> Result<Vec<StoredMessage>, StoreError>;
+    /// Stores (replacing) a piece of an execution's own state under `key`, such as the tools
+    /// its runs were offered.
+    fn put_execution_state(
+        &self,
+        execution_id: &str,
+        key: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+    /// The piece of an execution's state under `key`, if any.
+    fn execution_state(
+        &self,
+        execution_id: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError>;
 }
 
 /// Where a message sits in its execution's conversation: turn 0 is the user's message; in a
@@ -310,6 +324,28 @@ mod tests {
     }
 
     /// The conversation behaviour every store must have.
+    pub fn state_conformance(store: &dyn Store) {
+        assert_eq!(store.execution_state("aex-1", "tools").unwrap(), None);
+        store
+            .put_execution_state("aex-1", "tools", &serde_json::json!({"v": 1}))
+            .unwrap();
+        store
+            .put_execution_state("aex-2", "tools", &serde_json::json!({"v": 2}))
+            .unwrap();
+        store
+            .put_execution_state("aex-1", "tools", &serde_json::json!({"v": 3}))
+            .unwrap();
+        assert_eq!(
+            store.execution_state("aex-1", "tools").unwrap(),
+            Some(serde_json::json!({"v": 3}))
+        );
+        assert_eq!(
+            store.execution_state("aex-2", "tools").unwrap(),
+            Some(serde_json::json!({"v": 2}))
+        );
+        assert_eq!(store.execution_state("aex-1", "other").unwrap(), None);
+    }
+
     pub fn message_conformance(store: &dyn Store) {
         use serde_json::json;
         let text = |t: &str| json!({"role": "user", "text": t});
@@ -409,6 +445,7 @@ mod tests {
         conformance(&MemoryStore::default());
         event_conformance(&MemoryStore::default());
         message_conformance(&MemoryStore::default());
+        state_conformance(&MemoryStore::default());
     }
 
     #[test]
@@ -420,6 +457,7 @@ mod tests {
             conformance(&store);
             event_conformance(&store);
             message_conformance(&store);
+            state_conformance(&store);
         }
         let reopened = SqliteStore::open(&path).unwrap();
         assert_eq!(

@@ -15,6 +15,8 @@ pub struct MemoryStore {
     events: Mutex<BTreeMap<String, Vec<StoredEvent>>>,
     /// Per session: (execution order, turn, index) → message.
     messages: Mutex<BTreeMap<String, Conversation>>,
+    /// (execution, key) → a piece of the execution's own state.
+    state: Mutex<BTreeMap<(String, String), serde_json::Value>>,
 }
 
 impl MemoryStore {
@@ -209,5 +211,31 @@ impl Store for MemoryStore {
             })
             .cloned()
             .collect())
+    }
+
+    fn put_execution_state(
+        &self,
+        execution_id: &str,
+        key: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((execution_id.to_owned(), key.to_owned()), data.clone());
+        Ok(())
+    }
+
+    fn execution_state(
+        &self,
+        execution_id: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(execution_id.to_owned(), key.to_owned()))
+            .cloned())
     }
 }

@@ -80,6 +80,13 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE messages;
     ALTER TABLE messages_v4 RENAME TO messages;
     CREATE INDEX messages_by_session ON messages (session_id, exec_order, turn, idx);",
+    // 5: pieces of an execution's own state (the tools its steps are offered), by key.
+    "CREATE TABLE execution_state (
+        execution_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (execution_id, key)
+    );",
 ];
 
 /// Resources in a SQLite file.
@@ -495,6 +502,64 @@ impl Store for SqliteStore {
             )
             .map_err(|error| self.backend(error))?;
         self.messages(rows)
+    }
+
+    fn put_execution_state(
+        &self,
+        execution_id: &str,
+        key: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.put_state(execution_id, key, data)
+    }
+
+    fn execution_state(
+        &self,
+        execution_id: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        self.state(execution_id, key)
+    }
+}
+
+impl SqliteStore {
+    fn put_state(
+        &self,
+        execution_id: &str,
+        key: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.connection()
+            .execute(
+                "INSERT INTO execution_state (execution_id, key, data) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (execution_id, key) DO UPDATE SET data = excluded.data",
+                params![execution_id, key, data.to_string()],
+            )
+            .map_err(|error| self.backend(error))?;
+        Ok(())
+    }
+
+    fn state(
+        &self,
+        execution_id: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let text: Option<String> = self
+            .connection()
+            .query_row(
+                "SELECT data FROM execution_state WHERE execution_id = ?1 AND key = ?2",
+                params![execution_id, key],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|error| self.backend(error))?;
+        text.map(|text| {
+            serde_json::from_str(&text).map_err(|error| StoreError::Backend {
+                path: self.path.display().to_string(),
+                message: format!("unreadable state {key} of {execution_id}: {error}"),
+            })
+        })
+        .transpose()
     }
 }
 

@@ -179,7 +179,9 @@ mod tests {
         assert_eq!(failure.code, EXIT_FAILURE);
         assert_eq!(failure.code, 1);
         assert!(
-            failure.message.contains("the API server panicked: index out of bounds"),
+            failure
+                .message
+                .contains("the API server panicked: index out of bounds"),
             "{}",
             failure.message
         );

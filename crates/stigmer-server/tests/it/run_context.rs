@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use stigmer_proto::executions::v1::get_run_context_request::Messages;
 use stigmer_proto::executions::v1::{
     GetRunContextRequest, MessagePlace as Place, RunContext, SaveMessagesRequest,
+    SaveToolSnapshotRequest,
 };
 use stigmer_resources::{API_VERSION, Kind, Metadata, Resource};
 use stigmer_server::{ServerContext, serve};
@@ -34,6 +35,21 @@ impl CountingStore {
 }
 
 impl Store for CountingStore {
+    fn put_execution_state(
+        &self,
+        execution_id: &str,
+        key: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.inner.put_execution_state(execution_id, key, data)
+    }
+    fn execution_state(
+        &self,
+        execution_id: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        self.inner.execution_state(execution_id, key)
+    }
     fn get(&self, kind: Kind, name: &str) -> Result<Option<Resource>, StoreError> {
         self.inner.get(kind, name)
     }
@@ -366,6 +382,34 @@ async fn a_step_that_builds_its_tools_gets_the_agents_mcp_servers_and_skills_in_
         .into_inner();
     assert_eq!(names(&with.mcp_servers_json), ["web", "files"]);
     assert_eq!(names(&with.skills_json), ["notes"]);
+    assert_eq!(with.tool_snapshot_json, "");
+
+    // The tool snapshot a first step saves comes back to every later step; a snapshot that is
+    // not a JSON object is refused.
+    let save = |snapshot_json: &str| SaveToolSnapshotRequest {
+        execution_id: "aex-tools".into(),
+        snapshot_json: snapshot_json.into(),
+    };
+    api.save_tool_snapshot(save(r#"{"servers":[{"server":"web","tools":[]}]}"#))
+        .await
+        .unwrap();
+    let refused = api.save_tool_snapshot(save("[1]")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let saved = api
+        .get_run_context(request(true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        saved.tool_snapshot_json,
+        r#"{"servers":[{"server":"web","tools":[]}]}"#
+    );
+    let without = api
+        .get_run_context(request(false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(without.tool_snapshot_json, "");
 
     // A server deleted under a running execution is named.
     store.delete(Kind::McpServer, "files").unwrap();

@@ -430,3 +430,74 @@ fn a_killed_runner_leaves_no_server_repeats_no_write_and_says_what_was_interrupt
     assert!(results[1].contains("Echo: still here"), "{last}");
     assert!(results[2].contains("was not repeated"), "{last}");
 }
+
+#[test]
+fn a_runs_tools_stay_as_its_first_step_listed_them_on_any_runner() {
+    let marker = unique("snapshot");
+    let server = |enabled: &str| {
+        format!(
+            "apiVersion: agentic.stigmer.ai/v1\nkind: McpServer\nmetadata:\n  name: everything\nspec:\n  enabledTools: [{enabled}]\n  stdio:\n    command: node\n    args: [{script}, stdio]\n    env:\n      STIGMER_TEST_MARKER: {marker}\n---\n",
+            script = everything_script().display()
+        )
+    };
+    let agent = "apiVersion: agentic.stigmer.ai/v1\nkind: Agent\nmetadata:\n  name: helper\nspec:\n  instructions: You help.\n  mcpServers: [everything]\n";
+    let stack = stack(
+        vec![
+            Turn::tool_call("everything__echo", json!({"message": "first"})),
+            Turn::fault(stigmer_test::llm::Fault::Hang),
+            Turn::text("Done."),
+            Turn::text("Second run."),
+        ],
+        &format!("{}{agent}", server("echo")),
+        &[],
+    );
+    let offered = |index: usize| -> Vec<String> {
+        stack.llm.requests()[index].body["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|tool| tool["function"]["name"].as_str())
+            .filter(|name| name.starts_with("everything__"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut api = stack.api();
+    let created = api
+        .create(crate::runs::create("helper", "Echo, then think"))
+        .unwrap();
+    let id = created["metadata"]["name"].as_str().unwrap().to_owned();
+    // The second model request (after the echo) hangs: the run is between steps.
+    wait_until(Duration::from_secs(60), "the second model request", || {
+        (stack.llm.requests().len() == 2).then_some(())
+    });
+    assert_eq!(offered(0), ["everything__echo"]);
+
+    // The server is applied again with more tools, and the runner dies.
+    let path = stack.home.path().join("more.yaml");
+    std::fs::write(&path, server("echo, get-sum")).unwrap();
+    let applied = stack.home.run(&["apply", "-f", path.to_str().unwrap()]);
+    assert_eq!(applied.code, 0, "{applied}");
+    let runner = TestHome::component(&stack.home.status(), "agent-runner")["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    stigmer_test::signal(runner, nix::sys::signal::Signal::SIGKILL);
+
+    // The restarted runner repeats the step with the run's saved tools, not the new list.
+    wait_until(
+        Duration::from_secs(120),
+        "the repeated model request",
+        || (stack.llm.requests().len() >= 3).then_some(()),
+    );
+    api.events_until(&id, |events| phases(events).last() == Some(&Completed));
+    assert_eq!(offered(2), ["everything__echo"]);
+
+    // A new run starts with the new list.
+    let (outcome, _) = stack.run_json(&["helper", "Again"]);
+    assert_eq!(outcome.code, 0, "{outcome}");
+    assert_eq!(offered(3), ["everything__echo", "everything__get-sum"]);
+    wait_until(
+        Duration::from_secs(5),
+        "the MCP server's processes to end",
+        || marked_processes(&marker).is_empty().then_some(()),
+    );
+}
