@@ -605,6 +605,14 @@ impl AgentActivities {
             .run_context(&input.execution_id, input.turn, Wanted::At(answer))
             .await
             .map_err(api_error)?;
+        let calls = context
+            .messages
+            .iter()
+            .find_map(|message| match message {
+                Message::Assistant { tool_calls, .. } => Some(tool_calls.len()),
+                _ => None,
+            })
+            .unwrap_or(0);
         let call = context
             .messages
             .iter()
@@ -626,6 +634,13 @@ impl AgentActivities {
             .await?;
         self.run_tool_call(&context, &workspace, &toolbox, &call, step, input.index)
             .await?;
+        // The last call of the last turn allowed: the run fails at its turn limit next, so its
+        // tools are done.
+        let max_turns = context.agent.max_turns.unwrap_or(DEFAULT_MAX_TURNS).max(1);
+        if input.turn >= max_turns && input.index as usize + 1 >= calls {
+            drop(toolbox);
+            self.toolboxes.close(&input.execution_id).await;
+        }
         Ok(())
     }
 

@@ -28,8 +28,11 @@ use stigmer_sandbox::{LandlockSupport, ShellRequest, Wrapper};
 use stigmer_tools::{ToolOutput, Workspace};
 use tokio::sync::{RwLock, mpsc};
 
-/// A toolbox no step has used for this long is closed.
-pub const IDLE_CLOSE: Duration = Duration::from_secs(10 * 60);
+/// A toolbox no step has used for this long is closed: its run ended out of this runner's
+/// sight (it failed after its last retry, or moved to another runner). Far longer than the
+/// gaps between the steps of a live run (a minute at most, between retries); a step that runs
+/// longer holds its toolbox, which then closes when the step ends.
+pub const IDLE_CLOSE: Duration = Duration::from_secs(5 * 60);
 /// Tool output beyond this many bytes goes to a file in the workspace; the model gets its head,
 /// its tail and the path.
 pub const SPILL_LIMIT: usize = 80 * 1024;

@@ -501,3 +501,33 @@ fn a_runs_tools_stay_as_its_first_step_listed_them_on_any_runner() {
         || marked_processes(&marker).is_empty().then_some(()),
     );
 }
+
+#[test]
+fn a_run_that_ends_at_its_turn_limit_leaves_no_server_behind() {
+    let marker = unique("limit");
+    let manifest = format!(
+        "{}apiVersion: agentic.stigmer.ai/v1\nkind: Agent\nmetadata:\n  name: helper\nspec:\n  instructions: You help.\n  mcpServers: [everything]\n  maxTurns: 1\n",
+        everything_stdio("everything", &marker, "")
+    );
+    let stack = stack(
+        vec![Turn::tool_call(
+            "everything__echo",
+            json!({"message": "one more"}),
+        )],
+        &manifest,
+        &[],
+    );
+    let (outcome, events) = stack.run_json(&["helper", "Loop"]);
+    assert_eq!(outcome.code, 1, "{outcome}");
+    assert!(
+        events
+            .iter()
+            .any(|event| event["kind"] == "tool_call_finished"),
+        "{events:#?}"
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "the MCP server's processes to end",
+        || marked_processes(&marker).is_empty().then_some(()),
+    );
+}
