@@ -808,7 +808,9 @@ impl Toolboxes {
         kept
     }
 
-    /// Closes the toolbox of `execution_id` (its run ended here, or was cancelled).
+    /// Closes the toolbox of `execution_id` (its run ended here, or was cancelled). The
+    /// servers close in the background, off the step's path: a server may take a while to exit
+    /// (then its group is killed within about a second), and the run need not wait for it.
     pub async fn close(&self, execution_id: &str) {
         let entry = self
             .held
@@ -816,7 +818,7 @@ impl Toolboxes {
             .unwrap_or_else(|p| p.into_inner())
             .remove(execution_id);
         if let Some(entry) = entry {
-            close_shared(entry.toolbox).await;
+            tokio::spawn(close_shared(entry.toolbox));
         }
     }
 

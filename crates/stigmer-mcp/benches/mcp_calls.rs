@@ -8,7 +8,8 @@
 //!   alternately, so that both see the same machine;
 //! - a server's start until its tools are listed: `Connection::connect` over stdio (spawn,
 //!   handshake, `tools/list`) and over HTTP (a running server), each next to the same with
-//!   plain rmcp.
+//!   plain rmcp; and `Connection::close` of a stdio server (what the last turn of a run waits
+//!   for).
 //!
 //! `cargo bench -p stigmer-mcp --bench mcp_calls` (CALLS=500 calls after 50 of warm-up,
 //! STARTS=10 starts by default).
@@ -220,11 +221,14 @@ fn main() {
         // Starts: spawn (or connect) until the tools are listed.
         let mut ours = Vec::new();
         let mut direct = Vec::new();
+        let mut closes = Vec::new();
         for _ in 0..starts {
             let started = Instant::now();
             let connection = connect(config("everything", stdio_transport())).await;
             ours.push(ms(started.elapsed()));
+            let started = Instant::now();
             connection.close().await;
+            closes.push(ms(started.elapsed()));
 
             let started = Instant::now();
             let plain = plain_stdio().await;
@@ -234,6 +238,11 @@ fn main() {
             let _ = plain.cancel().await;
         }
         report_starts("stdio start → tools listed", &ours, &direct);
+        println!(
+            "  stdio Connection::close (stdin closed, the process exits or its group is killed after 1 s): median {:.1} ms (max {:.1})",
+            percentile(&closes, 0.5),
+            percentile(&closes, 1.0)
+        );
 
         let mut ours = Vec::new();
         let mut direct = Vec::new();

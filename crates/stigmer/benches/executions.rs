@@ -12,7 +12,8 @@
 //!   executions whose turns each call `everything__echo`, alternating with the same executions
 //!   calling the built-in `ls` (the same agent, so both start the server), and a one-turn
 //!   execution of it next to one of the agent without servers (what starting the server adds to
-//!   an execution). `BENCH_MCP=0` skips it.
+//!   an execution). `BENCH_MCP=0` skips it; with `BENCH_BREAKDOWN=1`, a 50-turn execution of
+//!   each tool is broken down too.
 //!
 //! `cargo bench -p stigmer --bench executions` (RUNS=5 by default).
 
@@ -293,6 +294,19 @@ apiVersion: agentic.stigmer.ai/v1\nkind: Agent\nmetadata:\n  name: bench-mcp\nsp
     let mcp = everything
         .is_some()
         .then(|| tool_calls(&runtime, &client, &llm, runs));
+    if mcp.is_some() && std::env::var_os("BENCH_BREAKDOWN").is_some() {
+        let address = state["temporal_address"].as_str().unwrap().to_owned();
+        for (tool, arguments) in [
+            ("ls", json!({})),
+            ("everything__echo", json!({"message": "bench"})),
+        ] {
+            llm.push((1..50).map(|_| Turn::tool_call(tool, arguments.clone())));
+            llm.push([Turn::text("done")]);
+            runtime.block_on(run_agent(client.clone(), "bench-mcp", "breakdown"));
+            println!("  (agent bench-mcp, 50 turns calling {tool})");
+            print_breakdown(&address, &LAST_EXECUTION.lock().unwrap().clone());
+        }
+    }
     if std::env::var_os("BENCH_BREAKDOWN").is_some() {
         llm.push((1..10).map(|_| Turn::tool_call("ls", json!({}))));
         llm.push([Turn::text("done")]);
