@@ -527,6 +527,9 @@ pub struct AgentExecutionSpec {
     /// The names of the run's secrets (`--secret`); their values are never stored.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub secret_names: BTreeSet<String>,
+    /// The Environments the run's variables came from (`--environment`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<String>,
 }
 
 /// Where an `AgentExecution` is (its `status`).

@@ -326,6 +326,22 @@ fn typed_events(
 }
 
 /// The agent `name`, or NOT_FOUND with the closest name there is.
+/// An Environment a run names, or NOT_FOUND with a suggestion.
+fn environment(
+    store: &dyn Store,
+    name: &str,
+) -> Result<stigmer_resources::EnvironmentSpec, ServerError> {
+    let Some(found) = store.get(Kind::Environment, name)? else {
+        let names = store.names(Kind::Environment)?;
+        return Err(ServerError::ResourceNotFound {
+            kind: Kind::Environment,
+            name: name.to_owned(),
+            suggestion: suggest(name, names.iter().map(String::as_str)).map(str::to_owned),
+        });
+    };
+    serde_json::from_value(found.spec).map_err(ServerError::Encode)
+}
+
 fn agent(store: &dyn Store, name: &str) -> Result<Resource, ServerError> {
     if let Some(agent) = store.get(Kind::Agent, name)? {
         return Ok(agent);
@@ -392,12 +408,43 @@ impl ExecutionService for ExecutionApi {
         &self,
         request: Request<CreateExecutionRequest>,
     ) -> Result<Response<CreateExecutionResponse>, Status> {
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         let agent_name = request.agent.clone();
         let agent = on_store(&self.store, move |store| agent(store, &agent_name)).await?;
         if request.message.trim().is_empty() {
             return Err(ServerError::EmptyMessage.into());
         }
+        // The run's Environments first, then its own `--env` and `--secret` over them.
+        let names = request.environments.clone();
+        let environments = on_store(&self.store, move |store| {
+            names
+                .iter()
+                .map(|name| environment(store, name))
+                .collect::<Result<Vec<_>, ServerError>>()
+        })
+        .await?;
+        let (mut env, mut secrets) = (HashMap::new(), HashMap::new());
+        for environment in environments {
+            for (name, variable) in environment.variables {
+                env.remove(&name);
+                secrets.remove(&name);
+                if variable.secret {
+                    secrets.insert(name, variable.value);
+                } else {
+                    env.insert(name, variable.value);
+                }
+            }
+        }
+        for (name, value) in std::mem::take(&mut request.env) {
+            secrets.remove(&name);
+            env.insert(name, value);
+        }
+        for (name, value) in std::mem::take(&mut request.secrets) {
+            env.remove(&name);
+            secrets.insert(name, value);
+        }
+        request.env = env;
+        request.secrets = secrets;
         check_variables(&agent, &request.env, &request.secrets)?;
         // Temporal first: if it does not answer, nothing is created and the caller hears so
         // at once, instead of an execution that stays pending.
@@ -443,6 +490,7 @@ impl ExecutionService for ExecutionApi {
             model: (!request.model.is_empty()).then(|| request.model.clone()),
             env: request.env.clone().into_iter().collect(),
             secret_names: request.secrets.keys().cloned().collect(),
+            environments: request.environments.clone(),
         };
         let execution = system_resource(
             Kind::AgentExecution,

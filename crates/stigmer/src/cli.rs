@@ -182,6 +182,10 @@ pub struct RunArgs {
     /// A secret variable for the run: never stored, logged or printed; repeatable.
     #[arg(long = "secret", value_name = "KEY=VALUE", value_parser = secret_arg)]
     pub secrets: Vec<SecretArg>,
+    /// An Environment whose variables the run gets; repeatable, a later one wins, and --env
+    /// and --secret win over them.
+    #[arg(long = "environment", value_name = "NAME")]
+    pub environments: Vec<String>,
     /// The model to use (an agent's own spec.model still wins).
     #[arg(long, value_name = "NAME")]
     pub model: Option<String>,

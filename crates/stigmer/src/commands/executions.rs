@@ -110,6 +110,7 @@ fn create_request(args: &RunArgs) -> Result<CreateExecutionRequest, Failure> {
         model: args.model.clone().unwrap_or_default(),
         env,
         secrets,
+        environments: args.environments.clone(),
     })
 }
 

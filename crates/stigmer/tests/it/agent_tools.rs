@@ -531,3 +531,40 @@ fn a_run_that_ends_at_its_turn_limit_leaves_no_server_behind() {
         || marked_processes(&marker).is_empty().then_some(()),
     );
 }
+
+#[test]
+fn an_environment_gives_a_run_its_variables_and_its_secrets_stay_masked() {
+    let manifest = "apiVersion: agentic.stigmer.ai/v1\nkind: Environment\nmetadata:\n  name: dev\nspec:\n  variables:\n    GREETING:\n      value: hello\n    TOKEN:\n      value: t0k3n-s3cret\n      secret: true\n---\n\
+apiVersion: agentic.stigmer.ai/v1\nkind: Agent\nmetadata:\n  name: helper\nspec:\n  instructions: You help.\n  shell:\n    enabled: true\n  env:\n    GREETING: {}\n    TOKEN:\n      secret: true\n";
+    let stack = stack(
+        vec![
+            Turn::tool_call("execute", json!({"command": "echo \"$GREETING $TOKEN\""})),
+            Turn::text("Done."),
+        ],
+        manifest,
+        &[],
+    );
+    // Without the environment the declared variables are missing.
+    let (missing, _) = stack.run_json(&["helper", "Greet"]);
+    assert_eq!(missing.code, 2, "{missing}");
+    let (unknown, _) = stack.run_json(&["helper", "Greet", "--environment", "deb"]);
+    assert_ne!(unknown.code, 0, "{unknown}");
+    assert!(
+        unknown.stderr.contains("environment \"deb\" not found"),
+        "{unknown}"
+    );
+    assert!(unknown.stderr.contains("dev"), "{unknown}");
+
+    let (outcome, _) = stack.run_json(&["helper", "Greet", "--environment", "dev"]);
+    assert_eq!(outcome.code, 0, "{outcome}");
+    let result = stack.llm.requests()[1].body.to_string();
+    assert!(result.contains("hello ****"), "{result}");
+    assert!(!result.contains("t0k3n-s3cret"), "{result}");
+    let listed = stack.home.run(&["execution", "list", "-o", "json"]);
+    assert!(!listed.stdout.contains("t0k3n-s3cret"), "{listed}");
+    let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
+    let spec = &listed["items"][0]["spec"];
+    assert_eq!(spec["env"]["GREETING"], "hello", "{spec}");
+    assert_eq!(spec["environments"], json!(["dev"]), "{spec}");
+    assert_eq!(spec["secretNames"], json!(["TOKEN"]), "{spec}");
+}
