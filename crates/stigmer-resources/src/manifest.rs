@@ -557,6 +557,15 @@ fn validate_agent(spec: &AgentSpec, problems: &mut Vec<(String, String)>) {
             ),
         ));
     }
+    if !spec.sub_agents.is_empty() {
+        // Accepted and then ignored at run time would be worse than refused.
+        problems.push((
+            "spec.subAgents".into(),
+            "sub-agents do not run yet: an agent with spec.subAgents would run without them; \
+             remove spec.subAgents for now"
+                .into(),
+        ));
+    }
     let mut names = BTreeSet::new();
     for (index, sub_agent) in spec.sub_agents.iter().enumerate() {
         let prefix = format!("spec.subAgents[{index}]");
