@@ -605,22 +605,17 @@ impl AgentActivities {
             .run_context(&input.execution_id, input.turn, Wanted::At(answer))
             .await
             .map_err(api_error)?;
-        let calls = context
+        let turn_calls = context
             .messages
             .iter()
             .find_map(|message| match message {
-                Message::Assistant { tool_calls, .. } => Some(tool_calls.len()),
+                Message::Assistant { tool_calls, .. } => Some(tool_calls.as_slice()),
                 _ => None,
             })
-            .unwrap_or(0);
-        let call = context
-            .messages
-            .iter()
-            .find_map(|message| match message {
-                Message::Assistant { tool_calls, .. } => Some(tool_calls),
-                _ => None,
-            })
-            .and_then(|calls| calls.get(input.index as usize))
+            .unwrap_or_default();
+        let calls = turn_calls.len();
+        let call = turn_calls
+            .get(input.index as usize)
             .cloned()
             .ok_or_else(|| {
                 fatal(format!(

@@ -172,7 +172,7 @@ pub async fn tool_call_within(
     sink: &dyn EventSink,
     deadline: Duration,
 ) -> Result<ToolOutput, StepError> {
-    tool_call_with(call, step, sink, |_| run_tool(workspace, call, deadline)).await
+    tool_call_with(call, step, sink, |_| run_builtin(workspace, call, deadline)).await
 }
 
 /// How far a running tool call has come, as its tool reports it.
@@ -279,11 +279,6 @@ fn todo(item: &stigmer_tools::Todo) -> Todo {
 /// Runs a built-in tool on a blocking thread (file tools block) within `deadline`, without
 /// events (the caller reports them).
 pub async fn run_builtin(workspace: &Workspace, call: &ToolCall, deadline: Duration) -> ToolOutput {
-    run_tool(workspace, call, deadline).await
-}
-
-/// Runs the tool on a blocking thread (file tools block) within `deadline`.
-async fn run_tool(workspace: &Workspace, call: &ToolCall, deadline: Duration) -> ToolOutput {
     let (workspace, name, arguments) =
         (workspace.clone(), call.name.clone(), call.arguments.clone());
     run_blocking(&call.name, deadline, move |budget| {

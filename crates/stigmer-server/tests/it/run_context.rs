@@ -161,6 +161,31 @@ fn places(context: &RunContext) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// The API server over `store` on a free port, for the rest of the test; its execution client.
+async fn serve_store(
+    store: Arc<dyn Store>,
+) -> stigmer_proto::executions::v1::execution_service_client::ExecutionServiceClient<
+    stigmer_client::Authenticated,
+> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let context = ServerContext {
+        api_token: TOKEN.into(),
+        daemon: Arc::new(NoDaemon),
+        store,
+        temporal: None,
+    };
+    tokio::spawn(serve(listener, context, std::future::pending()));
+    stigmer_client::ApiClients::connect(
+        &address.to_string(),
+        TOKEN,
+        stigmer_client::Timeouts::default(),
+    )
+    .await
+    .unwrap()
+    .executions
+}
+
 fn place(turn: u32, index: u32) -> Place {
     Place { turn, index }
 }
@@ -208,26 +233,7 @@ async fn a_step_reads_only_the_messages_it_asks_for_however_long_the_run() {
         )
         .unwrap();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let context = ServerContext {
-        api_token: TOKEN.into(),
-        daemon: Arc::new(NoDaemon),
-        store: store.clone(),
-        temporal: None,
-    };
-    tokio::spawn(serve(listener, context, async move {
-        let _ = stopped.await;
-    }));
-    let mut api = stigmer_client::ApiClients::connect(
-        &address.to_string(),
-        TOKEN,
-        stigmer_client::Timeouts::default(),
-    )
-    .await
-    .unwrap()
-    .executions;
+    let mut api = serve_store(store.clone()).await;
 
     // A 50-turn run: the user's message, then per turn an answer and a tool result.
     let turns = 50;
@@ -332,26 +338,7 @@ async fn a_step_that_builds_its_tools_gets_the_agents_mcp_servers_and_skills_in_
             ),
         ])
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let context = ServerContext {
-        api_token: TOKEN.into(),
-        daemon: Arc::new(NoDaemon),
-        store: store.clone(),
-        temporal: None,
-    };
-    tokio::spawn(serve(listener, context, async move {
-        let _ = stopped.await;
-    }));
-    let mut api = stigmer_client::ApiClients::connect(
-        &address.to_string(),
-        TOKEN,
-        stigmer_client::Timeouts::default(),
-    )
-    .await
-    .unwrap()
-    .executions;
+    let mut api = serve_store(store.clone()).await;
     let request = |with_tools: bool| GetRunContextRequest {
         execution_id: "aex-tools".into(),
         through_turn: 0,

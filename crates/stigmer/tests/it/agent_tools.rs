@@ -111,6 +111,17 @@ fn the_workspace(stack: &Stack) -> std::path::PathBuf {
     sessions[0].clone()
 }
 
+/// The tool results in a request to the model (OpenAI's shape), in order.
+fn tool_results(body: &Value) -> Vec<String> {
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|message| message["role"] == "tool")
+        .map(|message| message["content"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 /// The tool results the model was given in request `index`, as text.
 fn request(stack: &Stack, index: usize) -> String {
     stack.llm.requests()[index].body.to_string()
@@ -180,13 +191,7 @@ apiVersion: agentic.stigmer.ai/v1\nkind: Agent\nmetadata:\n  name: helper\nspec:
     assert!(echo < sum, "{second}");
     // Arguments the server refuses and a tool nobody offers are tool errors the model reads;
     // the run went on.
-    let results: Vec<String> = stack.llm.requests()[1].body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|message| message["role"] == "tool")
-        .map(|message| message["content"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let results = tool_results(&stack.llm.requests()[1].body);
     assert_eq!(results.len(), 5, "{second}");
     assert!(results[3].starts_with("Error"), "{}", results[3]);
     assert!(results[4].starts_with("Error"), "{}", results[4]);
@@ -250,13 +255,7 @@ fn the_shell_runs_in_the_workspace_confined_and_a_timeout_kills_its_whole_group(
     assert_eq!(finished.len(), 4, "{events:#?}");
 
     let second = request(&stack, 1);
-    let results: Vec<String> = stack.llm.requests()[1].body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|message| message["role"] == "tool")
-        .map(|message| message["content"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let results = tool_results(&stack.llm.requests()[1].body);
     assert_eq!(results.len(), 4, "{second}");
     assert!(results[0].contains("[stderr] oops"), "{}", results[0]);
     assert!(results[0].ends_with("Exit code: 3"), "{}", results[0]);
@@ -417,13 +416,7 @@ fn a_killed_runner_leaves_no_server_repeats_no_write_and_says_what_was_interrupt
     );
     let requests = stack.llm.requests();
     let last = &requests.last().unwrap().body;
-    let results: Vec<&str> = last["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|message| message["role"] == "tool")
-        .map(|message| message["content"].as_str().unwrap_or_default())
-        .collect();
+    let results = tool_results(last);
     // One result per call, in call order, each once.
     assert_eq!(results.len(), 3, "{last}");
     assert!(results[0].contains("once.txt"), "{last}");
