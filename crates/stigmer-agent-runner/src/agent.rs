@@ -708,11 +708,12 @@ impl AgentActivities {
         index: u32,
     ) -> Result<Message, ActivityError> {
         let sink = self.sink(context);
-        let stored = |content: String| {
+        let stored = |content: String, images: Vec<stigmer_llm::ToolImage>| {
             sink.redactor.message(&Message::Tool {
                 call_id: call.id.clone(),
                 name: call.name.clone(),
                 content,
+                images,
             })
         };
         if !toolbox.may_repeat(&call.name) {
@@ -721,7 +722,7 @@ impl AgentActivities {
                     context.execution_id(),
                     step.turn,
                     index + 1,
-                    &[stored(INTERRUPTED.to_owned())],
+                    &[stored(INTERRUPTED.to_owned(), Vec::new())],
                 )
                 .await
                 .map_err(api_error)?;
@@ -742,12 +743,13 @@ impl AgentActivities {
                     content: toolbox::spill(workspace, &call.id, output.content),
                     ..output
                 }
+                .into()
             }
         })
         .await
         .map_err(|error| step_error(&sink, error))?;
-        let is_error = output.is_error;
-        let result = stored(output.content);
+        let is_error = output.output.is_error;
+        let result = stored(output.output.content, output.images);
         self.api
             .save_messages(
                 context.execution_id(),

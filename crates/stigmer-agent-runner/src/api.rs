@@ -355,9 +355,16 @@ impl Redactor {
         ExecutionEvent::from_wire(kind, &data).unwrap_or_else(|_| event.clone())
     }
 
+    /// The message with secret values replaced in its text; a tool result's images are kept
+    /// as they are (a secret's text inside base64 data is chance, and replacing it would
+    /// break the image).
     pub fn message(&self, message: &Message) -> Message {
         let mut value = serde_json::to_value(message).unwrap_or(Value::Null);
+        let images = value.as_object_mut().and_then(|map| map.remove("images"));
         self.value(&mut value);
+        if let (Some(images), Some(map)) = (images, value.as_object_mut()) {
+            map.insert("images".to_owned(), images);
+        }
         serde_json::from_value(value).unwrap_or_else(|_| message.clone())
     }
 }
@@ -419,6 +426,26 @@ mod tests {
             Message::Assistant {
                 text: "****".into(),
                 tool_calls: vec![]
+            }
+        );
+        // A tool result's text is redacted, its images are not touched.
+        let image = stigmer_llm::ToolImage {
+            mime_type: "image/png".into(),
+            data: "QUJDtok-123RA==".into(),
+        };
+        let message = redactor.message(&Message::Tool {
+            call_id: "c1".into(),
+            name: "shot".into(),
+            content: "key tok-123".into(),
+            images: vec![image.clone()],
+        });
+        assert_eq!(
+            message,
+            Message::Tool {
+                call_id: "c1".into(),
+                name: "shot".into(),
+                content: "key ****".into(),
+                images: vec![image],
             }
         );
     }

@@ -198,6 +198,7 @@ mod tests {
             call_id: format!("call-{turn}"),
             name: "ls".into(),
             content: format!("result {turn}"),
+            images: vec![],
         };
         api.save_messages("aex-1", turn, 1, &[result])
             .await

@@ -10,6 +10,7 @@
 
 use crate::api::RunContext;
 use crate::skills;
+use crate::turn::ToolResult;
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -418,20 +419,24 @@ impl Toolbox {
     }
 
     /// Runs a call of the shell or an MCP tool (see [`Toolbox::runs`]); its output is spilled to
-    /// the workspace when it is too long. `progress` hears the MCP server's progress reports.
+    /// the workspace when it is too long (an MCP result's images are kept beside it).
+    /// `progress` hears the MCP server's progress reports.
     pub async fn call(
         &self,
         call: &ToolCall,
         progress: &(dyn Fn(stigmer_mcp::Progress) + Send + Sync),
-    ) -> ToolOutput {
-        let output = if call.name == SHELL_TOOL && self.shell.is_some() {
-            self.shell(call).await
+    ) -> ToolResult {
+        let result = if call.name == SHELL_TOOL && self.shell.is_some() {
+            self.shell(call).await.into()
         } else {
             self.mcp(call, progress).await
         };
-        ToolOutput {
-            content: spill(&self.workspace, &call.id, output.content),
-            ..output
+        ToolResult {
+            output: ToolOutput {
+                content: spill(&self.workspace, &call.id, result.output.content),
+                ..result.output
+            },
+            images: result.images,
         }
     }
 
@@ -439,7 +444,7 @@ impl Toolbox {
         &self,
         call: &ToolCall,
         progress: &(dyn Fn(stigmer_mcp::Progress) + Send + Sync),
-    ) -> ToolOutput {
+    ) -> ToolResult {
         let target = self
             .offered
             .lock()
@@ -451,29 +456,41 @@ impl Toolbox {
             return error(format!(
                 "there is no tool `{}` (any more); call one of the tools you were given",
                 call.name
-            ));
+            ))
+            .into();
         };
         let Some(server) = self.servers.iter().find(|s| s.name == server_name) else {
-            return error(format!("the MCP server `{server_name}` is not running"));
+            return error(format!("the MCP server `{server_name}` is not running")).into();
         };
         if !call.arguments.is_object() {
             return error(format!(
                 "the arguments of `{}` must be a JSON object, not {}",
                 call.name, call.arguments
-            ));
+            ))
+            .into();
         }
         let connection = server.connection.read().await;
         let outcome = connection
             .call(&tool, call.arguments.clone(), progress)
             .await;
-        ToolOutput {
-            content: if outcome.is_error && !outcome.text.starts_with("Error") {
-                format!("Error: {}", outcome.text)
-            } else {
-                outcome.text
+        ToolResult {
+            output: ToolOutput {
+                content: if outcome.is_error && !outcome.text.starts_with("Error") {
+                    format!("Error: {}", outcome.text)
+                } else {
+                    outcome.text
+                },
+                is_error: outcome.is_error,
+                todos: None,
             },
-            is_error: outcome.is_error,
-            todos: None,
+            images: outcome
+                .images
+                .into_iter()
+                .map(|image| stigmer_llm::ToolImage {
+                    mime_type: image.mime_type,
+                    data: image.data,
+                })
+                .collect(),
         }
     }
 

@@ -9,7 +9,9 @@
 use crate::api::ApiError;
 use futures::future::BoxFuture;
 use std::time::Duration;
-use stigmer_llm::{LlmClient, LlmError, Message, StreamEvent, ToolCall, ToolSpec, TurnResult};
+use stigmer_llm::{
+    LlmClient, LlmError, Message, StreamEvent, ToolCall, ToolImage, ToolSpec, TurnResult,
+};
 use stigmer_proto::execution::{
     ExecutionEvent, MessageCompleted, MessageStarted, Todo, TodoStatus, TodosUpdated, TokenDelta,
     ToolCallFinished, ToolCallRef, ToolCallStarted, ToolProgress, Usage,
@@ -172,7 +174,28 @@ pub async fn tool_call_within(
     sink: &dyn EventSink,
     deadline: Duration,
 ) -> Result<ToolOutput, StepError> {
-    tool_call_with(call, step, sink, |_| run_builtin(workspace, call, deadline)).await
+    let result = tool_call_with(call, step, sink, |_| async move {
+        ToolResult::from(run_builtin(workspace, call, deadline).await)
+    })
+    .await?;
+    Ok(result.output)
+}
+
+/// What a tool call returns to the model: the tool's output and, from an MCP tool, the images
+/// of its result (which the model sees where its provider takes them).
+#[derive(Clone, Debug)]
+pub struct ToolResult {
+    pub output: ToolOutput,
+    pub images: Vec<ToolImage>,
+}
+
+impl From<ToolOutput> for ToolResult {
+    fn from(output: ToolOutput) -> ToolResult {
+        ToolResult {
+            output,
+            images: Vec::new(),
+        }
+    }
 }
 
 /// How far a running tool call has come, as its tool reports it.
@@ -187,16 +210,16 @@ pub struct ProgressReport {
 pub type ProgressSender = mpsc::UnboundedSender<ProgressReport>;
 
 /// Runs one tool call through `run`, emitting `tool_call_started`, a `tool_progress` per
-/// report `run` sends, `tool_call_finished` (the result trimmed for display) and, for
-/// `write_todos`, `todos_updated`.
+/// report `run` sends, `tool_call_finished` (the result trimmed for display, an image as its
+/// one-line label) and, for `write_todos`, `todos_updated`.
 pub async fn tool_call_with<F>(
     call: &ToolCall,
     step: StepId,
     sink: &dyn EventSink,
     run: impl FnOnce(ProgressSender) -> F,
-) -> Result<ToolOutput, StepError>
+) -> Result<ToolResult, StepError>
 where
-    F: std::future::Future<Output = ToolOutput>,
+    F: std::future::Future<Output = ToolResult>,
 {
     sink.emit(vec![(
         step.key(&format!("tool.{}.started", call.id)),
@@ -235,15 +258,16 @@ where
         Ok::<(), ApiError>(())
     };
     // The sender lives in `running`; when it finishes the forwarder drains and ends.
-    let (output, forwarded) = tokio::join!(running, forward);
+    let (result, forwarded) = tokio::join!(running, forward);
     forwarded.map_err(StepError::Events)?;
+    let output = &result.output;
     let mut events = vec![(
         step.key(&format!("tool.{}.finished", call.id)),
         ToolCallFinished {
             turn: step.turn,
             call_id: call.id.clone(),
             name: call.name.clone(),
-            result: trim(&output.content, EVENT_RESULT_LIMIT),
+            result: trim(&shown(&output.content, &result.images), EVENT_RESULT_LIMIT),
             is_error: output.is_error,
             parent: None,
         }
@@ -261,7 +285,19 @@ where
         ));
     }
     sink.emit(events).await.map_err(StepError::Events)?;
-    Ok(output)
+    Ok(result)
+}
+
+/// A result as events show it: its text, then a line per image.
+fn shown(content: &str, images: &[ToolImage]) -> String {
+    let mut text = content.to_owned();
+    for image in images {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&image.label());
+    }
+    text
 }
 
 /// A todo of `write_todos` as the protocol carries it.

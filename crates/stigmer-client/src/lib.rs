@@ -6,7 +6,10 @@
 //! interceptor and the size limit exist once; the server applies the same
 //! [`MAX_MESSAGE_BYTES`] to every service it serves. [`feed::EventFeed`] follows one
 //! execution's events in order and each once across broken streams and daemon restarts.
+//! [`executions`] holds the typed calls several clients make (create a workflow execution or a
+//! workflow's agent run, report a workflow's result, list executions of one kind).
 
+pub mod executions;
 pub mod feed;
 pub mod home;
 

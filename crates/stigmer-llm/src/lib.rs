@@ -4,12 +4,16 @@
 //! Ollama (native `/api/chat`), OpenAI-compatible endpoints and Anthropic are spoken through
 //! `genai` (pinned), which stays an implementation detail of this crate: the agent loop only
 //! sees [`Message`], [`ToolSpec`], [`StreamEvent`] and [`LlmError`].
+//!
+//! Images a tool returned ([`ToolImage`]) reach the model where the provider takes them, as
+//! [`image_route`] decides in one place; elsewhere the model reads a one-line placeholder
+//! ([`ToolImage::placeholder`]).
 
 use futures::StreamExt;
 use genai::adapter::AdapterKind;
 use genai::chat::{
-    ChatMessage, ChatOptions, ChatRequest, ChatStreamEvent, ContentPart, MessageContent, Tool,
-    ToolResponse,
+    Binary, ChatMessage, ChatOptions, ChatRequest, ChatStreamEvent, ContentPart, CustomPart,
+    MessageContent, Tool, ToolResponse,
 };
 use genai::resolver::{AuthData, Endpoint};
 use genai::{ModelIden, ServiceTarget};
@@ -62,7 +66,108 @@ pub enum Message {
         call_id: String,
         name: String,
         content: String,
+        /// Images the tool returned besides its text (MCP tools); absent in results stored
+        /// before images were kept.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        images: Vec<ToolImage>,
     },
+}
+
+/// An image a tool returned: its MIME type and its bytes as base64.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolImage {
+    pub mime_type: String,
+    pub data: String,
+}
+
+impl std::fmt::Debug for ToolImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolImage")
+            .field("mime_type", &self.mime_type)
+            .field("bytes", &self.decoded_len())
+            .finish()
+    }
+}
+
+/// Decoded bytes beyond which an image is not sent (Anthropic's limit per image; OpenAI takes
+/// more, Ollama states none): the model reads the placeholder instead.
+pub const IMAGE_LIMIT: usize = 5 * 1024 * 1024;
+
+/// The image types every provider here decodes (Anthropic's list; OpenAI and Ollama take
+/// them too). Another type gets the placeholder.
+pub const IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+impl ToolImage {
+    /// The size of the image, from the length of its base64 text.
+    pub fn decoded_len(&self) -> usize {
+        base64_decoded_len(&self.data)
+    }
+
+    /// The image in one line, for people: `[image: <mime>, N bytes]`.
+    pub fn label(&self) -> String {
+        format!("[image: {}, {} bytes]", self.mime_type, self.decoded_len())
+    }
+
+    /// What the model reads when the image does not reach it.
+    pub fn placeholder(&self) -> String {
+        format!(
+            "[image omitted: {}, {} bytes]",
+            self.mime_type,
+            self.decoded_len()
+        )
+    }
+}
+
+/// The size of the data a base64 text holds, without decoding it.
+pub fn base64_decoded_len(data: &str) -> usize {
+    let significant = data.bytes().filter(|b| !b.is_ascii_whitespace()).count();
+    let padding = data.bytes().rev().take_while(|&b| b == b'=').count().min(2);
+    (significant / 4) * 3
+        + match significant % 4 {
+            2 => 1,
+            3 => 2,
+            _ => 0,
+        }
+        - if significant % 4 == 0 { padding } else { 0 }
+}
+
+/// How a tool's image reaches the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageRoute {
+    /// Anthropic: an `image` block inside the call's `tool_result` content.
+    ToolResult,
+    /// OpenAI chat completions: an `image_url` part of a user message right after the turn's
+    /// tool results (tool messages take text only), which names the call it came from.
+    UserMessage,
+    /// Ollama: in the `images` of the tool message.
+    ToolMessage,
+    /// Not sent: the model reads [`ToolImage::placeholder`] in the result's text.
+    Placeholder,
+}
+
+/// The one place that decides, per provider, whether and how `image` reaches the model.
+/// `model_sees` says whether the model takes images at all: always assumed for Anthropic and
+/// OpenAI (a model that refuses them gets the placeholders on a second try, see
+/// [`LlmClient::stream_turn`]); for Ollama, whether the model lists the `vision` capability.
+/// Images over [`IMAGE_LIMIT`] or of a type outside [`IMAGE_TYPES`] get the placeholder.
+///
+/// genai 0.7.2 carries what is needed for each provider: for Anthropic, a custom part (its
+/// JSON sent as is) replaces the text-only tool response; for OpenAI, `Binary` parts of a user
+/// message become `image_url` data URLs; for Ollama, a `Binary` part beside the tool response
+/// becomes the message's `images`.
+pub fn image_route(provider: Provider, model_sees: bool, image: &ToolImage) -> ImageRoute {
+    if !model_sees
+        || !IMAGE_TYPES.contains(&image.mime_type.as_str())
+        || image.decoded_len() > IMAGE_LIMIT
+        || image.data.is_empty()
+    {
+        return ImageRoute::Placeholder;
+    }
+    match provider {
+        Provider::Anthropic => ImageRoute::ToolResult,
+        Provider::Openai => ImageRoute::UserMessage,
+        Provider::Ollama => ImageRoute::ToolMessage,
+    }
 }
 
 /// A tool the model asked for.
@@ -121,6 +226,31 @@ impl LlmError {
     }
 }
 
+/// How one request failed: the provider refused it in a way images can cause, or otherwise.
+enum Attempt {
+    RefusedImages(LlmError),
+    Failed(LlmError),
+}
+
+impl Attempt {
+    fn from_error(config: &ModelConfig, error: &genai::Error) -> Attempt {
+        let classified = classify(config, error);
+        let refused = status_of(error) == Some(400)
+            || provider_message(error).contains("missing data required for image input");
+        if refused {
+            Attempt::RefusedImages(classified)
+        } else {
+            Attempt::Failed(classified)
+        }
+    }
+
+    fn into_error(self) -> LlmError {
+        match self {
+            Attempt::RefusedImages(error) | Attempt::Failed(error) => error,
+        }
+    }
+}
+
 /// Calls one configured model.
 pub struct LlmClient {
     client: genai::Client,
@@ -146,13 +276,54 @@ impl LlmClient {
     }
 
     /// Streams one model turn, calling `on_event` for every text delta.
+    ///
+    /// Tool images go to the model as [`image_route`] says. A provider that refuses a request
+    /// carrying images (HTTP 400, or Ollama's "missing data required for image input": a model
+    /// that does not see) gets it once more with placeholders instead, so a model without
+    /// vision never ends a run over an image.
     pub async fn stream_turn(
         &self,
         messages: &[Message],
         tools: &[ToolSpec],
         on_event: &mut (dyn FnMut(StreamEvent) + Send),
     ) -> Result<TurnResult, LlmError> {
-        let request = chat_request(messages, tools);
+        let has_images = messages
+            .iter()
+            .any(|message| matches!(message, Message::Tool { images, .. } if !images.is_empty()));
+        let model_sees = has_images && self.model_sees_images().await;
+        let provider = self.config.provider;
+        let request = chat_request(messages, tools, provider, model_sees);
+        match self.attempt(request, on_event).await {
+            Err(Attempt::RefusedImages(error)) if model_sees => {
+                tracing::warn!(
+                    provider = provider.as_str(),
+                    model = %self.config.model,
+                    error = %error,
+                    "The model refused the tool images; sending placeholders instead."
+                );
+                let request = chat_request(messages, tools, provider, false);
+                self.attempt(request, on_event)
+                    .await
+                    .map_err(Attempt::into_error)
+            }
+            other => other.map_err(Attempt::into_error),
+        }
+    }
+
+    /// Whether the model takes images: assumed for Anthropic and OpenAI; for Ollama, whether
+    /// `/api/show` lists the `vision` capability (asked once per process and model).
+    async fn model_sees_images(&self) -> bool {
+        match self.config.provider {
+            Provider::Anthropic | Provider::Openai => true,
+            Provider::Ollama => ollama_has_vision(&self.config.base_url, &self.config.model).await,
+        }
+    }
+
+    async fn attempt(
+        &self,
+        request: ChatRequest,
+        on_event: &mut (dyn FnMut(StreamEvent) + Send),
+    ) -> Result<TurnResult, Attempt> {
         let mut options = ChatOptions::default()
             .with_capture_usage(true)
             .with_capture_content(true)
@@ -168,13 +339,13 @@ impl LlmClient {
             .client
             .exec_chat_stream(self.target(), request, Some(&options))
             .await
-            .map_err(|error| classify(&self.config, &error))?;
+            .map_err(|error| Attempt::from_error(&self.config, &error))?;
         let mut stream = response.stream;
         let mut text = String::new();
         let mut result = TurnResult::default();
         let mut ended = false;
         while let Some(event) = stream.next().await {
-            match event.map_err(|error| classify(&self.config, &error))? {
+            match event.map_err(|error| Attempt::from_error(&self.config, &error))? {
                 ChatStreamEvent::Chunk(chunk) if !chunk.content.is_empty() => {
                     text.push_str(&chunk.content);
                     on_event(StreamEvent::TextDelta(chunk.content));
@@ -208,13 +379,13 @@ impl LlmClient {
         if !ended {
             // A cut connection can look like a clean end of the byte stream; without the
             // provider's end marker the answer may be truncated.
-            return Err(LlmError::Retryable {
+            return Err(Attempt::Failed(LlmError::Retryable {
                 message: format!(
                     "the answer from {} at {} ended before the model finished",
                     self.config.provider.as_str(),
                     self.config.base_url
                 ),
-            });
+            }));
         }
         result.text = text;
         Ok(result)
@@ -251,10 +422,21 @@ fn normalize_arguments(arguments: &Value) -> Value {
     }
 }
 
-fn chat_request(messages: &[Message], tools: &[ToolSpec]) -> ChatRequest {
+/// The request for `messages`, tool images placed as [`image_route`] says for `provider`.
+fn chat_request(
+    messages: &[Message],
+    tools: &[ToolSpec],
+    provider: Provider,
+    model_sees: bool,
+) -> ChatRequest {
     let mut chat_messages = Vec::with_capacity(messages.len());
     let mut system = None;
+    // Images for the user message that follows the current run of tool results (OpenAI).
+    let mut for_user: Vec<(String, &ToolImage)> = Vec::new();
     for message in messages {
+        if !matches!(message, Message::Tool { .. }) && !for_user.is_empty() {
+            chat_messages.push(images_message(std::mem::take(&mut for_user)));
+        }
         match message {
             Message::System { text } => system = Some(text.clone()),
             Message::User { text } => chat_messages.push(ChatMessage::user(text.clone())),
@@ -278,10 +460,78 @@ fn chat_request(messages: &[Message], tools: &[ToolSpec]) -> ChatRequest {
                 call_id,
                 name,
                 content,
-            } => chat_messages.push(ChatMessage::from(
-                ToolResponse::new(call_id.clone(), content.clone()).with_fn_name(name.clone()),
-            )),
+                images,
+            } => {
+                let mut text = content.clone();
+                let mut line = |extra: String| {
+                    if !text.is_empty() {
+                        text.push('\n');
+                    }
+                    text.push_str(&extra);
+                };
+                let mut blocks = Vec::new();
+                let mut binaries = Vec::new();
+                for image in images {
+                    match image_route(provider, model_sees, image) {
+                        ImageRoute::Placeholder => line(image.placeholder()),
+                        ImageRoute::ToolResult => blocks.push(serde_json::json!({
+                            "type": "image",
+                            "source": {
+                                "type": "base64",
+                                "media_type": image.mime_type,
+                                "data": image.data,
+                            }
+                        })),
+                        ImageRoute::ToolMessage => binaries.push(ContentPart::Binary(
+                            Binary::from_base64(image.mime_type.clone(), image.data.as_str(), None),
+                        )),
+                        ImageRoute::UserMessage => {
+                            for_user.push((
+                                format!(
+                                    "Image {} of `{name}` (call {call_id}):",
+                                    for_user.len() + 1
+                                ),
+                                image,
+                            ));
+                            line(format!(
+                                "[image {}: {}, {} bytes; attached to the user message after the tool results]",
+                                for_user.len(),
+                                image.mime_type,
+                                image.decoded_len()
+                            ));
+                        }
+                    }
+                }
+                if !blocks.is_empty() {
+                    // genai's tool responses carry text only: the whole `tool_result` block
+                    // goes as a custom part, which its Anthropic adapter sends as is.
+                    if !text.is_empty() {
+                        blocks.insert(0, serde_json::json!({"type": "text", "text": text}));
+                    }
+                    let block = serde_json::json!({
+                        "type": "tool_result",
+                        "tool_use_id": call_id,
+                        "content": blocks,
+                    });
+                    chat_messages.push(ChatMessage::tool(MessageContent::from_parts(vec![
+                        ContentPart::Custom(CustomPart {
+                            model_iden: None,
+                            data: block,
+                        }),
+                    ])));
+                    continue;
+                }
+                let response = ContentPart::ToolResponse(
+                    ToolResponse::new(call_id.clone(), text).with_fn_name(name.clone()),
+                );
+                let mut parts = vec![response];
+                parts.extend(binaries);
+                chat_messages.push(ChatMessage::tool(MessageContent::from_parts(parts)));
+            }
         }
+    }
+    if !for_user.is_empty() {
+        chat_messages.push(images_message(for_user));
     }
     let mut request = ChatRequest::new(chat_messages);
     if let Some(system) = system {
@@ -295,6 +545,22 @@ fn chat_request(messages: &[Message], tools: &[ToolSpec]) -> ChatRequest {
         }));
     }
     request
+}
+
+/// The user message that carries the images of the tool results before it, each named.
+fn images_message(images: Vec<(String, &ToolImage)>) -> ChatMessage {
+    let mut parts = vec![ContentPart::Text(
+        "The tool results above returned these images:".to_owned(),
+    )];
+    for (label, image) in images {
+        parts.push(ContentPart::Text(label));
+        parts.push(ContentPart::Binary(Binary::from_base64(
+            image.mime_type.clone(),
+            image.data.as_str(),
+            None,
+        )));
+    }
+    ChatMessage::user(MessageContent::from_parts(parts))
 }
 
 /// Classifies a provider error: HTTP 429, 5xx and transport failures are retryable; other
@@ -372,6 +638,53 @@ fn provider_message(error: &genai::Error) -> String {
         }
     }
     text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Whether the Ollama model at `base_url` lists the `vision` capability (`POST /api/show`).
+/// A definite answer is remembered for the process; no answer means no (placeholders).
+async fn ollama_has_vision(base_url: &str, model: &str) -> bool {
+    static KNOWN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, bool>>> =
+        std::sync::OnceLock::new();
+    let known = KNOWN.get_or_init(Default::default);
+    let key = format!("{}|{model}", base_url.trim_end_matches('/'));
+    if let Some(sees) = known.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return *sees;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let url = format!("{}/api/show", base_url.trim_end_matches('/'));
+    let asked = async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .ok()?;
+        let response = client
+            .post(&url)
+            .json(&serde_json::json!({ "model": model }))
+            .send()
+            .await
+            .ok()?
+            .error_for_status()
+            .ok()?;
+        let body: Value = response.json().await.ok()?;
+        Some(
+            body["capabilities"]
+                .as_array()
+                .is_some_and(|caps| caps.iter().any(|cap| cap == "vision")),
+        )
+    };
+    match asked.await {
+        Some(sees) => {
+            known
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, sees);
+            sees
+        }
+        None => {
+            tracing::warn!(%url, model, "Cannot ask Ollama whether the model sees images; sending placeholders.");
+            false
+        }
+    }
 }
 
 /// Whether Ollama serves a model.

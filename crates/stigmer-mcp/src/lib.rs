@@ -20,7 +20,7 @@
 //!   ([`Notice::Failed`], once).
 //! * [`offered_name`] and [`offer`] build the names the model sees (`<server>__<tool>`,
 //!   sanitised, at most 64 characters) and refuse clashes; [`render_result`] turns a
-//!   `tools/call` result into model-visible text.
+//!   `tools/call` result into model-visible text and the images it holds.
 //! * [`Connection::close`] is bounded (about 1 s graceful, then the process group is killed);
 //!   dropping a [`Connection`] kills the group too.
 
@@ -162,7 +162,31 @@ pub enum Notice {
 pub struct CallOutcome {
     pub text: String,
     pub is_error: bool,
+    /// The image blocks of the result (valid base64, at most [`IMAGE_LIMIT`] bytes each), for
+    /// the model to see where its provider takes images; `text` does not mention them.
+    pub images: Vec<CallImage>,
 }
+
+/// An image block of a call's result.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallImage {
+    pub mime_type: String,
+    /// Base64, without whitespace.
+    pub data: String,
+}
+
+impl std::fmt::Debug for CallImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallImage")
+            .field("mime_type", &self.mime_type)
+            .field("base64_len", &self.data.len())
+            .finish()
+    }
+}
+
+/// Decoded bytes beyond which an image block is not kept but replaced by a placeholder line
+/// (the largest image any provider of the agent-runner takes: `stigmer_llm::IMAGE_LIMIT`).
+pub const IMAGE_LIMIT: usize = 5 * 1024 * 1024;
 
 impl CallOutcome {
     /// A tool error with `text`.
@@ -170,6 +194,7 @@ impl CallOutcome {
         CallOutcome {
             text: text.into(),
             is_error: true,
+            images: Vec::new(),
         }
     }
 }

@@ -3,29 +3,67 @@
 
 use rmcp::model::{CallToolResult, ContentBlock, ResourceContents};
 
-use crate::CallOutcome;
+use base64::Engine as _;
+
+use crate::{CallImage, CallOutcome, IMAGE_LIMIT};
 
 /// Longest instructions text kept, in bytes (before the `…` marking a cut).
 pub const INSTRUCTIONS_LIMIT: usize = 2048;
 
 /// A call's result as model-visible text: `structuredContent` as compact JSON when present,
-/// else the content blocks joined by newlines (text as is; an image or audio block as a
-/// placeholder with its MIME type and size; a resource link as its name or title and URI; an
-/// embedded text resource as its text, a binary one as a placeholder). `is_error` is the
-/// server's.
+/// else the content blocks joined by newlines (text as is; an image block kept aside in
+/// `images`, or as a placeholder with its MIME type and size when it is over [`IMAGE_LIMIT`]
+/// or not valid base64; an audio block as a placeholder; a resource link as its name or title
+/// and URI; an embedded text resource as its text, a binary one as a placeholder). `is_error`
+/// is the server's.
 pub fn render_result(result: &CallToolResult) -> CallOutcome {
     let is_error = result.is_error.unwrap_or(false);
     if let Some(structured) = &result.structured_content {
         return CallOutcome {
             text: structured.to_string(),
             is_error,
+            images: Vec::new(),
         };
     }
-    let parts: Vec<String> = result.content.iter().map(render_block).collect();
+    let mut images = Vec::new();
+    let parts: Vec<String> = result
+        .content
+        .iter()
+        .filter_map(|block| match block {
+            ContentBlock::Image(image) => match kept_image(&image.mime_type, &image.data) {
+                Ok(kept) => {
+                    images.push(kept);
+                    None
+                }
+                Err(placeholder) => Some(placeholder),
+            },
+            other => Some(render_block(other)),
+        })
+        .collect();
     CallOutcome {
         text: parts.join("\n"),
         is_error,
+        images,
     }
+}
+
+/// An image block as kept for the model, or the placeholder that replaces it.
+fn kept_image(mime_type: &str, data: &str) -> Result<CallImage, String> {
+    let size = base64_decoded_len(data);
+    if size > IMAGE_LIMIT {
+        return Err(format!("[image omitted: {mime_type}, {size} bytes]"));
+    }
+    let data: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if base64::engine::general_purpose::STANDARD
+        .decode(&data)
+        .is_err()
+    {
+        return Err(format!("[image omitted: {mime_type}, not valid base64]"));
+    }
+    Ok(CallImage {
+        mime_type: mime_type.to_owned(),
+        data,
+    })
 }
 
 fn render_block(block: &ContentBlock) -> String {
@@ -147,9 +185,35 @@ mod tests {
                 "file:///y",
             ))),
         ]));
+        assert_eq!(outcome.text, "x.txt: file:///x.txt\ninside");
+        assert_eq!(
+            outcome.images,
+            [CallImage {
+                mime_type: "image/png".into(),
+                data: "AAAA".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn an_image_too_large_or_not_base64_is_a_placeholder() {
+        let large = "A".repeat((IMAGE_LIMIT / 3 + 1) * 4);
+        let outcome = render_result(&result(vec![
+            ContentBlock::Text(TextContent::new("before")),
+            ContentBlock::Image(ImageContent::new(large, "image/png")),
+            ContentBlock::Image(ImageContent::new("not base64!", "image/jpeg")),
+            ContentBlock::Image(ImageContent::new("QUJD\nRA==", "image/gif")),
+        ]));
         assert_eq!(
             outcome.text,
-            "[image omitted: image/png, 3 bytes]\nx.txt: file:///x.txt\ninside"
+            "before\n[image omitted: image/png, 5242881 bytes]\n[image omitted: image/jpeg, not valid base64]"
+        );
+        assert_eq!(
+            outcome.images,
+            [CallImage {
+                mime_type: "image/gif".into(),
+                data: "QUJDRA==".into()
+            }]
         );
     }
 

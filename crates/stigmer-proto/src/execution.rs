@@ -1,5 +1,6 @@
 //! The typed execution protocol: an execution's phase, every kind of event in its log with its
-//! fields, and the spec and status of the `AgentExecution` resource.
+//! fields, the spec and status of the `AgentExecution` and `WorkflowExecution` resources, and
+//! the input of a workflow execution's Temporal workflow ([`WorkflowRunInput`]).
 //!
 //! The gRPC messages (`executions::v1::ExecutionEvent`, `NewEvent`) carry an event as a `kind`
 //! string and its fields as a JSON object; [`ExecutionEvent::to_wire`] and
@@ -90,7 +91,7 @@ impl FromStr for ExecutionPhase {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventParent {
     pub kind: ParentKind,
-    /// The parent's id: the tool call's `call_id`, or the workflow task's name.
+    /// The parent's id: the tool call's `call_id`, or the workflow task's reference (`/do/1/ask`).
     pub id: String,
 }
 
@@ -270,6 +271,81 @@ pub enum TodoStatus {
     Other,
 }
 
+/// A workflow task began. `reference` is the task's JSON pointer in the definition
+/// (`/do/1/fetch`), the key of every event of that task.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskStarted {
+    pub reference: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<EventParent>,
+}
+
+/// A workflow task completed; `output` is trimmed for display by the runner.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskCompleted {
+    pub reference: String,
+    pub name: String,
+    #[serde(default)]
+    pub output: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<EventParent>,
+}
+
+/// A workflow task faulted; `error` is the problem-details object.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskFailed {
+    pub reference: String,
+    pub name: String,
+    #[serde(default)]
+    pub error: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<EventParent>,
+}
+
+/// A `try` task's `retry` runs its tasks again (`attempt` counts from 1, the first run) after
+/// `delay_ms`, because of `error`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskRetried {
+    pub reference: String,
+    pub attempt: u32,
+    #[serde(default)]
+    pub error: Value,
+    pub delay_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<EventParent>,
+}
+
+/// A workflow task was skipped (its `if` was false).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskSkipped {
+    pub reference: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<EventParent>,
+}
+
+/// A `wait` task waits `millis` milliseconds (the execution is `waiting` meanwhile).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskWaiting {
+    pub reference: String,
+    pub name: String,
+    pub millis: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<EventParent>,
+}
+
+/// A `call: agent` task created the agent execution `execution_id`: a client may follow its
+/// events and show them nested under the task.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentCallStarted {
+    pub reference: String,
+    pub name: String,
+    pub execution_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<EventParent>,
+}
+
 /// An event whose kind this build does not know, as it came.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UnknownEvent {
@@ -382,6 +458,13 @@ execution_events! {
     ToolProgress(ToolProgress) = "tool_progress",
     SkillsTruncated(SkillsTruncated) = "skills_truncated",
     SandboxUnavailable(SandboxUnavailable) = "sandbox_unavailable",
+    TaskStarted(TaskStarted) = "task_started",
+    TaskCompleted(TaskCompleted) = "task_completed",
+    TaskFailed(TaskFailed) = "task_failed",
+    TaskRetried(TaskRetried) = "task_retried",
+    TaskSkipped(TaskSkipped) = "task_skipped",
+    TaskWaiting(TaskWaiting) = "task_waiting",
+    AgentCallStarted(AgentCallStarted) = "agent_call_started",
 }
 
 impl ExecutionEvent {
@@ -530,6 +613,20 @@ pub struct AgentExecutionSpec {
     /// The Environments the run's variables came from (`--environment`), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub environments: Vec<String>,
+    /// The workflow execution whose `call: agent` task created this one; its workflow runs as
+    /// a child of that execution's workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ExecutionParent>,
+}
+
+/// The workflow task an agent execution runs for (see [`AgentExecutionSpec::parent`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ExecutionParent {
+    /// The workflow execution (`wex-…`).
+    pub execution_id: String,
+    /// The task's reference in its definition (`/do/1/ask`).
+    pub task: String,
 }
 
 /// Where an `AgentExecution` is (its `status`).
@@ -578,6 +675,160 @@ impl AgentExecutionStatus {
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+}
+
+/// The two kinds of execution, as `ListExecutionsRequest.kind` names them (`agent`,
+/// `workflow`) and as their ids begin (`aex-`, `wex-`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExecutionKind {
+    Agent,
+    Workflow,
+}
+
+impl ExecutionKind {
+    pub const ALL: [ExecutionKind; 2] = [ExecutionKind::Agent, ExecutionKind::Workflow];
+
+    /// The name on the wire and on screen: `agent`, `workflow`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionKind::Agent => "agent",
+            ExecutionKind::Workflow => "workflow",
+        }
+    }
+
+    /// The kind of the execution an id names, by its prefix; `None` for any other id.
+    pub fn of_id(execution_id: &str) -> Option<ExecutionKind> {
+        let (prefix, _) = execution_id.split_once('-')?;
+        match prefix {
+            "aex" => Some(ExecutionKind::Agent),
+            "wex" => Some(ExecutionKind::Workflow),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ExecutionKind {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// An execution kind name that is neither `agent` nor `workflow`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown execution kind {0:?}: use agent or workflow")]
+pub struct UnknownExecutionKind(pub String);
+
+impl FromStr for ExecutionKind {
+    type Err = UnknownExecutionKind;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        ExecutionKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+            .ok_or_else(|| UnknownExecutionKind(text.to_owned()))
+    }
+}
+
+/// The Temporal workflow type of a workflow execution, implemented by the workflow runner on
+/// task queue `stigmer_config::WORKFLOW_TASK_QUEUE` (`workflow_execution_runner`).
+pub const WORKFLOW_WORKFLOW: &str = "stigmer.WorkflowExecution";
+
+/// What a `WorkflowExecution` runs (its `spec`). Like [`AgentExecutionSpec`], every field reads
+/// as empty when missing.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct WorkflowExecutionSpec {
+    /// The Workflow's name.
+    pub workflow: String,
+    /// The workflow's whole DSL document as it was when the execution started: later edits of
+    /// the Workflow do not change a running execution.
+    pub definition: Value,
+    /// The workflow's input, secrets masked.
+    pub input: Value,
+    /// The run's variables (`--env`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// The names of the run's secrets (`--secret`); their values are never stored.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub secret_names: BTreeSet<String>,
+    /// The Environments the run's variables came from (`--environment`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<String>,
+}
+
+/// Where a `WorkflowExecution` is (its `status`): the fields of [`AgentExecutionStatus`], and
+/// its output or its error once it ended.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowExecutionStatus {
+    #[serde(default)]
+    pub phase: ExecutionPhase,
+    /// Why it ended, when it did not complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// RFC 3339: when a runner picked it up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// RFC 3339: when it reached a terminal phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// The workflow's output, when it completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// The workflow's error (a problem-details object), when it faulted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Value>,
+}
+
+impl WorkflowExecutionSpec {
+    /// The spec of a resource's `spec` JSON.
+    pub fn from_value(spec: &Value) -> Result<WorkflowExecutionSpec, serde_json::Error> {
+        WorkflowExecutionSpec::deserialize(spec)
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+impl WorkflowExecutionStatus {
+    /// The status of a resource's `status` JSON; a missing or unreadable one reads as `pending`
+    /// with the fields that could be read (see [`AgentExecutionStatus::from_value`]).
+    pub fn from_value(status: Option<&Value>) -> WorkflowExecutionStatus {
+        let Some(status) = status else {
+            return WorkflowExecutionStatus::default();
+        };
+        WorkflowExecutionStatus::deserialize(status).unwrap_or_else(|_| {
+            let common = AgentExecutionStatus::from_value(Some(status));
+            WorkflowExecutionStatus {
+                phase: common.phase,
+                reason: common.reason,
+                started_at: common.started_at,
+                finished_at: common.finished_at,
+                output: status.get("output").cloned(),
+                error: status.get("error").cloned(),
+            }
+        })
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// The single argument of a workflow execution's Temporal workflow ([`WORKFLOW_WORKFLOW`]), as
+/// JSON. It holds no secret value: the runner's activities get them with `GetRunContext`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowRunInput {
+    pub execution_id: String,
+    /// The normalised DSL document, as snapshotted in the execution's spec.
+    pub definition: Value,
+    #[serde(default)]
+    pub input: Value,
+    /// The names the workflow may read as `$secrets.NAME`.
+    #[serde(default)]
+    pub secret_names: Vec<String>,
 }
 
 #[cfg(test)]
@@ -687,7 +938,63 @@ mod tests {
                 parent: parent(),
             }
             .into(),
+            TaskStarted {
+                reference: "/do/1/fetch".into(),
+                name: "fetch".into(),
+                parent: task_parent(),
+            }
+            .into(),
+            TaskCompleted {
+                reference: "/do/1/fetch".into(),
+                name: "fetch".into(),
+                output: json!({"status": 200, "body": "…"}),
+                parent: task_parent(),
+            }
+            .into(),
+            TaskFailed {
+                reference: "/do/2/check".into(),
+                name: "check".into(),
+                error: json!({"type": "https://serverlessworkflow.io/spec/1.0.0/errors/runtime",
+                    "status": 500, "instance": "/do/2/check"}),
+                parent: task_parent(),
+            }
+            .into(),
+            TaskRetried {
+                reference: "/do/3/attempt".into(),
+                attempt: 2,
+                error: json!({"status": 503}),
+                delay_ms: 1500,
+                parent: task_parent(),
+            }
+            .into(),
+            TaskSkipped {
+                reference: "/do/4/maybe".into(),
+                name: "maybe".into(),
+                parent: task_parent(),
+            }
+            .into(),
+            TaskWaiting {
+                reference: "/do/5/pause".into(),
+                name: "pause".into(),
+                millis: 60_000,
+                parent: task_parent(),
+            }
+            .into(),
+            AgentCallStarted {
+                reference: "/do/6/ask".into(),
+                name: "ask".into(),
+                execution_id: "aex-1".into(),
+                parent: task_parent(),
+            }
+            .into(),
         ]
+    }
+
+    fn task_parent() -> Option<EventParent> {
+        Some(EventParent {
+            kind: ParentKind::WorkflowTask,
+            id: "/do/0/outer".into(),
+        })
     }
 
     #[test]
@@ -744,6 +1051,42 @@ mod tests {
             assert!(!matches!(event, ExecutionEvent::Unknown(_)), "{kind}");
             assert_eq!(event.to_wire(), (kind, data), "{kind}");
         }
+    }
+
+    #[test]
+    fn the_workflow_task_events_have_their_wire_kinds_and_field_names() {
+        // What the workflow runner writes and clients read: these names never change.
+        let wire = [
+            ("task_started", json!({"reference": "/do/0/a", "name": "a"})),
+            (
+                "task_completed",
+                json!({"reference": "/do/0/a", "name": "a", "output": {"x": 1}}),
+            ),
+            (
+                "task_failed",
+                json!({"reference": "/do/0/a", "name": "a", "error": {"status": 500}}),
+            ),
+            (
+                "task_retried",
+                json!({"reference": "/do/0/a", "attempt": 2, "error": {"status": 503},
+                    "delay_ms": 250}),
+            ),
+            ("task_skipped", json!({"reference": "/do/0/a", "name": "a"})),
+            (
+                "task_waiting",
+                json!({"reference": "/do/0/a", "name": "a", "millis": 1000}),
+            ),
+            (
+                "agent_call_started",
+                json!({"reference": "/do/0/a", "name": "a", "execution_id": "aex-1",
+                    "parent": {"kind": "workflow_task", "id": "/do/0/a"}}),
+            ),
+        ];
+        for (kind, data) in wire {
+            let event = ExecutionEvent::from_wire(kind, &data).unwrap();
+            assert!(!matches!(event, ExecutionEvent::Unknown(_)), "{kind}");
+            assert_eq!(event.to_wire(), (kind, data), "{kind}");
+        }
         // No parent: the field is left out, not written as null.
         let delta = ExecutionEvent::from(TokenDelta {
             turn: 2,
@@ -756,6 +1099,85 @@ mod tests {
             serde_json::from_str::<Value>(&data_json).unwrap(),
             json!({"turn": 2, "text": "x"})
         );
+    }
+
+    #[test]
+    fn workflow_execution_spec_status_and_run_input_keep_their_fields() {
+        let spec = json!({"workflow": "fetch", "definition": {"document": {"dsl": "1.0.3"},
+            "do": [{"a": {"set": {"x": 1}}}]}, "input": {"city": "Paris"},
+            "env": {"A": "1"}, "secretNames": ["TOKEN"], "environments": ["prod"]});
+        let typed = WorkflowExecutionSpec::from_value(&spec).unwrap();
+        assert_eq!(typed.workflow, "fetch");
+        assert_eq!(typed.input, json!({"city": "Paris"}));
+        assert_eq!(typed.to_value(), spec);
+
+        let status = json!({"phase": "failed", "reason": "boom", "startedAt": "t1",
+            "finishedAt": "t2", "error": {"status": 500, "detail": "boom"}});
+        let typed = WorkflowExecutionStatus::from_value(Some(&status));
+        assert_eq!(typed.phase, ExecutionPhase::Failed);
+        assert_eq!(typed.output, None);
+        assert_eq!(typed.to_value(), status);
+        // A newer server's phase keeps what can be read, the output included.
+        let newer = WorkflowExecutionStatus::from_value(Some(
+            &json!({"phase": "paused", "reason": "r", "output": [1]}),
+        ));
+        assert_eq!(newer.phase, ExecutionPhase::Pending);
+        assert_eq!(newer.reason.as_deref(), Some("r"));
+        assert_eq!(newer.output, Some(json!([1])));
+        // The common fields read the same through the agent status (the server reads a phase
+        // of either kind that way).
+        assert_eq!(
+            AgentExecutionStatus::from_value(Some(&status)).phase,
+            ExecutionPhase::Failed
+        );
+
+        let input = WorkflowRunInput {
+            execution_id: "wex-1".into(),
+            definition: json!({"do": []}),
+            input: json!({}),
+            secret_names: vec!["TOKEN".into()],
+        };
+        let wire = serde_json::to_value(&input).unwrap();
+        assert_eq!(
+            wire,
+            json!({"executionId": "wex-1", "definition": {"do": []}, "input": {},
+                "secretNames": ["TOKEN"]})
+        );
+        assert_eq!(
+            serde_json::from_value::<WorkflowRunInput>(wire).unwrap(),
+            input
+        );
+        assert_eq!(WORKFLOW_WORKFLOW, "stigmer.WorkflowExecution");
+    }
+
+    #[test]
+    fn execution_kinds_read_by_name_and_by_id() {
+        for kind in ExecutionKind::ALL {
+            assert_eq!(kind.as_str().parse::<ExecutionKind>(), Ok(kind));
+        }
+        assert!("robot".parse::<ExecutionKind>().is_err());
+        assert_eq!(ExecutionKind::of_id("aex-0123"), Some(ExecutionKind::Agent));
+        assert_eq!(
+            ExecutionKind::of_id("wex-0123"),
+            Some(ExecutionKind::Workflow)
+        );
+        assert_eq!(ExecutionKind::of_id("ses-0123"), None);
+        assert_eq!(ExecutionKind::of_id("aex"), None);
+    }
+
+    #[test]
+    fn an_agent_execution_records_the_workflow_task_it_runs_for() {
+        let spec = json!({"agent": "hello", "session": "ses-1", "message": "hi",
+            "parent": {"executionId": "wex-1", "task": "/do/0/ask"}});
+        let typed = AgentExecutionSpec::from_value(&spec).unwrap();
+        assert_eq!(
+            typed.parent,
+            Some(ExecutionParent {
+                execution_id: "wex-1".into(),
+                task: "/do/0/ask".into()
+            })
+        );
+        assert_eq!(typed.to_value(), spec);
     }
 
     #[test]

@@ -13,10 +13,11 @@ pub enum Kind {
     Workflow,
     Session,
     AgentExecution,
+    WorkflowExecution,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Agent,
         Kind::McpServer,
         Kind::Skill,
@@ -24,6 +25,7 @@ impl Kind {
         Kind::Workflow,
         Kind::Session,
         Kind::AgentExecution,
+        Kind::WorkflowExecution,
     ];
 
     /// The manifest spelling (`kind: McpServer`).
@@ -36,6 +38,7 @@ impl Kind {
             Kind::Workflow => "Workflow",
             Kind::Session => "Session",
             Kind::AgentExecution => "AgentExecution",
+            Kind::WorkflowExecution => "WorkflowExecution",
         }
     }
 
@@ -49,12 +52,16 @@ impl Kind {
             Kind::Workflow => "wfl",
             Kind::Session => "ses",
             Kind::AgentExecution => "aex",
+            Kind::WorkflowExecution => "wex",
         }
     }
 
     /// Whether users declare this kind in manifests (the others are created by the system).
     pub fn is_declarable(self) -> bool {
-        !matches!(self, Kind::Session | Kind::AgentExecution)
+        !matches!(
+            self,
+            Kind::Session | Kind::AgentExecution | Kind::WorkflowExecution
+        )
     }
 
     /// The names accepted on the command line: singular, plural and short forms.
@@ -67,6 +74,7 @@ impl Kind {
             Kind::Workflow => &["workflow", "workflows", "wf"],
             Kind::Session => &["session", "sessions"],
             Kind::AgentExecution => &["execution", "executions", "ex", "agentexecution"],
+            Kind::WorkflowExecution => &["workflowexecution", "workflowexecutions", "wex"],
         }
     }
 
@@ -116,6 +124,13 @@ mod tests {
         assert_eq!(Kind::from_cli("env"), Some(Kind::Environment));
         assert_eq!(Kind::from_cli("wf"), Some(Kind::Workflow));
         assert_eq!(Kind::from_cli("ex"), Some(Kind::AgentExecution));
+        assert_eq!(Kind::from_cli("wex"), Some(Kind::WorkflowExecution));
+        assert_eq!(
+            Kind::from_cli("WorkflowExecution"),
+            Some(Kind::WorkflowExecution)
+        );
+        assert!(!Kind::WorkflowExecution.is_declarable());
+        assert_eq!(Kind::WorkflowExecution.id_prefix(), "wex");
         assert_eq!(Kind::from_cli("mcpservers"), Some(Kind::McpServer));
         assert_eq!(Kind::from_cli("agnet"), None);
         assert_eq!(Kind::suggest_cli("agnet"), Some("agent"));

@@ -12,16 +12,20 @@ mod model;
 mod plan;
 mod skill;
 pub mod variables;
+mod workflow;
 
 pub use kind::Kind;
 pub use locate::locate;
-pub use manifest::{ManifestError, ParsedDocument, Source, parse_sources, validate};
+pub use manifest::{
+    ManifestError, ParsedDocument, Source, parse_sources, parse_sources_with, validate,
+};
 pub use model::*;
 pub use plan::{
     Action, Lookup, LookupError, PlanError, Planned, locate_plan_errors, plan_apply, referrers,
 };
 pub use skill::{SkillError, skill_from_files};
 pub use variables::VariableError;
+pub use workflow::{DEFAULT_DSL, DEFAULT_NAMESPACE, DEFAULT_VERSION, workflow_document};
 
 /// True for a DNS label: 1–63 lowercase letters, digits and `-`, starting and ending with a
 /// letter or digit.

@@ -28,12 +28,20 @@ pub struct ParsedDocument {
     /// The document's own text (for locating fields later).
     pub text: String,
     pub resource: Resource,
+    /// A plain Serverless Workflow document (no `apiVersion`/`kind`), stored as a Workflow:
+    /// field paths are reported as the file writes them (`do[0]`, not `spec.do[0]`).
+    pub serverless_workflow: bool,
 }
 
 impl ParsedDocument {
     /// An error about `path` in this document, located in the file.
     pub fn error_at(&self, path: &str, message: impl Into<String>) -> ManifestError {
-        let (line, column) = match locate(&self.text, path) {
+        let path = if self.serverless_workflow {
+            crate::workflow::plain_path(path)
+        } else {
+            path.to_owned()
+        };
+        let (line, column) = match locate(&self.text, &path) {
             Some((line, column)) => (Some(self.first_line + line - 1), Some(column)),
             None => (Some(self.first_line), None),
         };
@@ -46,7 +54,7 @@ impl ParsedDocument {
                 "{} \"{}\"",
                 self.resource.kind, self.resource.metadata.name
             )),
-            path: Some(path.to_owned()),
+            path: (!path.is_empty()).then_some(path),
             message: message.into(),
         }
     }
@@ -92,6 +100,15 @@ impl fmt::Display for ManifestError {
 
 /// Parses every document of every source. Returns all documents, or all errors found.
 pub fn parse_sources(sources: &[Source]) -> Result<Vec<ParsedDocument>, Vec<ManifestError>> {
+    parse_sources_with(sources, None)
+}
+
+/// [`parse_sources`], naming plain Serverless Workflow documents `workflow_name` instead of
+/// their `document.name` (the CLI's `--name`, for a single plain file).
+pub fn parse_sources_with(
+    sources: &[Source],
+    workflow_name: Option<&str>,
+) -> Result<Vec<ParsedDocument>, Vec<ManifestError>> {
     let mut documents = Vec::new();
     let mut errors = Vec::new();
     for source in sources {
@@ -116,7 +133,7 @@ pub fn parse_sources(sources: &[Source]) -> Result<Vec<ParsedDocument>, Vec<Mani
                 continue;
             }
             index += 1;
-            match parse_document(&source.name, index, first_line, &text) {
+            match parse_document(&source.name, index, first_line, &text, workflow_name) {
                 Ok(document) => documents.push(document),
                 Err(mut document_errors) => errors.append(&mut document_errors),
             }
@@ -160,6 +177,7 @@ fn parse_document(
     index: usize,
     first_line: usize,
     text: &str,
+    workflow_name: Option<&str>,
 ) -> Result<ParsedDocument, Vec<ManifestError>> {
     let error = |path: Option<&str>, resource: Option<String>, message: String| {
         let (line, column) = match path.and_then(|path| locate(text, path)) {
@@ -214,6 +232,9 @@ fn parse_document(
             "a manifest must be a mapping with apiVersion, kind, metadata and spec".into(),
         ));
     };
+    if crate::workflow::is_plain(mapping) {
+        return parse_plain_workflow(file, index, first_line, text, mapping, workflow_name);
+    }
     let field = |name: &str| mapping.get(serde_yaml_ng::Value::from(name));
 
     match field("apiVersion") {
@@ -291,27 +312,14 @@ fn parse_document(
         Kind::Skill => typed::<SkillSpec>(text),
         Kind::Environment => typed::<EnvironmentSpec>(text),
         Kind::Workflow => typed::<WorkflowSpec>(text),
-        Kind::Session | Kind::AgentExecution => unreachable_kind(),
+        Kind::Session | Kind::AgentExecution | Kind::WorkflowExecution => unreachable_kind(),
     };
     let (metadata, spec) = match typed {
         Ok(parsed) => parsed,
         Err(failure) => {
-            let (line, column) = match failure.location {
-                Some((line, column)) => (Some(first_line + line - 1), Some(column)),
-                None => match locate(text, &failure.path) {
-                    Some((line, column)) => (Some(first_line + line - 1), Some(column)),
-                    None => (Some(first_line), None),
-                },
-            };
-            return Err(vec![ManifestError {
-                file: file.to_owned(),
-                line,
-                column,
-                document: Some(index),
-                resource: label,
-                path: (!failure.path.is_empty() && failure.path != ".").then_some(failure.path),
-                message: failure.message,
-            }]);
+            return Err(vec![
+                failure.into_error(file, index, first_line, text, label),
+            ]);
         }
     };
 
@@ -331,6 +339,7 @@ fn parse_document(
             spec,
             status: None,
         },
+        serverless_workflow: false,
     };
     let problems = validate(&document.resource);
     if problems.is_empty() {
@@ -351,26 +360,142 @@ fn unreachable_kind() -> Result<(Metadata, serde_json::Value), TypedFailure> {
     })
 }
 
+/// A plain Serverless Workflow document (`document.dsl`, no `kind`), stored as the Workflow
+/// named `workflow_name` or its `document.name`; the spec is the document without that name.
+fn parse_plain_workflow(
+    file: &str,
+    index: usize,
+    first_line: usize,
+    text: &str,
+    mapping: &serde_yaml_ng::Mapping,
+    workflow_name: Option<&str>,
+) -> Result<ParsedDocument, Vec<ManifestError>> {
+    let given_name = mapping
+        .get(serde_yaml_ng::Value::from("document"))
+        .and_then(|document| document.get("name"))
+        .and_then(|name| name.as_str());
+    let Some(name) = workflow_name.or(given_name) else {
+        let failure = TypedFailure {
+            path: "document".into(),
+            location: None,
+            message: "missing `document.name`: a Serverless Workflow file is stored as the \
+                      Workflow of that name (or pass --name)"
+                .into(),
+        };
+        return Err(vec![failure.into_error(
+            file,
+            index,
+            first_line,
+            text,
+            Some("Workflow".into()),
+        )]);
+    };
+    let label = Some(format!("Workflow \"{name}\""));
+    let spec = match located::<WorkflowSpec>(text).and_then(|spec| {
+        serde_json::to_value(&spec).map_err(|error| TypedFailure {
+            path: String::new(),
+            location: None,
+            message: error.to_string(),
+        })
+    }) {
+        Ok(mut spec) => {
+            // The workflow's name is the resource's: kept once, in metadata.
+            if let Some(document) = spec.get_mut("document").and_then(|d| d.as_object_mut()) {
+                document.remove("name");
+            }
+            spec
+        }
+        Err(failure) => {
+            return Err(vec![
+                failure.into_error(file, index, first_line, text, label),
+            ]);
+        }
+    };
+    let document = ParsedDocument {
+        file: file.to_owned(),
+        index,
+        first_line,
+        text: text.to_owned(),
+        resource: Resource {
+            api_version: API_VERSION.to_owned(),
+            kind: Kind::Workflow,
+            metadata: Metadata {
+                name: name.to_owned(),
+                ..Metadata::default()
+            },
+            spec,
+            status: None,
+        },
+        serverless_workflow: true,
+    };
+    let problems = validate(&document.resource);
+    if problems.is_empty() {
+        return Ok(document);
+    }
+    Err(problems
+        .into_iter()
+        .map(|(path, mut message)| {
+            if path == "metadata.name" && workflow_name.is_none() {
+                message.push_str(" (or pass --name to store the workflow under another name)");
+            }
+            document.error_at(&path, message)
+        })
+        .collect())
+}
+
 struct TypedFailure {
     path: String,
     location: Option<(usize, usize)>,
     message: String,
 }
 
+impl TypedFailure {
+    /// The located error of document `index` of `file`.
+    fn into_error(
+        self,
+        file: &str,
+        index: usize,
+        first_line: usize,
+        text: &str,
+        resource: Option<String>,
+    ) -> ManifestError {
+        let (line, column) = match self.location {
+            Some((line, column)) => (Some(first_line + line - 1), Some(column)),
+            None => match locate(text, &self.path) {
+                Some((line, column)) => (Some(first_line + line - 1), Some(column)),
+                None => (Some(first_line), None),
+            },
+        };
+        ManifestError {
+            file: file.to_owned(),
+            line,
+            column,
+            document: Some(index),
+            resource,
+            path: (!self.path.is_empty() && self.path != ".").then_some(self.path),
+            message: self.message,
+        }
+    }
+}
+
 /// Deserializes the document with the typed spec `S`, returning the canonical JSON spec.
 fn typed<S: DeserializeOwned + serde::Serialize>(
     text: &str,
 ) -> Result<(Metadata, serde_json::Value), TypedFailure> {
+    let manifest = located::<TypedManifest<S>>(text)?;
+    let spec = serde_json::to_value(&manifest.spec).map_err(|error| TypedFailure {
+        path: "spec".into(),
+        location: None,
+        message: error.to_string(),
+    })?;
+    Ok((manifest.metadata, spec))
+}
+
+/// Deserializes `text` as `T`, or says where and why it does not fit.
+fn located<T: DeserializeOwned>(text: &str) -> Result<T, TypedFailure> {
     let deserializer = serde_yaml_ng::Deserializer::from_str(text);
-    match serde_path_to_error::deserialize::<_, TypedManifest<S>>(deserializer) {
-        Ok(manifest) => {
-            let spec = serde_json::to_value(&manifest.spec).map_err(|error| TypedFailure {
-                path: "spec".into(),
-                location: None,
-                message: error.to_string(),
-            })?;
-            Ok((manifest.metadata, spec))
-        }
+    match serde_path_to_error::deserialize::<_, T>(deserializer) {
+        Ok(value) => Ok(value),
         Err(error) => {
             let path = error.path().to_string();
             let inner = error.inner();
@@ -500,33 +625,11 @@ pub fn validate(resource: &Resource) -> Vec<(String, String)> {
             }
         }
         Kind::Workflow => {
-            if let Ok(spec) = serde_json::from_value::<WorkflowSpec>(resource.spec.clone()) {
-                if spec.tasks.is_empty() {
-                    problems.push((
-                        "spec.tasks".into(),
-                        "a workflow needs at least one task".into(),
-                    ));
-                }
-                let mut seen = BTreeSet::new();
-                for (index, task) in spec.tasks.iter().enumerate() {
-                    if task.name.trim().is_empty() {
-                        problems.push((
-                            format!("spec.tasks[{index}].name"),
-                            "task names must not be empty".into(),
-                        ));
-                    } else if !seen.insert(task.name.clone()) {
-                        problems.push((
-                            format!("spec.tasks[{index}].name"),
-                            format!(
-                                "duplicate task name {:?}: task names must be unique",
-                                task.name
-                            ),
-                        ));
-                    }
-                }
+            if serde_json::from_value::<WorkflowSpec>(resource.spec.clone()).is_ok() {
+                problems.extend(crate::workflow::problems(resource));
             }
         }
-        Kind::Session | Kind::AgentExecution => {}
+        Kind::Session | Kind::AgentExecution | Kind::WorkflowExecution => {}
     }
     problems
 }

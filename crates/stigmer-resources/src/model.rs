@@ -246,21 +246,60 @@ pub struct EnvironmentVariable {
     pub secret: bool,
 }
 
-/// `spec` of a Workflow: validated structurally (tasks with unique names) until workflows run.
+/// `spec` of a Workflow: a Serverless Workflow DSL document (1.0.x) without its boilerplate.
+/// The task list is `do` (today's `tasks: [{name, …}]` is accepted as an alias and kept as
+/// written); [`crate::workflow_document`] turns it into the full document the runner runs.
+/// Everything below the top level is checked against the DSL's schema and our rules at apply.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkflowSpec {
+    /// Ours: a line for listings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    pub tasks: Vec<WorkflowTask>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<WorkflowDocumentSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    pub uses: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluate: Option<serde_json::Value>,
+    /// Accepted here only so that validation refuses it with its reason (not supported yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<serde_json::Value>,
+    /// The task list: `- taskName: {…}`.
+    #[serde(default, rename = "do", skip_serializing_if = "Option::is_none")]
+    pub tasks_do: Option<Vec<serde_json::Value>>,
+    /// The alias of `do`: `- name: taskName` plus the task's fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<serde_json::Value>>,
 }
 
-/// One task: a name plus whatever its type needs (interpreted by the workflow runner).
+/// `spec.document`: the DSL's `document` block; every field is optional (`dsl` defaults to
+/// 1.0.3, `namespace` to `default`, `name` to `metadata.name`, `version` to 0.0.1).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct WorkflowTask {
-    pub name: String,
-    #[serde(flatten)]
-    pub body: BTreeMap<String, serde_json::Value>,
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkflowDocumentSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsl: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
 }
 
 impl Resource {
@@ -341,6 +380,9 @@ impl Resource {
     /// Names this resource refers to, as `(kind, name, field path)`.
     pub fn references(&self) -> Vec<(Kind, String, String)> {
         let mut found = Vec::new();
+        if self.kind == Kind::Workflow {
+            return crate::workflow::agent_references(self);
+        }
         if self.kind != Kind::Agent {
             return found;
         }

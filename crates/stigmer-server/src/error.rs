@@ -8,8 +8,8 @@
 //! | Code                  | Variants                                                          |
 //! |-----------------------|-------------------------------------------------------------------|
 //! | `UNAUTHENTICATED`     | `MissingToken`, `WrongToken`                                      |
-//! | `INVALID_ARGUMENT`    | `UnknownKind`, `NotAResource`, `NotDeclarable`, `EmptyExecutionId`, `InvalidEvent`, `BackToPending`, `EmptyMessage`, `SecretAsVariable`, `MissingVariable`, `SessionOfOtherAgent`, `MessageNotObject` |
-//! | `NOT_FOUND`           | `ResourceNotFound`, `ExecutionNotFound`, `AgentNotFound`, `SessionNotFound` |
+//! | `INVALID_ARGUMENT`    | `UnknownKind`, `NotAResource`, `NotDeclarable`, `EmptyExecutionId`, `InvalidEvent`, `BackToPending`, `EmptyMessage`, `SecretAsVariable`, `MissingVariable`, `SessionOfOtherAgent`, `MessageNotObject`, `AgentOrWorkflow`, `FieldNotForKind`, `ParentTaskAlone`, `NotJson`, `OutputOrError`, `InputRejected`, `InvalidWorkflow`, `WrongExecutionKind`, `UnknownExecutionKind` |
+//! | `NOT_FOUND`           | `ResourceNotFound`, `ExecutionNotFound`, `AgentNotFound`, `SessionNotFound`, `WorkflowNotFound` |
 //! | `FAILED_PRECONDITION` | `ResourceInUse`, `ExecutionEnded`, `AgentDeleted`, `ReferenceDeleted` |
 //! | `RESOURCE_EXHAUSTED`  | `TooManySubscriptions`, `TooManySubscriptionsOnConnection`        |
 //! | `CANCELLED`           | `ApplyAbandoned`                                                  |
@@ -74,6 +74,39 @@ pub enum ServerError {
     },
     #[error("a message is not a JSON object")]
     MessageNotObject,
+    #[error("an execution runs an agent or a workflow: set exactly one of `agent` and `workflow`")]
+    AgentOrWorkflow,
+    #[error("`{field}` does not apply to {kind} executions")]
+    FieldNotForKind {
+        field: &'static str,
+        kind: &'static str,
+    },
+    #[error("`parent_task` needs `parent_execution_id`")]
+    ParentTaskAlone,
+    #[error("{what} is not JSON: {error}")]
+    NotJson {
+        what: &'static str,
+        #[source]
+        error: serde_json::Error,
+    },
+    #[error("a workflow result sets exactly one of `output_json` and `error_json`")]
+    OutputOrError,
+    #[error(
+        "the input does not fit workflow \"{workflow}\": {reason} (see its `input.schema`: \
+         `stigmer get workflow {workflow} -o yaml`)"
+    )]
+    InputRejected { workflow: String, reason: String },
+    #[error(
+        "workflow \"{workflow}\" cannot run: {reason} (apply it again with `stigmer apply -f`)"
+    )]
+    InvalidWorkflow { workflow: String, reason: String },
+    #[error("execution \"{execution_id}\" is not {expected}")]
+    WrongExecutionKind {
+        execution_id: String,
+        expected: &'static str,
+    },
+    #[error("unknown execution kind {text:?}: use agent or workflow")]
+    UnknownExecutionKind { text: String },
 
     #[error("{} \"{name}\" not found{}", .kind.as_str().to_ascii_lowercase(), did_you_mean(.suggestion))]
     ResourceNotFound {
@@ -90,6 +123,11 @@ pub enum ServerError {
     },
     #[error("session \"{session}\" not found")]
     SessionNotFound { session: String },
+    #[error("workflow '{workflow}' not found{}; apply it with `stigmer apply -f FILE`", did_you_mean(.suggestion))]
+    WorkflowNotFound {
+        workflow: String,
+        suggestion: Option<String>,
+    },
 
     #[error("{kind} \"{name}\" is used by {}; change those first or delete with --force", .users.join(", "))]
     ResourceInUse {
@@ -178,11 +216,21 @@ impl ServerError {
             | SecretAsVariable { .. }
             | MissingVariable { .. }
             | SessionOfOtherAgent { .. }
-            | MessageNotObject => Code::InvalidArgument,
+            | MessageNotObject
+            | AgentOrWorkflow
+            | FieldNotForKind { .. }
+            | ParentTaskAlone
+            | NotJson { .. }
+            | OutputOrError
+            | InputRejected { .. }
+            | InvalidWorkflow { .. }
+            | WrongExecutionKind { .. }
+            | UnknownExecutionKind { .. } => Code::InvalidArgument,
             ResourceNotFound { .. }
             | ExecutionNotFound { .. }
             | AgentNotFound { .. }
-            | SessionNotFound { .. } => Code::NotFound,
+            | SessionNotFound { .. }
+            | WorkflowNotFound { .. } => Code::NotFound,
             ResourceInUse { .. }
             | ExecutionEnded { .. }
             | AgentDeleted { .. }
@@ -310,6 +358,72 @@ mod tests {
                 ServerError::MessageNotObject,
                 Code::InvalidArgument,
                 "a message is not a JSON object".into(),
+            ),
+            (
+                ServerError::AgentOrWorkflow,
+                Code::InvalidArgument,
+                "an execution runs an agent or a workflow: set exactly one of `agent` and `workflow`".into(),
+            ),
+            (
+                ServerError::FieldNotForKind { field: "message", kind: "workflow" },
+                Code::InvalidArgument,
+                "`message` does not apply to workflow executions".into(),
+            ),
+            (
+                ServerError::ParentTaskAlone,
+                Code::InvalidArgument,
+                "`parent_task` needs `parent_execution_id`".into(),
+            ),
+            (
+                ServerError::NotJson { what: "the input", error: json_error() },
+                Code::InvalidArgument,
+                format!("the input is not JSON: {json_message}"),
+            ),
+            (
+                ServerError::OutputOrError,
+                Code::InvalidArgument,
+                "a workflow result sets exactly one of `output_json` and `error_json`".into(),
+            ),
+            (
+                ServerError::InputRejected {
+                    workflow: "greet".into(),
+                    reason: "/name: 1 is not of type \"string\"".into(),
+                },
+                Code::InvalidArgument,
+                "the input does not fit workflow \"greet\": /name: 1 is not of type \"string\" \
+                 (see its `input.schema`: `stigmer get workflow greet -o yaml`)"
+                    .into(),
+            ),
+            (
+                ServerError::InvalidWorkflow {
+                    workflow: "greet".into(),
+                    reason: "/do: expected a list of tasks".into(),
+                },
+                Code::InvalidArgument,
+                "workflow \"greet\" cannot run: /do: expected a list of tasks (apply it again \
+                 with `stigmer apply -f`)"
+                    .into(),
+            ),
+            (
+                ServerError::WrongExecutionKind {
+                    execution_id: "aex-1".into(),
+                    expected: "a workflow execution",
+                },
+                Code::InvalidArgument,
+                "execution \"aex-1\" is not a workflow execution".into(),
+            ),
+            (
+                ServerError::UnknownExecutionKind { text: "robot".into() },
+                Code::InvalidArgument,
+                "unknown execution kind \"robot\": use agent or workflow".into(),
+            ),
+            (
+                ServerError::WorkflowNotFound {
+                    workflow: "fetc".into(),
+                    suggestion: Some("fetch".into()),
+                },
+                Code::NotFound,
+                "workflow 'fetc' not found (did you mean \"fetch\"?); apply it with `stigmer apply -f FILE`".into(),
             ),
             (
                 ServerError::ResourceNotFound {

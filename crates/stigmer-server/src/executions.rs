@@ -1,4 +1,7 @@
-//! `ExecutionService`: the RPCs of executions over the store and Temporal.
+//! `ExecutionService`: the RPCs of executions over the store and Temporal. Agent and workflow
+//! executions share them, told apart by their id (`aex-…`, `wex-…`); `GetRunContext`,
+//! `SaveMessages` and `SaveToolSnapshot` are an agent run's, `SetWorkflowResult` a workflow
+//! run's.
 //!
 //! Appends are serialised: the store numbers the events and, after the transaction commits,
 //! the hub (`hub.rs`) announces the execution's last sequence number; a `Subscribe` stream
@@ -9,17 +12,19 @@ use crate::blocking::on_store;
 use crate::error::{ServerError, resource_json};
 use crate::hub::EventHub;
 use crate::lifecycle::{
-    Gateway, TemporalTarget, Watch, cancel_workflow, phase_of, record_phase, start_workflow,
-    system_resource, watch_execution,
+    Gateway, TemporalTarget, Watch, WorkflowResult, WorkflowRun, cancel_workflow, execution_kind,
+    find_execution, phase_of, record_phase, record_phase_with, start_workflow, system_resource,
+    watch_execution,
 };
-use crate::secrets::Secrets;
+use crate::secrets::{Secrets, redact, redact_value};
 use crate::subscribe::{EventStream, SubscriptionLimits, event_stream};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use stigmer_proto::execution::{
-    AgentExecutionSpec, AgentExecutionStatus, ExecutionEvent as TypedEvent, ExecutionPhase,
-    PhaseChanged,
+    AgentExecutionSpec, AgentExecutionStatus, ExecutionEvent as TypedEvent, ExecutionKind,
+    ExecutionParent, ExecutionPhase, PhaseChanged, WorkflowExecutionSpec, WorkflowExecutionStatus,
+    WorkflowRunInput,
 };
 use stigmer_proto::executions::v1::MessagePlace as ProtoMessagePlace;
 use stigmer_proto::executions::v1::execution_service_server::ExecutionService;
@@ -27,12 +32,16 @@ use stigmer_proto::executions::v1::get_run_context_request::Messages as WantedMe
 use stigmer_proto::executions::v1::{
     AppendEventsRequest, AppendEventsResponse, GetRunContextRequest, RunContext,
     SaveMessagesRequest, SaveMessagesResponse, SaveToolSnapshotRequest, SaveToolSnapshotResponse,
-    SubscribeRequest,
+    SetWorkflowResultRequest, SetWorkflowResultResponse, SubscribeRequest,
 };
 use stigmer_proto::executions::v1::{
     CancelExecutionRequest, CancelExecutionResponse, CreateExecutionRequest,
     CreateExecutionResponse, GetExecutionRequest, GetExecutionResponse, ListExecutionsRequest,
     ListExecutionsResponse,
+};
+use stigmer_proto::executions::v1::{
+    GetExecutionStateRequest, GetExecutionStateResponse, PutExecutionStateRequest,
+    PutExecutionStateResponse,
 };
 use stigmer_resources::{Kind, Resource, suggest};
 use stigmer_store::{MessagePlace, NewEvent, Store, StoredMessage};
@@ -67,7 +76,12 @@ impl ExecutionApi {
         let gateway = self.gateway.clone();
         let watch = self.watch();
         tokio::spawn(async move {
-            let listed = on_store(&store, |store| store.list(Kind::AgentExecution)).await;
+            let listed = on_store(&store, |store| {
+                let mut executions = store.list(Kind::AgentExecution)?;
+                executions.extend(store.list(Kind::WorkflowExecution)?);
+                Ok::<_, ServerError>(executions)
+            })
+            .await;
             let unfinished: Vec<String> = match listed {
                 Ok(executions) => executions
                     .iter()
@@ -126,13 +140,30 @@ impl ExecutionApi {
     }
 }
 
-/// The execution `execution_id`, or NOT_FOUND.
+/// The execution `execution_id` of either kind, or NOT_FOUND.
 fn execution(store: &dyn Store, execution_id: &str) -> Result<Resource, ServerError> {
-    store
-        .get(Kind::AgentExecution, execution_id)?
-        .ok_or_else(|| ServerError::ExecutionNotFound {
+    find_execution(store, execution_id)?.ok_or_else(|| ServerError::ExecutionNotFound {
+        execution_id: execution_id.to_owned(),
+    })
+}
+
+/// The execution `execution_id`, which must be of `kind` (INVALID_ARGUMENT otherwise).
+fn execution_of_kind(
+    store: &dyn Store,
+    execution_id: &str,
+    kind: Kind,
+) -> Result<Resource, ServerError> {
+    let execution = execution(store, execution_id)?;
+    if execution.kind != kind {
+        return Err(ServerError::WrongExecutionKind {
             execution_id: execution_id.to_owned(),
-        })
+            expected: match kind {
+                Kind::WorkflowExecution => "a workflow execution",
+                _ => "an agent execution",
+            },
+        });
+    }
+    Ok(execution)
 }
 
 /// What an execution asks for, read through the typed protocol.
@@ -191,6 +222,12 @@ struct AgentTools {
 
 /// The key of an execution's tool snapshot in its stored state.
 const TOOL_SNAPSHOT: &str = "tools";
+
+/// Where a key of `PutExecutionState` is stored: apart from the server's own keys (such as
+/// [`TOOL_SNAPSHOT`]), so that a runner cannot overwrite them.
+fn runner_state_key(key: &str) -> String {
+    format!("runner/{key}")
+}
 
 fn agent_tools(store: &dyn Store, agent: &Resource) -> Result<AgentTools, ServerError> {
     let names = |field: &str| -> Vec<String> {
@@ -269,24 +306,6 @@ fn check_variables(
     Ok(())
 }
 
-/// `text` with every secret value replaced by the mask, longest values first (so a secret that
-/// contains another is masked whole), as the runner redacts events and messages.
-fn redact(text: &str, secrets: &HashMap<String, String>) -> String {
-    let mut values: Vec<&str> = secrets
-        .values()
-        .map(String::as_str)
-        .filter(|value| !value.is_empty())
-        .collect();
-    values.sort_by_key(|value| std::cmp::Reverse(value.len()));
-    let mut text = text.to_owned();
-    for value in values {
-        if text.contains(value) {
-            text = text.replace(value, stigmer_resources::MASK);
-        }
-    }
-    text
-}
-
 fn place_of(place: ProtoMessagePlace) -> MessagePlace {
     MessagePlace::new(place.turn, place.index)
 }
@@ -295,9 +314,8 @@ fn place_of(place: ProtoMessagePlace) -> MessagePlace {
 /// through the execution's status), the others in their wire form.
 fn typed_events(
     events: Vec<stigmer_proto::executions::v1::NewEvent>,
-) -> Result<(Vec<PhaseChanged>, Vec<NewEvent>), ServerError> {
-    let mut phases = Vec::new();
-    let mut others = Vec::with_capacity(events.len());
+) -> Result<Vec<Appended>, ServerError> {
+    let mut appended: Vec<Appended> = Vec::with_capacity(1);
     for event in events {
         let typed = event.event().map_err(|error| ServerError::InvalidEvent {
             key: event.key.clone(),
@@ -310,22 +328,31 @@ fn typed_events(
                 if changed.phase == ExecutionPhase::Pending {
                     return Err(ServerError::BackToPending { key: event.key });
                 }
-                phases.push(changed);
+                appended.push(Appended::Phase(changed));
             }
             typed => {
                 let (kind, data) = typed.into_wire();
-                others.push(NewEvent {
+                let event = NewEvent {
                     key: event.key,
                     kind,
                     data,
-                });
+                };
+                match appended.last_mut() {
+                    Some(Appended::Events(events)) => events.push(event),
+                    _ => appended.push(Appended::Events(vec![event])),
+                }
             }
         }
     }
-    Ok((phases, others))
+    Ok(appended)
 }
 
-/// The agent `name`, or NOT_FOUND with the closest name there is.
+/// An append, in the order it came: runs of plain events, and the phase changes between them.
+enum Appended {
+    Events(Vec<NewEvent>),
+    Phase(PhaseChanged),
+}
+
 /// An Environment a run names, or NOT_FOUND with a suggestion.
 fn environment(
     store: &dyn Store,
@@ -342,6 +369,7 @@ fn environment(
     serde_json::from_value(found.spec).map_err(ServerError::Encode)
 }
 
+/// The agent `name`, or NOT_FOUND with the closest name there is.
 fn agent(store: &dyn Store, name: &str) -> Result<Resource, ServerError> {
     if let Some(agent) = store.get(Kind::Agent, name)? {
         return Ok(agent);
@@ -353,68 +381,54 @@ fn agent(store: &dyn Store, name: &str) -> Result<Resource, ServerError> {
     })
 }
 
-#[tonic::async_trait]
-impl ExecutionService for ExecutionApi {
-    async fn append_events(
-        &self,
-        request: Request<AppendEventsRequest>,
-    ) -> Result<Response<AppendEventsResponse>, Status> {
-        let request = request.into_inner();
-        if request.execution_id.is_empty() {
-            return Err(ServerError::EmptyExecutionId.into());
-        }
-        // Every event is read through the typed protocol: a known kind whose fields do not fit
-        // is refused; a kind this build does not know is stored as it came.
-        let parsed = typed_events(request.events);
-        // The lock is held by the blocking work itself, so a dropped RPC cannot let another
-        // append in while its write still runs. One trip to the blocking pool per append.
-        let guard = self.append_lock.clone().lock_owned().await;
-        let hub = self.hub.clone();
-        let execution_id = request.execution_id;
-        let seqs = on_store(&self.store, move |store| {
-            let _guard = guard;
-            // Events belong to an execution that exists and has not ended (checked before the
-            // events themselves): a step still running after a cancel hears so here and stops.
-            ensure_open(&execution(store, &execution_id)?)?;
-            let (phases, others) = parsed?;
-            let stored = store.append_events(&execution_id, &others, &stigmer_resources::now())?;
-            let mut seqs: Vec<u64> = stored.iter().map(|event| event.seq).collect();
-            for event in stored {
-                hub.publish(event);
-            }
-            for changed in phases {
-                record_phase(
-                    store,
-                    &hub,
-                    &execution_id,
-                    changed.phase,
-                    changed.reason.as_deref(),
-                )?;
-                if let Some(last) = store
-                    .events_after(&execution_id, seqs.last().copied().unwrap_or(0), 1)
-                    .ok()
-                    .and_then(|events| events.into_iter().last())
-                {
-                    seqs.push(last.seq);
-                }
-            }
-            Ok::<_, ServerError>(seqs)
-        })
-        .await?;
-        Ok(Response::new(AppendEventsResponse { seqs }))
+/// The Workflow `name`, or NOT_FOUND with the closest name there is.
+fn workflow(store: &dyn Store, name: &str) -> Result<Resource, ServerError> {
+    if let Some(workflow) = store.get(Kind::Workflow, name)? {
+        return Ok(workflow);
     }
+    let names = store.names(Kind::Workflow)?;
+    Err(ServerError::WorkflowNotFound {
+        workflow: name.to_owned(),
+        suggestion: suggest(name, names.iter().map(String::as_str)).map(str::to_owned),
+    })
+}
 
-    async fn create_execution(
-        &self,
-        request: Request<CreateExecutionRequest>,
-    ) -> Result<Response<CreateExecutionResponse>, Status> {
-        let mut request = request.into_inner();
-        let agent_name = request.agent.clone();
-        let agent = on_store(&self.store, move |store| agent(store, &agent_name)).await?;
-        if request.message.trim().is_empty() {
-            return Err(ServerError::EmptyMessage.into());
-        }
-        // The run's Environments first, then its own `--env` and `--secret` over them.
+/// JSON text a request carries, or INVALID_ARGUMENT naming `what` it is.
+fn parse_json(what: &'static str, text: &str) -> Result<serde_json::Value, ServerError> {
+    serde_json::from_str(text).map_err(|error| ServerError::NotJson { what, error })
+}
+
+/// The reason a faulted workflow execution records: its error's `detail`, else its `title`,
+/// else its `type`, on one line (the whole error is in the execution's status).
+fn error_reason(error: &serde_json::Value) -> String {
+    let text = ["detail", "title", "type"]
+        .into_iter()
+        .find_map(|field| {
+            error
+                .get(field)
+                .and_then(serde_json::Value::as_str)
+                .filter(|text| !text.trim().is_empty())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| match error {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        });
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Refuses a field given for the kind of execution it does not apply to.
+fn refuse_field(given: bool, field: &'static str, kind: &'static str) -> Result<(), ServerError> {
+    if given {
+        return Err(ServerError::FieldNotForKind { field, kind });
+    }
+    Ok(())
+}
+
+impl ExecutionApi {
+    /// A run's variables and secrets: its Environments' first, in order, then its own `--env`
+    /// and `--secret` over them. Sets them in `request`.
+    async fn run_variables(&self, request: &mut CreateExecutionRequest) -> Result<(), ServerError> {
         let names = request.environments.clone();
         let environments = on_store(&self.store, move |store| {
             names
@@ -445,6 +459,96 @@ impl ExecutionService for ExecutionApi {
         }
         request.env = env;
         request.secrets = secrets;
+        Ok(())
+    }
+
+    /// Stores new resources (the execution among them) with the execution's `pending` event.
+    async fn store_created(
+        &self,
+        created: Vec<Resource>,
+        execution_id: &str,
+    ) -> Result<(), ServerError> {
+        let guard = self.append_lock.clone().lock_owned().await;
+        let hub = self.hub.clone();
+        let execution_id = execution_id.to_owned();
+        on_store(&self.store, move |store| {
+            let _guard = guard;
+            store.put_all(&created)?;
+            let (kind, data) =
+                TypedEvent::from(PhaseChanged::new(ExecutionPhase::Pending, None)).into_wire();
+            let stored = store.append_events(
+                &execution_id,
+                &[NewEvent {
+                    key: "phase.pending".into(),
+                    kind,
+                    data,
+                }],
+                &stigmer_resources::now(),
+            )?;
+            for event in stored {
+                hub.publish(event);
+            }
+            Ok::<_, ServerError>(())
+        })
+        .await
+    }
+
+    /// Starts an execution's workflow; when Temporal refuses, the execution fails with the
+    /// reason and the caller gets the error.
+    async fn start_or_fail(
+        &self,
+        client: &stigmer_temporal::temporalio_client::Client,
+        execution_id: &str,
+        run: WorkflowRun<'_>,
+    ) -> Result<(), ServerError> {
+        let Err(error) = start_workflow(client, execution_id, run).await else {
+            return Ok(());
+        };
+        self.secrets.forget(execution_id);
+        let guard = self.append_lock.clone().lock_owned().await;
+        let hub = self.hub.clone();
+        let id = execution_id.to_owned();
+        let reason = error.to_string();
+        on_store(&self.store, move |store| {
+            let _guard = guard;
+            record_phase(store, &hub, &id, ExecutionPhase::Failed, Some(&reason))
+        })
+        .await?;
+        Err(error)
+    }
+
+    async fn create_agent_execution(
+        &self,
+        mut request: CreateExecutionRequest,
+    ) -> Result<CreateExecutionResponse, ServerError> {
+        refuse_field(!request.input_json.is_empty(), "input_json", "agent")?;
+        if !request.parent_task.is_empty() && request.parent_execution_id.is_empty() {
+            return Err(ServerError::ParentTaskAlone);
+        }
+        let agent_name = request.agent.clone();
+        let agent = on_store(&self.store, move |store| agent(store, &agent_name)).await?;
+        if request.message.trim().is_empty() {
+            return Err(ServerError::EmptyMessage);
+        }
+        // An agent run of a workflow's task: the workflow execution must be running.
+        let parent = if request.parent_execution_id.is_empty() {
+            None
+        } else {
+            let parent_id = request.parent_execution_id.clone();
+            on_store(&self.store, move |store| {
+                ensure_open(&execution_of_kind(
+                    store,
+                    &parent_id,
+                    Kind::WorkflowExecution,
+                )?)
+            })
+            .await?;
+            Some(ExecutionParent {
+                execution_id: request.parent_execution_id.clone(),
+                task: request.parent_task.clone(),
+            })
+        };
+        self.run_variables(&mut request).await?;
         check_variables(&agent, &request.env, &request.secrets)?;
         // Temporal first: if it does not answer, nothing is created and the caller hears so
         // at once, instead of an execution that stays pending.
@@ -474,15 +578,15 @@ impl ExecutionService for ExecutionApi {
                     session: request.session_id.clone(),
                     owner: session.spec["agent"].clone(),
                     agent: request.agent.clone(),
-                }
-                .into());
+                });
             }
             request.session_id.clone()
         };
         let execution_id = stigmer_resources::new_id(Kind::AgentExecution);
         // The message is stored, so a `--secret` value typed into it is masked as it is in
         // events and the conversation; the run still has the value among its secrets.
-        let message = redact(&request.message, &request.secrets);
+        let message = redact(&request.message, request.secrets.values());
+        let started_by_workflow = parent.is_some();
         let spec = AgentExecutionSpec {
             agent: request.agent.clone(),
             session: session_id,
@@ -491,6 +595,7 @@ impl ExecutionService for ExecutionApi {
             env: request.env.clone().into_iter().collect(),
             secret_names: request.secrets.keys().cloned().collect(),
             environments: request.environments.clone(),
+            parent,
         };
         let execution = system_resource(
             Kind::AgentExecution,
@@ -499,45 +604,14 @@ impl ExecutionService for ExecutionApi {
             AgentExecutionStatus::default().to_value(),
         );
         created.push(execution.clone());
-        {
-            let guard = self.append_lock.clone().lock_owned().await;
-            let hub = self.hub.clone();
-            let execution_id = execution_id.clone();
-            on_store(&self.store, move |store| {
-                let _guard = guard;
-                store.put_all(&created)?;
-                let (kind, data) =
-                    TypedEvent::from(PhaseChanged::new(ExecutionPhase::Pending, None)).into_wire();
-                let stored = store.append_events(
-                    &execution_id,
-                    &[NewEvent {
-                        key: "phase.pending".into(),
-                        kind,
-                        data,
-                    }],
-                    &stigmer_resources::now(),
-                )?;
-                for event in stored {
-                    hub.publish(event);
-                }
-                Ok::<_, ServerError>(())
-            })
-            .await?;
-        }
+        self.store_created(created, &execution_id).await?;
         self.secrets
             .insert(&execution_id, request.secrets.into_iter().collect());
-        if let Err(error) = start_workflow(&client, &execution_id).await {
-            self.secrets.forget(&execution_id);
-            let guard = self.append_lock.clone().lock_owned().await;
-            let hub = self.hub.clone();
-            let id = execution_id.clone();
-            let reason = error.to_string();
-            on_store(&self.store, move |store| {
-                let _guard = guard;
-                record_phase(store, &hub, &id, ExecutionPhase::Failed, Some(&reason))
-            })
-            .await?;
-            return Err(error.into());
+        // The workflow runner starts the run of a workflow's task as its child workflow.
+        if !started_by_workflow {
+            let argument = serde_json::Value::from(execution_id.clone());
+            self.start_or_fail(&client, &execution_id, WorkflowRun::agent(&argument))
+                .await?;
         }
         tracing::info!(execution_id = %execution_id, agent = %request.agent, "Execution created.");
         tokio::spawn(watch_execution(
@@ -547,9 +621,175 @@ impl ExecutionService for ExecutionApi {
             execution_id,
             self.gateway.pickup_timeout(),
         ));
-        Ok(Response::new(CreateExecutionResponse {
+        Ok(CreateExecutionResponse {
             execution_json: resource_json(&execution)?,
-        }))
+        })
+    }
+
+    async fn create_workflow_execution(
+        &self,
+        mut request: CreateExecutionRequest,
+    ) -> Result<CreateExecutionResponse, ServerError> {
+        for (given, field) in [
+            (!request.message.is_empty(), "message"),
+            (!request.session_id.is_empty(), "session_id"),
+            (!request.model.is_empty(), "model"),
+            (
+                !request.parent_execution_id.is_empty(),
+                "parent_execution_id",
+            ),
+            (!request.parent_task.is_empty(), "parent_task"),
+        ] {
+            refuse_field(given, field, "workflow")?;
+        }
+        let workflow_name = request.workflow.clone();
+        let workflow = on_store(&self.store, move |store| workflow(store, &workflow_name)).await?;
+        let input = if request.input_json.trim().is_empty() {
+            json!({})
+        } else {
+            parse_json("the input", &request.input_json)?
+        };
+        self.run_variables(&mut request).await?;
+        // The definition as it is now: later edits of the Workflow do not change this run.
+        let definition = stigmer_resources::workflow_document(&workflow);
+        // An input that fails the definition's `input.schema` is refused before anything runs.
+        let parsed =
+            stigmer_workflow::Workflow::from_document(definition.clone()).map_err(|problems| {
+                ServerError::InvalidWorkflow {
+                    workflow: request.workflow.clone(),
+                    reason: problems
+                        .iter()
+                        .map(|problem| problem.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                }
+            })?;
+        stigmer_workflow::interp::check_input(&parsed, &input).map_err(|problem| {
+            ServerError::InputRejected {
+                workflow: request.workflow.clone(),
+                reason: problem.detail.unwrap_or_default(),
+            }
+        })?;
+        // Temporal first: if it does not answer, nothing is created.
+        let (client, probe) = self.gateway.client().await?;
+        let execution_id = stigmer_resources::new_id(Kind::WorkflowExecution);
+        // The input is stored and goes into Temporal's history: no secret value may be in it.
+        let secrets: std::collections::BTreeMap<String, String> =
+            request.secrets.into_iter().collect();
+        let input = redact_value(input, &secrets);
+        let spec = WorkflowExecutionSpec {
+            workflow: request.workflow.clone(),
+            definition,
+            input,
+            env: request.env.into_iter().collect(),
+            secret_names: secrets.keys().cloned().collect(),
+            environments: request.environments,
+        };
+        let run_input = WorkflowRunInput {
+            execution_id: execution_id.clone(),
+            definition: spec.definition.clone(),
+            input: spec.input.clone(),
+            secret_names: secrets.keys().cloned().collect(),
+        };
+        let execution = system_resource(
+            Kind::WorkflowExecution,
+            &execution_id,
+            spec.to_value(),
+            WorkflowExecutionStatus::default().to_value(),
+        );
+        self.store_created(vec![execution.clone()], &execution_id)
+            .await?;
+        self.secrets.insert(&execution_id, secrets);
+        let argument = serde_json::to_value(&run_input).map_err(ServerError::Encode)?;
+        self.start_or_fail(&client, &execution_id, WorkflowRun::workflow(&argument))
+            .await?;
+        tracing::info!(execution_id = %execution_id, workflow = %request.workflow, "Execution created.");
+        tokio::spawn(watch_execution(
+            self.watch(),
+            client,
+            probe,
+            execution_id,
+            self.gateway.pickup_timeout(),
+        ));
+        Ok(CreateExecutionResponse {
+            execution_json: resource_json(&execution)?,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl ExecutionService for ExecutionApi {
+    async fn append_events(
+        &self,
+        request: Request<AppendEventsRequest>,
+    ) -> Result<Response<AppendEventsResponse>, Status> {
+        let request = request.into_inner();
+        if request.execution_id.is_empty() {
+            return Err(ServerError::EmptyExecutionId.into());
+        }
+        // Every event is read through the typed protocol: a known kind whose fields do not fit
+        // is refused; a kind this build does not know is stored as it came.
+        let parsed = typed_events(request.events);
+        // The lock is held by the blocking work itself, so a dropped RPC cannot let another
+        // append in while its write still runs. One trip to the blocking pool per append.
+        let guard = self.append_lock.clone().lock_owned().await;
+        let hub = self.hub.clone();
+        let execution_id = request.execution_id;
+        let seqs = on_store(&self.store, move |store| {
+            let _guard = guard;
+            // Events belong to an execution that exists and has not ended (checked before the
+            // events themselves): a step still running after a cancel hears so here and stops.
+            ensure_open(&execution(store, &execution_id)?)?;
+            let mut seqs: Vec<u64> = Vec::new();
+            // In the order they came, so that a phase reported between two events shows there.
+            for part in parsed? {
+                match part {
+                    Appended::Events(events) => {
+                        let stored = store.append_events(
+                            &execution_id,
+                            &events,
+                            &stigmer_resources::now(),
+                        )?;
+                        seqs.extend(stored.iter().map(|event| event.seq));
+                        for event in stored {
+                            hub.publish(event);
+                        }
+                    }
+                    Appended::Phase(changed) => {
+                        record_phase(
+                            store,
+                            &hub,
+                            &execution_id,
+                            changed.phase,
+                            changed.reason.as_deref(),
+                        )?;
+                        if let Some(last) = store
+                            .events_after(&execution_id, seqs.last().copied().unwrap_or(0), 1)
+                            .ok()
+                            .and_then(|events| events.into_iter().last())
+                        {
+                            seqs.push(last.seq);
+                        }
+                    }
+                }
+            }
+            Ok::<_, ServerError>(seqs)
+        })
+        .await?;
+        Ok(Response::new(AppendEventsResponse { seqs }))
+    }
+
+    async fn create_execution(
+        &self,
+        request: Request<CreateExecutionRequest>,
+    ) -> Result<Response<CreateExecutionResponse>, Status> {
+        let request = request.into_inner();
+        let created = match (request.agent.is_empty(), request.workflow.is_empty()) {
+            (false, true) => self.create_agent_execution(request).await?,
+            (true, false) => self.create_workflow_execution(request).await?,
+            _ => return Err(ServerError::AgentOrWorkflow.into()),
+        };
+        Ok(Response::new(created))
     }
 
     async fn get_execution(
@@ -564,11 +804,26 @@ impl ExecutionService for ExecutionApi {
 
     async fn list_executions(
         &self,
-        _request: Request<ListExecutionsRequest>,
+        request: Request<ListExecutionsRequest>,
     ) -> Result<Response<ListExecutionsResponse>, Status> {
-        let executions_json = on_store(&self.store, |store| {
-            store
-                .list(Kind::AgentExecution)?
+        let text = request.into_inner().kind;
+        let kinds = match text.parse::<ExecutionKind>() {
+            _ if text.is_empty() => vec![Kind::AgentExecution, Kind::WorkflowExecution],
+            Ok(ExecutionKind::Agent) => vec![Kind::AgentExecution],
+            Ok(ExecutionKind::Workflow) => vec![Kind::WorkflowExecution],
+            Err(_) => return Err(ServerError::UnknownExecutionKind { text }.into()),
+        };
+        let executions_json = on_store(&self.store, move |store| {
+            let mut executions = Vec::new();
+            for kind in kinds {
+                executions.extend(store.list(kind)?);
+            }
+            // Oldest first, whatever their kind.
+            executions.sort_by(|a, b| {
+                (&a.metadata.created_at, &a.metadata.name)
+                    .cmp(&(&b.metadata.created_at, &b.metadata.name))
+            });
+            executions
                 .iter()
                 .map(resource_json)
                 .collect::<Result<Vec<_>, _>>()
@@ -598,10 +853,25 @@ impl ExecutionService for ExecutionApi {
             messages: wanted,
             with_tools,
         } = request.into_inner();
+        // A workflow run's activities need only the execution and its secrets.
+        if execution_kind(&execution_id) == Some(Kind::WorkflowExecution) {
+            let id = execution_id.clone();
+            let execution_json = on_store(&self.store, move |store| {
+                let execution = execution(store, &id)?;
+                ensure_open(&execution)?;
+                resource_json(&execution)
+            })
+            .await?;
+            return Ok(Response::new(RunContext {
+                execution_json,
+                secrets: self.secrets.get(&execution_id).into_iter().collect(),
+                ..RunContext::default()
+            }));
+        }
         let id = execution_id.clone();
         let (execution_json, agent_json, messages_json, places, last, tools) =
             on_store(&self.store, move |store| {
-                let execution = execution(store, &id)?;
+                let execution = execution_of_kind(store, &id, Kind::AgentExecution)?;
                 ensure_open(&execution)?;
                 let spec = spec_of(&execution)?;
                 let agent = store.get(Kind::Agent, &spec.agent)?.ok_or_else(|| {
@@ -690,7 +960,11 @@ impl ExecutionService for ExecutionApi {
             .filter(serde_json::Value::is_object)
             .ok_or(ServerError::MessageNotObject)?;
         on_store(&self.store, move |store| {
-            ensure_open(&execution(store, &request.execution_id)?)?;
+            ensure_open(&execution_of_kind(
+                store,
+                &request.execution_id,
+                Kind::AgentExecution,
+            )?)?;
             store.put_execution_state(&request.execution_id, TOOL_SNAPSHOT, &snapshot)?;
             Ok::<_, ServerError>(())
         })
@@ -704,7 +978,7 @@ impl ExecutionService for ExecutionApi {
     ) -> Result<Response<SaveMessagesResponse>, Status> {
         let request = request.into_inner();
         on_store(&self.store, move |store| {
-            let execution = execution(store, &request.execution_id)?;
+            let execution = execution_of_kind(store, &request.execution_id, Kind::AgentExecution)?;
             ensure_open(&execution)?;
             let messages = request
                 .messages_json
@@ -728,6 +1002,104 @@ impl ExecutionService for ExecutionApi {
         })
         .await?;
         Ok(Response::new(SaveMessagesResponse {}))
+    }
+
+    async fn set_workflow_result(
+        &self,
+        request: Request<SetWorkflowResultRequest>,
+    ) -> Result<Response<SetWorkflowResultResponse>, Status> {
+        let SetWorkflowResultRequest {
+            execution_id,
+            output_json,
+            error_json,
+        } = request.into_inner();
+        if execution_id.is_empty() {
+            return Err(ServerError::EmptyExecutionId.into());
+        }
+        let result = match (output_json.is_empty(), error_json.is_empty()) {
+            (false, true) => WorkflowResult::Output(parse_json("the output", &output_json)?),
+            (true, false) => WorkflowResult::Error(parse_json("the error", &error_json)?),
+            _ => return Err(ServerError::OutputOrError.into()),
+        };
+        // What is stored holds no secret value, like the events and the logs.
+        let secrets = self.secrets.get(&execution_id);
+        let (result, phase, reason) = match result {
+            WorkflowResult::Output(output) => (
+                WorkflowResult::Output(redact_value(output, &secrets)),
+                ExecutionPhase::Completed,
+                None,
+            ),
+            WorkflowResult::Error(error) => {
+                let error = redact_value(error, &secrets);
+                let reason = error_reason(&error);
+                (
+                    WorkflowResult::Error(error),
+                    ExecutionPhase::Failed,
+                    Some(reason),
+                )
+            }
+        };
+        let guard = self.append_lock.clone().lock_owned().await;
+        let hub = self.hub.clone();
+        let id = execution_id.clone();
+        let why = reason.clone();
+        let recorded = on_store(&self.store, move |store| {
+            let _guard = guard;
+            execution_of_kind(store, &id, Kind::WorkflowExecution)?;
+            // A retried last step finds the execution ended: nothing more to do.
+            record_phase_with(store, &hub, &id, phase, why.as_deref(), Some(result))
+        })
+        .await?;
+        if recorded {
+            self.secrets.forget(&execution_id);
+            tracing::info!(execution_id = %execution_id, phase = %phase, reason, "Execution ended.");
+        }
+        Ok(Response::new(SetWorkflowResultResponse {}))
+    }
+
+    async fn put_execution_state(
+        &self,
+        request: Request<PutExecutionStateRequest>,
+    ) -> Result<Response<PutExecutionStateResponse>, Status> {
+        let PutExecutionStateRequest {
+            execution_id,
+            key,
+            value_json,
+        } = request.into_inner();
+        if execution_id.is_empty() {
+            return Err(ServerError::EmptyExecutionId.into());
+        }
+        // Runners never see their secrets' values echoed back, and the store never holds them.
+        let value = redact_value(
+            parse_json("the value", &value_json)?,
+            &self.secrets.get(&execution_id),
+        );
+        on_store(&self.store, move |store| {
+            ensure_open(&execution(store, &execution_id)?)?;
+            store.put_execution_state(&execution_id, &runner_state_key(&key), &value)?;
+            Ok::<_, ServerError>(())
+        })
+        .await?;
+        Ok(Response::new(PutExecutionStateResponse {}))
+    }
+
+    async fn get_execution_state(
+        &self,
+        request: Request<GetExecutionStateRequest>,
+    ) -> Result<Response<GetExecutionStateResponse>, Status> {
+        let GetExecutionStateRequest { execution_id, key } = request.into_inner();
+        if execution_id.is_empty() {
+            return Err(ServerError::EmptyExecutionId.into());
+        }
+        let value = on_store(&self.store, move |store| {
+            execution(store, &execution_id)?;
+            Ok::<_, ServerError>(store.execution_state(&execution_id, &runner_state_key(&key))?)
+        })
+        .await?;
+        Ok(Response::new(GetExecutionStateResponse {
+            found: value.is_some(),
+            value_json: value.map(|value| value.to_string()).unwrap_or_default(),
+        }))
     }
 
     type SubscribeStream = EventStream;

@@ -1,10 +1,15 @@
 //! Executions as resources and their Temporal workflows: create (with its session), start the
-//! workflow, watch it to a terminal phase with a reason, cancel.
+//! workflow, watch it to a terminal phase with a reason, cancel. Both kinds of execution go
+//! through here, told apart by their id ([`execution_kind`]): an agent execution runs workflow
+//! `stigmer.AgentExecution` on the agent runner's queue, a workflow execution
+//! `stigmer.WorkflowExecution` on the workflow runner's.
 //!
 //! The server does not trust a runner to report the end: it awaits the workflow's result, and
 //! while an execution is still `pending` after the pickup bound it asks Temporal whether any
-//! agent-runner polls the queue, failing the execution with that reason when none does. So no
-//! execution stays "pending" forever.
+//! runner polls the queue, failing the execution with that reason when none does. So no
+//! execution stays "pending" forever. An agent execution that a workflow's `call: agent` task
+//! created is started by the workflow runner, as a child workflow: until its workflow exists
+//! the watcher waits, as long as the parent execution runs.
 
 use crate::blocking::on_store;
 use crate::error::ServerError;
@@ -13,9 +18,10 @@ use crate::secrets::Secrets;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
-use stigmer_config::AGENT_TASK_QUEUE;
+use stigmer_config::{AGENT_TASK_QUEUE, WORKFLOW_TASK_QUEUE};
 use stigmer_proto::execution::{
-    AgentExecutionStatus, ExecutionEvent, ExecutionPhase, PhaseChanged,
+    AgentExecutionSpec, AgentExecutionStatus, ExecutionEvent, ExecutionPhase, PhaseChanged,
+    WorkflowExecutionStatus,
 };
 use stigmer_resources::{API_VERSION, Kind, Metadata, Resource};
 use stigmer_store::{NewEvent, Store};
@@ -120,9 +126,37 @@ pub fn system_resource(kind: Kind, id: &str, spec: Value, status: Value) -> Reso
     }
 }
 
-/// The phase recorded in an execution's status.
+/// The phase recorded in an execution's status (of either kind: they share the phase fields).
 pub fn phase_of(execution: &Resource) -> ExecutionPhase {
     AgentExecutionStatus::from_value(execution.status.as_ref()).phase
+}
+
+/// The kind of execution an id names, by its prefix (`aex-`, `wex-`); `None` for any other id.
+pub fn execution_kind(execution_id: &str) -> Option<Kind> {
+    [Kind::AgentExecution, Kind::WorkflowExecution]
+        .into_iter()
+        .find(|kind| {
+            execution_id
+                .strip_prefix(kind.id_prefix())
+                .is_some_and(|rest| rest.starts_with('-'))
+        })
+}
+
+/// The execution `execution_id` of either kind, if it exists.
+pub fn find_execution(
+    store: &dyn Store,
+    execution_id: &str,
+) -> Result<Option<Resource>, ServerError> {
+    match execution_kind(execution_id) {
+        Some(kind) => Ok(store.get(kind, execution_id)?),
+        None => Ok(None),
+    }
+}
+
+/// How a workflow execution ended, as its runner reported it: stored in its status.
+pub enum WorkflowResult {
+    Output(Value),
+    Error(Value),
 }
 
 /// Records a phase change (status and event) unless the execution already ended. Returns
@@ -135,62 +169,129 @@ pub fn record_phase(
     phase: ExecutionPhase,
     reason: Option<&str>,
 ) -> Result<bool, ServerError> {
-    let Some(mut execution) = store.get(Kind::AgentExecution, execution_id)? else {
+    record_phase_with(store, hub, execution_id, phase, reason, None)
+}
+
+/// [`record_phase`], storing a workflow execution's result with its terminal phase, in the
+/// same write.
+pub fn record_phase_with(
+    store: &dyn Store,
+    hub: &EventHub,
+    execution_id: &str,
+    phase: ExecutionPhase,
+    reason: Option<&str>,
+    result: Option<WorkflowResult>,
+) -> Result<bool, ServerError> {
+    let Some(mut execution) = find_execution(store, execution_id)? else {
         return Err(ServerError::ExecutionNotFound {
             execution_id: execution_id.to_owned(),
         });
     };
-    let mut status = AgentExecutionStatus::from_value(execution.status.as_ref());
-    if status.phase.is_terminal() || status.phase == phase {
+    let current = phase_of(&execution);
+    if current.is_terminal() || current == phase {
         return Ok(false);
     }
     let now = stigmer_resources::now();
-    status.phase = phase;
-    status.reason = reason.map(str::to_owned);
-    if phase == ExecutionPhase::Running {
-        status.started_at = Some(now.clone());
-    }
-    if phase.is_terminal() {
-        status.finished_at = Some(now.clone());
-    }
-    execution.status = Some(status.to_value());
+    // A workflow goes back and forth between `running` and `waiting`: each return is an event
+    // of its own (the phase check above keeps a retried report from adding one).
+    let key = match current {
+        ExecutionPhase::Waiting => format!("phase.{phase}.{now}"),
+        _ if phase == ExecutionPhase::Waiting => format!("phase.{phase}.{now}"),
+        _ => format!("phase.{phase}"),
+    };
+    // Each kind through its own typed status, so that the fields only one kind has (a
+    // workflow's output) are kept.
+    execution.status = Some(match execution.kind {
+        Kind::WorkflowExecution => {
+            let mut status = WorkflowExecutionStatus::from_value(execution.status.as_ref());
+            status.phase = phase;
+            status.reason = reason.map(str::to_owned);
+            if phase == ExecutionPhase::Running && status.started_at.is_none() {
+                status.started_at = Some(now.clone());
+            }
+            if phase.is_terminal() {
+                status.finished_at = Some(now.clone());
+            }
+            match result {
+                Some(WorkflowResult::Output(output)) => status.output = Some(output),
+                Some(WorkflowResult::Error(error)) => status.error = Some(error),
+                None => {}
+            }
+            status.to_value()
+        }
+        _ => {
+            let mut status = AgentExecutionStatus::from_value(execution.status.as_ref());
+            status.phase = phase;
+            status.reason = reason.map(str::to_owned);
+            if phase == ExecutionPhase::Running && status.started_at.is_none() {
+                status.started_at = Some(now.clone());
+            }
+            if phase.is_terminal() {
+                status.finished_at = Some(now.clone());
+            }
+            status.to_value()
+        }
+    });
     execution.metadata.updated_at = Some(now.clone());
     store.put_all(&[execution])?;
     let (kind, data) =
         ExecutionEvent::from(PhaseChanged::new(phase, reason.map(str::to_owned))).into_wire();
-    let stored = store.append_events(
-        execution_id,
-        &[NewEvent {
-            key: format!("phase.{phase}"),
-            kind,
-            data,
-        }],
-        &now,
-    )?;
+    let stored = store.append_events(execution_id, &[NewEvent { key, kind, data }], &now)?;
     for event in stored {
         hub.publish(event);
     }
     Ok(true)
 }
 
-/// Starts the workflow of an execution.
-pub async fn start_workflow(client: &Client, execution_id: &str) -> Result<(), ServerError> {
+/// The Temporal workflow an execution runs: its type, its task queue and its one argument.
+pub struct WorkflowRun<'a> {
+    pub workflow_type: &'static str,
+    pub task_queue: &'static str,
+    pub argument: &'a Value,
+}
+
+impl WorkflowRun<'_> {
+    /// An agent execution's run: its argument is the execution id.
+    pub fn agent(execution_id: &Value) -> WorkflowRun<'_> {
+        WorkflowRun {
+            workflow_type: AGENT_WORKFLOW,
+            task_queue: AGENT_TASK_QUEUE,
+            argument: execution_id,
+        }
+    }
+
+    /// A workflow execution's run: its argument is the `WorkflowRunInput`.
+    pub fn workflow(input: &Value) -> WorkflowRun<'_> {
+        WorkflowRun {
+            workflow_type: stigmer_proto::execution::WORKFLOW_WORKFLOW,
+            task_queue: WORKFLOW_TASK_QUEUE,
+            argument: input,
+        }
+    }
+}
+
+/// Starts the workflow of an execution, with the execution id as workflow id.
+pub async fn start_workflow(
+    client: &Client,
+    execution_id: &str,
+    run: WorkflowRun<'_>,
+) -> Result<(), ServerError> {
     use stigmer_temporal::temporalio_common::data_converters::RawValue;
     use stigmer_temporal::temporalio_common::protos::temporal::api::common::v1::Payload;
     let payload = Payload {
         metadata: [("encoding".to_owned(), b"json/plain".to_vec())]
             .into_iter()
             .collect(),
-        data: serde_json::to_vec(execution_id).unwrap_or_default(),
+        data: serde_json::to_vec(run.argument).unwrap_or_default(),
         ..Default::default()
     };
     client
         .start_workflow(
-            UntypedWorkflow::new(AGENT_WORKFLOW),
+            UntypedWorkflow::new(run.workflow_type),
             RawValue {
                 payloads: vec![payload],
             },
-            WorkflowStartOptions::new(AGENT_TASK_QUEUE, execution_id).build(),
+            WorkflowStartOptions::new(run.task_queue, execution_id).build(),
         )
         .await
         .map_err(|error| ServerError::WorkflowStart {
@@ -237,16 +338,34 @@ impl Watch {
 
     async fn current_phase(&self, execution_id: &str) -> ExecutionPhase {
         let id = execution_id.to_owned();
-        on_store(&self.store, move |store| {
-            store.get(Kind::AgentExecution, &id)
-        })
-        .await
-        .ok()
-        .flatten()
-        .map(|execution| phase_of(&execution))
-        .unwrap_or_default()
+        on_store(&self.store, move |store| find_execution(store, &id))
+            .await
+            .ok()
+            .flatten()
+            .map(|execution| phase_of(&execution))
+            .unwrap_or_default()
+    }
+
+    /// The workflow execution that created this agent execution, if one did.
+    async fn parent(&self, execution_id: &str) -> Option<String> {
+        let id = execution_id.to_owned();
+        let execution = on_store(&self.store, move |store| find_execution(store, &id))
+            .await
+            .ok()
+            .flatten()?;
+        if execution.kind != Kind::AgentExecution {
+            return None;
+        }
+        AgentExecutionSpec::from_value(&execution.spec)
+            .ok()?
+            .parent
+            .map(|parent| parent.execution_id)
     }
 }
+
+/// How long the watcher of an agent execution started by a workflow waits between looks for
+/// its workflow, at most.
+const CHILD_POLL_MAX: Duration = Duration::from_secs(2);
 
 /// Follows an execution's workflow until it ends and records the terminal phase with a reason.
 pub async fn watch_execution(
@@ -256,36 +375,73 @@ pub async fn watch_execution(
     execution_id: String,
     pickup_timeout: Duration,
 ) {
+    use stigmer_temporal::temporalio_client::errors::WorkflowGetResultError;
+    let (task_queue, runner) = match execution_kind(&execution_id) {
+        Some(Kind::WorkflowExecution) => (WORKFLOW_TASK_QUEUE, "workflow-runner"),
+        _ => (AGENT_TASK_QUEUE, "agent-runner"),
+    };
+    // An agent run of a workflow's `call: agent` task: the workflow runner starts its workflow.
+    let parent = watch.parent(&execution_id).await;
     let handle = client.get_workflow_handle::<UntypedWorkflow>(execution_id.clone());
-    let result = handle.get_result(WorkflowGetResultOptions::default());
-    tokio::pin!(result);
     let mut deadline = tokio::time::Instant::now() + pickup_timeout;
-    let outcome = loop {
-        tokio::select! {
-            outcome = &mut result => break outcome,
-            () = tokio::time::sleep_until(deadline) => {
-                if watch.current_phase(&execution_id).await != ExecutionPhase::Pending {
-                    // Picked up: from now on only the result matters.
-                    deadline = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
-                    continue;
+    let mut child_poll = Duration::from_millis(100);
+    let outcome = 'watch: loop {
+        let result = handle.get_result(WorkflowGetResultOptions::default());
+        tokio::pin!(result);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut result => break outcome,
+                () = tokio::time::sleep_until(deadline) => {
+                    if watch.current_phase(&execution_id).await != ExecutionPhase::Pending {
+                        // Picked up: from now on only the result matters.
+                        deadline = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
+                        continue;
+                    }
+                    let pollers = probe.poller_identities(task_queue).await.unwrap_or_default();
+                    if pollers.is_empty() {
+                        let reason = format!(
+                            "no {runner} is polling task queue {task_queue} — see `stigmer server status`"
+                        );
+                        let _ = handle
+                            .terminate(WorkflowTerminateOptions::builder().reason(reason.clone()).build())
+                            .await;
+                        watch.phase(&execution_id, ExecutionPhase::Failed, Some(&reason)).await;
+                        return;
+                    }
+                    // A runner polls but is busy: keep waiting, and check again later.
+                    deadline = tokio::time::Instant::now() + pickup_timeout;
                 }
-                let pollers = probe.poller_identities(AGENT_TASK_QUEUE).await.unwrap_or_default();
-                if pollers.is_empty() {
+            }
+        };
+        let Some(parent) = parent.as_deref() else {
+            break outcome;
+        };
+        if !matches!(outcome, Err(WorkflowGetResultError::NotFound(_))) {
+            break outcome;
+        }
+        // Not started yet: wait as long as the parent runs (its watcher ends it, so this
+        // ends too) and this execution has not ended otherwise (a cancel).
+        if watch.current_phase(&execution_id).await.is_terminal() {
+            return;
+        }
+        if watch.current_phase(parent).await.is_terminal() {
+            // A last look: the parent may have started it just before it ended.
+            match handle.get_result(WorkflowGetResultOptions::default()).await {
+                Err(WorkflowGetResultError::NotFound(_)) => {
                     let reason = format!(
-                        "no agent-runner is polling task queue {AGENT_TASK_QUEUE} — see `stigmer server status`"
+                        "its workflow execution {parent} ended before starting this agent run"
                     );
-                    let _ = handle
-                        .terminate(WorkflowTerminateOptions::builder().reason(reason.clone()).build())
+                    watch
+                        .phase(&execution_id, ExecutionPhase::Failed, Some(&reason))
                         .await;
-                    watch.phase(&execution_id, ExecutionPhase::Failed, Some(&reason)).await;
                     return;
                 }
-                // A runner polls but is busy: keep waiting, and check again later.
-                deadline = tokio::time::Instant::now() + pickup_timeout;
+                outcome => break 'watch outcome,
             }
         }
+        tokio::time::sleep(child_poll).await;
+        child_poll = (child_poll * 2).min(CHILD_POLL_MAX);
     };
-    use stigmer_temporal::temporalio_client::errors::WorkflowGetResultError;
     match outcome {
         Ok(_) => {
             watch

@@ -3,6 +3,7 @@
 //! started, even when the test fails. With the `server` feature, `server::InProcessServer` is
 //! the API server in this process, for tests that need no daemon.
 
+pub mod http;
 pub mod llm;
 pub mod mcp;
 #[cfg(feature = "server")]

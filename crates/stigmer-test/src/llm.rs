@@ -108,6 +108,8 @@ struct Shared {
     script: VecDeque<Turn>,
     requests: Vec<RecordedRequest>,
     models: Vec<String>,
+    /// The capabilities `/api/show` lists for every model.
+    capabilities: Vec<String>,
     /// When the script is empty, answer like a tiny agent instead of failing (the demo).
     demo: bool,
 }
@@ -128,6 +130,7 @@ impl ScriptedLlm {
             script: script.into(),
             requests: Vec::new(),
             models: vec!["qwen2.5-coder:7b".into(), "scripted".into()],
+            capabilities: vec!["completion".into(), "tools".into()],
             demo: false,
         }));
         let listener =
@@ -149,6 +152,7 @@ impl ScriptedLlm {
                     .route("/v1/chat/completions", post(chat))
                     .route("/v1/messages", post(chat))
                     .route("/api/tags", get(tags))
+                    .route("/api/show", post(show))
                     .with_state(state);
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
@@ -194,6 +198,12 @@ impl ScriptedLlm {
         self.lock().models = models.iter().map(|m| (*m).to_owned()).collect();
     }
 
+    /// The capabilities `/api/show` lists (Ollama's `vision` says a model takes images);
+    /// `completion` and `tools` unless set.
+    pub fn set_capabilities(&self, capabilities: &[&str]) {
+        self.lock().capabilities = capabilities.iter().map(|c| (*c).to_owned()).collect();
+    }
+
     /// Every chat request so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.clone()
@@ -215,6 +225,16 @@ async fn tags(State(state): State<AppState>) -> impl IntoResponse {
         .map(|name| json!({"name": name, "model": name}))
         .collect();
     axum::Json(json!({ "models": models }))
+}
+
+/// Ollama's `/api/show`: the model's capabilities (not recorded as a chat request).
+async fn show(State(state): State<AppState>) -> impl IntoResponse {
+    let capabilities = state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .capabilities
+        .clone();
+    axum::Json(json!({ "details": {"format": "gguf"}, "capabilities": capabilities }))
 }
 
 #[derive(Clone, Copy, PartialEq)]

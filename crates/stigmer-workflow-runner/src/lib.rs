@@ -1,7 +1,14 @@
-//! The workflow runner: a Temporal worker that runs workflows written in the Stigmer workflow DSL on `workflow_execution_runner` (the interpreter arrives with the workflow issue).
+//! The workflow runner: a Temporal worker that runs Serverless Workflow documents on
+//! `workflow_execution_runner`. The interpreter ([`stigmer_workflow`]) runs as workflow code,
+//! bound to Temporal by [`execution::TemporalHost`]: pure tasks cost no round trip; HTTP
+//! calls, agent runs and event batches are activities ([`activities`]); `wait` is a durable
+//! timer; `call: agent` runs the agent as a child workflow on the agent runner's queue.
 //!
-//! It is a role of the `stigmer` binary (`stigmer internal workflow-runner`), started and supervised by
-//! the daemon, configured only through a [`RunnerLaunchSpec`].
+//! It is a role of the `stigmer` binary (`stigmer internal workflow-runner`), started and
+//! supervised by the daemon, configured only through a [`RunnerLaunchSpec`].
+
+pub mod activities;
+pub mod execution;
 
 use std::future::Future;
 use stigmer_config::RunnerLaunchSpec;
@@ -12,6 +19,13 @@ pub async fn run(
     spec: RunnerLaunchSpec,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
-    let options = worker::base_options(&spec)?;
+    let mut options = worker::base_options(&spec)?;
+    options
+        .register_workflow::<execution::WorkflowExecution>()
+        .map_err(|error| WorkerError::Setup(error.to_string()))?;
+    options.register_activities(
+        activities::WorkflowActivities::new(&spec)
+            .map_err(|error| WorkerError::Setup(error.to_string()))?,
+    );
     worker::run(&spec, options, shutdown).await
 }

@@ -29,9 +29,10 @@ pub enum Command {
     Get(GetArgs),
     /// Delete a resource.
     Delete(DeleteArgs),
-    /// Run an agent: send it a message and follow its answer, tool calls and todos.
+    /// Run an agent (send it a message and follow its answer, tool calls and todos) or a
+    /// workflow (give it --input and follow its tasks to its output).
     Run(RunArgs),
-    /// List, show, cancel and watch agent executions.
+    /// List, show, cancel and watch agent and workflow executions.
     #[command(subcommand, alias = "executions", alias = "ex")]
     Execution(ExecutionCommand),
     /// The agent-runner's container image.
@@ -154,16 +155,20 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-/// `stigmer run AGENT [MESSAGE]`: exactly one of the positional message and `-m`.
+/// `stigmer run NAME [MESSAGE]`: NAME is an Agent or a Workflow (`agent/NAME`, `workflow/NAME`
+/// when both exist). An agent takes exactly one of the positional message and `-m`; a workflow
+/// takes `--input` and no message.
 #[derive(Debug, Args)]
 #[command(
-    group(ArgGroup::new("input").required(true).args(["message", "message_option"])),
-    override_usage = "stigmer run [OPTIONS] <AGENT> <MESSAGE>\n       stigmer run [OPTIONS] <AGENT> -m <MESSAGE>"
+    group(ArgGroup::new("message_group").multiple(false).args(["message", "message_option"])),
+    override_usage = "stigmer run [OPTIONS] <AGENT> <MESSAGE>\n       stigmer run [OPTIONS] <AGENT> -m <MESSAGE>\n       stigmer run [OPTIONS] <WORKFLOW> [--input JSON|@FILE|-]"
 )]
 pub struct RunArgs {
-    /// The agent to run (its name).
+    /// The agent or workflow to run: its name, or `agent/NAME` / `workflow/NAME` when an agent
+    /// and a workflow share the name.
+    #[arg(value_name = "NAME")]
     pub agent: String,
-    /// What to ask the agent (or use -m).
+    /// What to ask the agent (or use -m); not for workflows.
     pub message: Option<String>,
     /// What to ask the agent.
     #[arg(
@@ -173,6 +178,9 @@ pub struct RunArgs {
         id = "message_option"
     )]
     pub message_option: Option<String>,
+    /// A workflow's input: JSON text, `@FILE` (a JSON file), or `-` (JSON on stdin).
+    #[arg(long = "input", value_name = "JSON|@FILE|-")]
+    pub input: Option<String>,
     /// Continue this session (its id is shown when a run starts).
     #[arg(long = "session", value_name = "ID")]
     pub session: Option<String>,
@@ -247,7 +255,7 @@ pub fn is_variable_name(name: &str) -> bool {
 
 #[derive(Debug, Subcommand)]
 pub enum ExecutionCommand {
-    /// List executions, oldest first.
+    /// List agent and workflow executions, oldest first.
     #[command(alias = "ls")]
     List(ExecutionListArgs),
     /// Show one execution (YAML unless -o says otherwise).
@@ -261,14 +269,24 @@ pub enum ExecutionCommand {
 
 #[derive(Debug, Args)]
 pub struct ExecutionListArgs {
+    /// Only executions of this kind.
+    #[arg(long, value_enum)]
+    pub kind: Option<ExecutionKindArg>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 }
 
+/// `--kind` of `stigmer execution list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExecutionKindArg {
+    Agent,
+    Workflow,
+}
+
 #[derive(Debug, Args)]
 pub struct ExecutionGetArgs {
-    /// The execution id (aex-…).
+    /// The execution id (aex-… or wex-…).
     pub id: String,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Yaml)]
@@ -277,13 +295,13 @@ pub struct ExecutionGetArgs {
 
 #[derive(Debug, Args)]
 pub struct ExecutionIdArgs {
-    /// The execution id (aex-…).
+    /// The execution id (aex-… or wex-…).
     pub id: String,
 }
 
 #[derive(Debug, Args)]
 pub struct ExecutionWatchArgs {
-    /// The execution id (aex-…).
+    /// The execution id (aex-… or wex-…).
     pub id: String,
     /// Print one JSON object per event on stdout, for scripts.
     #[arg(long)]
@@ -332,6 +350,10 @@ pub struct ApplyArgs {
     /// Print `[{"kind","name","action"}]` for scripts.
     #[arg(long)]
     pub json: bool,
+    /// The name to store a plain Serverless Workflow file under (instead of its
+    /// `document.name`); only with a single such file.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::time::Duration;
 use stigmer_proto::execution::{
     ExecutionEvent, ExecutionPhase, Todo, TodoStatus, ToolCallFinished, UnknownEvent,
@@ -17,6 +18,10 @@ use stigmer_proto::executions::v1::ExecutionEvent as WireEvent;
 const LINE_LIMIT: usize = 120;
 /// Lines of a tool result shown; the rest is counted.
 const RESULT_LINES: usize = 3;
+/// Lines of a workflow's agent call answer shown under its task; the rest is counted.
+const ANSWER_LINES: usize = 20;
+/// Indentation of one level of a workflow's task tree.
+const TASK_INDENT: &str = "  ";
 
 /// How lines look: symbols or ASCII, colours or none.
 #[derive(Clone, Copy, Debug)]
@@ -155,6 +160,10 @@ struct Totals {
     tool_calls: u64,
     input_tokens: u64,
     output_tokens: u64,
+    /// `task_completed` events of a workflow.
+    tasks: u64,
+    /// `agent_call_started` events of a workflow.
+    agent_calls: u64,
 }
 
 /// Turns events into output, keeping what it needs across events (an unfinished line of text,
@@ -172,6 +181,15 @@ pub struct Renderer {
     running_ts: Option<String>,
     end_ts: Option<String>,
     outcome: Option<Outcome>,
+    /// The events are a workflow's (its summary counts tasks, not model turns).
+    workflow: bool,
+    /// A workflow's tasks that started and did not end yet, by reference, in start order: a
+    /// task is nested under those whose reference is a prefix of its own.
+    open_tasks: Vec<String>,
+    /// A workflow's `call: agent` tasks: reference → the agent execution's id.
+    agent_calls: HashMap<String, String>,
+    /// The `call: agent` tasks whose agent's answer was shown as it came.
+    answered: Vec<String>,
 }
 
 impl Renderer {
@@ -186,6 +204,18 @@ impl Renderer {
             running_ts: None,
             end_ts: None,
             outcome: None,
+            workflow: false,
+            open_tasks: Vec::new(),
+            agent_calls: HashMap::new(),
+            answered: Vec::new(),
+        }
+    }
+
+    /// A renderer for a workflow execution's events (its summary counts tasks).
+    pub fn for_workflow(style: Style) -> Renderer {
+        Renderer {
+            workflow: true,
+            ..Renderer::new(style)
         }
     }
 
@@ -324,12 +354,80 @@ impl Renderer {
                 let line = self.warning(&text);
                 self.line(&mut out, line);
             }
+            ExecutionEvent::TaskStarted(_)
+            | ExecutionEvent::TaskCompleted(_)
+            | ExecutionEvent::TaskFailed(_)
+            | ExecutionEvent::TaskRetried(_)
+            | ExecutionEvent::TaskSkipped(_)
+            | ExecutionEvent::TaskWaiting(_)
+            | ExecutionEvent::AgentCallStarted(_) => {
+                self.workflow = true;
+                let lines = self.task_lines(&event.event);
+                for line in lines {
+                    self.line(&mut out, line);
+                }
+            }
             // A kind this version does not know (a newer server): shown as its name and
             // fields, and the stream goes on; `--json` has it whole.
             ExecutionEvent::Unknown(unknown) => {
                 let line = self.unknown(unknown);
                 self.line(&mut out, line);
             }
+        }
+        out
+    }
+
+    /// One event of the agent execution a workflow's `call: agent` task `reference` started,
+    /// nested under the task while it runs: the agent's tool calls and its answer (once a
+    /// turn's text is complete). Nothing once the task ended (its output says the answer).
+    pub fn render_agent_call(&mut self, reference: &str, event: &Event) -> Vec<Output> {
+        let mut out = Vec::new();
+        let open = self.open_tasks.iter().any(|open| open == reference);
+        if !open || !self.agent_calls.contains_key(reference) {
+            return out;
+        }
+        let indent = self.inner_indent(reference);
+        let glyphs = self.style.glyphs();
+        let limit = LINE_LIMIT.saturating_sub(indent.chars().count());
+        let lines = match &event.event {
+            ExecutionEvent::MessageCompleted(completed) if !completed.text.trim().is_empty() => {
+                self.answered.push(reference.to_owned());
+                self.answer_lines(&indent, &completed.text)
+            }
+            ExecutionEvent::ToolCallStarted(started) => {
+                let call = format!(
+                    "{}({})",
+                    started.name,
+                    compact_arguments(&started.arguments)
+                );
+                vec![format!(
+                    "{indent}{} {}",
+                    self.style.paint("36", glyphs.tool),
+                    trim_line(&printable(&call), limit, glyphs.ellipsis)
+                )]
+            }
+            ExecutionEvent::ToolCallFinished(finished) => {
+                let mark = if finished.is_error {
+                    self.style.paint("31", glyphs.error)
+                } else {
+                    self.style.paint("32", glyphs.ok)
+                };
+                let first = printable_lines(&finished.result)
+                    .lines()
+                    .map(str::trim)
+                    .find(|line| !line.is_empty())
+                    .map(|line| format!(": {line}"))
+                    .unwrap_or_default();
+                let text = format!("{}{first}", finished.name);
+                vec![format!(
+                    "{indent}  {mark} {}",
+                    trim_line(&text, limit, glyphs.ellipsis)
+                )]
+            }
+            _ => Vec::new(),
+        };
+        for line in lines {
+            self.line(&mut out, line);
         }
         out
     }
@@ -347,8 +445,21 @@ impl Renderer {
             Some(ExecutionPhase::Completed) => (self.style.paint("32", glyphs.ok), "in"),
             _ => (self.style.paint("31", glyphs.error), "after"),
         };
+        let took = format!("{phase} {preposition} {}", format_duration(duration));
+        if self.workflow {
+            let mut parts = vec![took, plural(totals.tasks, "task")];
+            if totals.agent_calls > 0 {
+                parts.push(plural(totals.agent_calls, "agent call"));
+            }
+            let text = parts.join(glyphs.separator);
+            return if self.style.unicode {
+                format!("{mark} {text}")
+            } else {
+                text
+            };
+        }
         let parts = [
-            format!("{phase} {preposition} {}", format_duration(duration)),
+            took,
             plural(totals.model_turns, "model turn"),
             plural(totals.tool_calls, "tool call"),
             format!(
@@ -393,6 +504,179 @@ impl Renderer {
         self.finish_text(out);
         out.push(Output::Line(line));
         self.last_started_call = None;
+    }
+
+    /// The lines of one event of a workflow's task, indented by its depth in the task tree.
+    fn task_lines(&mut self, event: &ExecutionEvent) -> Vec<String> {
+        let glyphs = self.style.glyphs();
+        match event {
+            ExecutionEvent::TaskStarted(started) => {
+                let indent = self.indent(&started.reference);
+                self.open_tasks.push(started.reference.clone());
+                let text = format!(
+                    "{} {}",
+                    glyphs.tool,
+                    task_name(&started.name, &started.reference)
+                );
+                vec![self.task_line(&indent, &text, "36")]
+            }
+            ExecutionEvent::TaskCompleted(completed) => {
+                self.close_task(&completed.reference);
+                self.totals.tasks += 1;
+                let indent = self.indent(&completed.reference);
+                let name = task_name(&completed.name, &completed.reference);
+                let mark = self.style.paint("32", glyphs.ok);
+                let mut lines = Vec::new();
+                let answer = self
+                    .agent_calls
+                    .contains_key(&completed.reference)
+                    .then(|| completed.output.get("text").and_then(Value::as_str))
+                    .flatten();
+                if let Some(answer) = answer {
+                    // Shown already when the agent's events were followed.
+                    if !self.answered.contains(&completed.reference) {
+                        lines.extend(self.answer_lines(&format!("{indent}{TASK_INDENT}"), answer));
+                    }
+                    lines.push(format!("{indent}{mark} {name}"));
+                    return lines;
+                }
+                let output = match &completed.output {
+                    Value::Null => String::new(),
+                    output => format!(": {}", printable(&output.to_string())),
+                };
+                let text = format!("{name}{output}");
+                let limit = LINE_LIMIT.saturating_sub(indent.chars().count());
+                lines.push(format!(
+                    "{indent}{mark} {}",
+                    trim_line(&text, limit, glyphs.ellipsis)
+                ));
+                lines
+            }
+            ExecutionEvent::TaskFailed(failed) => {
+                self.close_task(&failed.reference);
+                let indent = self.indent(&failed.reference);
+                let text = format!(
+                    "{} {}: {}",
+                    glyphs.error,
+                    task_name(&failed.name, &failed.reference),
+                    problem_text(&failed.error)
+                );
+                vec![self.task_line(&indent, &text, "31")]
+            }
+            ExecutionEvent::TaskRetried(retried) => {
+                let indent = self.inner_indent(&retried.reference);
+                let text = format!(
+                    "{} retrying {} (attempt {}) in {}: {}",
+                    glyphs.retry,
+                    task_name("", &retried.reference),
+                    retried.attempt,
+                    format_duration(Duration::from_millis(retried.delay_ms)),
+                    problem_text(&retried.error)
+                );
+                vec![self.task_line(&indent, &text, "33")]
+            }
+            ExecutionEvent::TaskSkipped(skipped) => {
+                let indent = self.indent(&skipped.reference);
+                let text = format!(
+                    "{} {} skipped",
+                    glyphs.phase,
+                    task_name(&skipped.name, &skipped.reference)
+                );
+                vec![self.task_line(&indent, &text, "2")]
+            }
+            ExecutionEvent::TaskWaiting(waiting) => {
+                let indent = self.inner_indent(&waiting.reference);
+                let text = format!(
+                    "{} {} waits {}",
+                    glyphs.phase,
+                    task_name(&waiting.name, &waiting.reference),
+                    format_duration(Duration::from_millis(waiting.millis))
+                );
+                vec![self.task_line(&indent, &text, "2")]
+            }
+            ExecutionEvent::AgentCallStarted(call) => {
+                self.totals.agent_calls += 1;
+                self.agent_calls
+                    .insert(call.reference.clone(), call.execution_id.clone());
+                let indent = self.inner_indent(&call.reference);
+                let text = format!(
+                    "{} agent execution {}",
+                    glyphs.phase,
+                    printable(&call.execution_id)
+                );
+                vec![self.task_line(&indent, &text, "2")]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// One line of the task tree: indented, on one line, trimmed, painted.
+    fn task_line(&self, indent: &str, text: &str, colour: &str) -> String {
+        let glyphs = self.style.glyphs();
+        let limit = LINE_LIMIT.saturating_sub(indent.chars().count());
+        format!(
+            "{indent}{}",
+            self.style
+                .paint(colour, &trim_line(&printable(text), limit, glyphs.ellipsis))
+        )
+    }
+
+    /// The indentation of a task: one level per open task it is nested under.
+    fn indent(&self, reference: &str) -> String {
+        let depth = self
+            .open_tasks
+            .iter()
+            .filter(|open| {
+                reference
+                    .strip_prefix(open.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .count();
+        TASK_INDENT.repeat(depth)
+    }
+
+    /// The indentation of what happens inside a task: under it while it is open.
+    fn inner_indent(&self, reference: &str) -> String {
+        let indent = self.indent(reference);
+        if self.open_tasks.iter().any(|open| open == reference) {
+            format!("{indent}{TASK_INDENT}")
+        } else {
+            indent
+        }
+    }
+
+    fn close_task(&mut self, reference: &str) {
+        if let Some(index) = self.open_tasks.iter().rposition(|open| open == reference) {
+            self.open_tasks.remove(index);
+        }
+    }
+
+    /// An agent call's answer under its task: its lines, trimmed, at most [`ANSWER_LINES`].
+    fn answer_lines(&self, indent: &str, answer: &str) -> Vec<String> {
+        let glyphs = self.style.glyphs();
+        let limit = LINE_LIMIT.saturating_sub(indent.chars().count());
+        let text = printable_lines(answer);
+        let lines: Vec<&str> = text.trim().lines().map(str::trim_end).collect();
+        let mut out: Vec<String> = lines
+            .iter()
+            .take(ANSWER_LINES)
+            .map(|line| format!("{indent}{}", trim_line(line, limit, glyphs.ellipsis)))
+            .collect();
+        if lines.len() > ANSWER_LINES {
+            let more = lines.len() - ANSWER_LINES;
+            out.push(format!(
+                "{indent}{}",
+                self.style.paint(
+                    "2",
+                    &format!(
+                        "{} {more} more line{}",
+                        glyphs.ellipsis,
+                        if more == 1 { "" } else { "s" }
+                    )
+                )
+            ));
+        }
+        out
     }
 
     fn tool_result(&self, finished: &ToolCallFinished) -> Vec<String> {
@@ -506,6 +790,49 @@ impl Renderer {
                 trim_line(&printable(&text), LINE_LIMIT, glyphs.ellipsis)
             ),
         )
+    }
+}
+
+/// A task's name, else the last part of its reference (`/do/1/fetch` → `fetch`).
+fn task_name<'a>(name: &'a str, reference: &'a str) -> &'a str {
+    if name.is_empty() {
+        reference.rsplit('/').next().unwrap_or(reference)
+    } else {
+        name
+    }
+}
+
+/// A problem-details object on one line: `type (status): detail` (the last part of a type URI;
+/// the title when there is no detail). Anything else as compact JSON.
+pub fn problem_text(error: &Value) -> String {
+    let Value::Object(fields) = error else {
+        return match error {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+    };
+    let kind = fields.get("type").and_then(Value::as_str).map(|kind| {
+        kind.trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or(kind)
+    });
+    let status = fields.get("status").filter(|status| !status.is_null());
+    let text = fields
+        .get("detail")
+        .or_else(|| fields.get("title"))
+        .and_then(Value::as_str);
+    let head = match (kind, status) {
+        (Some(kind), Some(status)) => format!("{kind} ({status})"),
+        (Some(kind), None) => kind.to_owned(),
+        (None, Some(status)) => format!("({status})"),
+        (None, None) => String::new(),
+    };
+    match (head.is_empty(), text) {
+        (_, None) if head.is_empty() => error.to_string(),
+        (_, None) => head,
+        (true, Some(text)) => text.to_owned(),
+        (false, Some(text)) => format!("{head}: {text}"),
     }
 }
 
@@ -991,6 +1318,343 @@ mod tests {
             events[2].to_json_line(),
             r#"{"execution_id":"aex-1","seq":3,"ts":"2025-01-01T00:00:03.000Z","kind":"mcp_server_connected","data":{"server":"github","tools":12}}"#
         );
+    }
+
+    fn workflow_event(seq: u64, kind: &str, data: Value) -> Event {
+        ExecutionEvent::from_wire(kind, &data).expect("test data fits its kind");
+        Event::new(
+            "wex-1".into(),
+            seq,
+            format!("2025-01-01T00:00:{:02}.000Z", seq.min(59)),
+            kind,
+            data,
+        )
+    }
+
+    /// A workflow with a `try` whose inner task fails once and is retried, a skipped task, a
+    /// wait, and a `call: agent` task.
+    fn workflow_run() -> Vec<Event> {
+        let e = workflow_event;
+        vec![
+            e(1, "phase_changed", json!({"phase": "running"})),
+            e(
+                2,
+                "task_started",
+                json!({"reference": "/do/0/fetch", "name": "fetch"}),
+            ),
+            e(
+                3,
+                "task_completed",
+                json!({"reference": "/do/0/fetch", "name": "fetch", "output": {"status": 200, "body": "ok"}}),
+            ),
+            e(
+                4,
+                "task_started",
+                json!({"reference": "/do/1/guarded", "name": "guarded"}),
+            ),
+            e(
+                5,
+                "task_started",
+                json!({"reference": "/do/1/guarded/try/0/call", "name": "call"}),
+            ),
+            e(
+                6,
+                "task_failed",
+                json!({"reference": "/do/1/guarded/try/0/call", "name": "call", "error": {"type": "https://serverlessworkflow.io/spec/1.0.0/errors/communication", "status": 503, "title": "Communication error", "detail": "the service is unavailable"}}),
+            ),
+            e(
+                7,
+                "task_retried",
+                json!({"reference": "/do/1/guarded", "attempt": 2, "error": {"type": "https://serverlessworkflow.io/spec/1.0.0/errors/communication", "status": 503, "detail": "the service is unavailable"}, "delay_ms": 1500}),
+            ),
+            e(
+                8,
+                "task_started",
+                json!({"reference": "/do/1/guarded/try/0/call", "name": "call"}),
+            ),
+            e(
+                9,
+                "task_completed",
+                json!({"reference": "/do/1/guarded/try/0/call", "name": "call", "output": "done\nsecond line"}),
+            ),
+            e(
+                10,
+                "task_completed",
+                json!({"reference": "/do/1/guarded", "name": "guarded", "output": null}),
+            ),
+            e(
+                11,
+                "task_skipped",
+                json!({"reference": "/do/2/maybe", "name": "maybe"}),
+            ),
+            e(
+                12,
+                "task_started",
+                json!({"reference": "/do/3/pause", "name": "pause"}),
+            ),
+            e(
+                13,
+                "task_waiting",
+                json!({"reference": "/do/3/pause", "name": "pause", "millis": 2000}),
+            ),
+            e(
+                14,
+                "task_completed",
+                json!({"reference": "/do/3/pause", "name": "pause", "output": {}}),
+            ),
+            e(
+                15,
+                "task_started",
+                json!({"reference": "/do/4/ask", "name": "ask"}),
+            ),
+            e(
+                16,
+                "agent_call_started",
+                json!({"reference": "/do/4/ask", "name": "ask", "execution_id": "aex-7"}),
+            ),
+            e(
+                17,
+                "task_completed",
+                json!({"reference": "/do/4/ask", "name": "ask", "output": {"text": "There are five files.\nAll small."}}),
+            ),
+            e(18, "phase_changed", json!({"phase": "completed"})),
+        ]
+    }
+
+    #[test]
+    fn a_workflow_is_a_tree_of_tasks() {
+        insta::assert_snapshot!(transcript(PLAIN, &workflow_run()), @r#"
+        | - running
+        | > fetch
+        | [ok] fetch: {"status":200,"body":"ok"}
+        | > guarded
+        |   > call
+        |   [error] call: communication (503): the service is unavailable
+        |   retry: retrying guarded (attempt 2) in 1.5s: communication (503): the service is unavailable
+        |   > call
+        |   [ok] call: "done\nsecond line"
+        | [ok] guarded
+        | - maybe skipped
+        | > pause
+        |   - pause waits 2.0s
+        | [ok] pause: {}
+        | > ask
+        |   - agent execution aex-7
+        |   There are five files.
+        |   All small.
+        | [ok] ask
+        = completed in 17.0s, 5 tasks, 1 agent call
+        "#);
+    }
+
+    #[test]
+    fn a_workflow_on_a_terminal_without_colour() {
+        let style = Style {
+            unicode: true,
+            color: false,
+        };
+        insta::assert_snapshot!(transcript(style, &workflow_run()), @r#"
+        | · running
+        | → fetch
+        | ✓ fetch: {"status":200,"body":"ok"}
+        | → guarded
+        |   → call
+        |   ✗ call: communication (503): the service is unavailable
+        |   ↻ retrying guarded (attempt 2) in 1.5s: communication (503): the service is unavailable
+        |   → call
+        |   ✓ call: "done\nsecond line"
+        | ✓ guarded
+        | · maybe skipped
+        | → pause
+        |   · pause waits 2.0s
+        | ✓ pause: {}
+        | → ask
+        |   · agent execution aex-7
+        |   There are five files.
+        |   All small.
+        | ✓ ask
+        = ✓ completed in 17.0s · 5 tasks · 1 agent call
+        "#);
+    }
+
+    #[test]
+    fn a_failed_workflow_says_which_task_failed_and_why() {
+        let e = workflow_event;
+        let events = [
+            e(1, "phase_changed", json!({"phase": "running"})),
+            e(
+                2,
+                "task_started",
+                json!({"reference": "/do/0/outer", "name": "outer"}),
+            ),
+            e(
+                3,
+                "task_started",
+                json!({"reference": "/do/0/outer/do/0/inner", "name": "inner"}),
+            ),
+            e(
+                4,
+                "task_failed",
+                json!({"reference": "/do/0/outer/do/0/inner", "name": "inner", "error": {"type": "validation", "title": "Bad input"}}),
+            ),
+            e(
+                5,
+                "task_failed",
+                json!({"reference": "/do/0/outer", "name": "outer", "error": "plain text"}),
+            ),
+            e(
+                6,
+                "phase_changed",
+                json!({"phase": "failed", "reason": "task /do/0/outer failed"}),
+            ),
+        ];
+        let mut renderer = Renderer::for_workflow(PLAIN);
+        let lines: Vec<String> = events
+            .iter()
+            .flat_map(|event| renderer.render(event))
+            .map(|output| match output {
+                Output::Line(line) => line,
+                Output::Text(text) => panic!("a workflow writes no text: {text:?}"),
+            })
+            .collect();
+        insta::assert_snapshot!(lines.join("\n"), @r#"
+        - running
+        > outer
+          > inner
+          [error] inner: validation: Bad input
+        [error] outer: plain text
+        "#);
+        assert_eq!(
+            renderer.outcome().map(|outcome| outcome.phase),
+            Some(ExecutionPhase::Failed)
+        );
+        assert_eq!(
+            renderer.summary(Duration::from_secs(2)),
+            "failed after 2.0s, 0 tasks"
+        );
+    }
+
+    #[test]
+    fn an_agent_calls_events_are_nested_under_its_task_while_it_runs() {
+        let e = workflow_event;
+        let agent = |seq: u64, kind: &str, data: Value| {
+            let mut event = event(seq, kind, data);
+            event.execution_id = "aex-7".into();
+            event
+        };
+        let mut renderer = Renderer::for_workflow(PLAIN);
+        let mut lines = Vec::new();
+        let mut add = |outputs: Vec<Output>| {
+            for output in outputs {
+                match output {
+                    Output::Line(line) => lines.push(line),
+                    Output::Text(text) => panic!("a workflow writes no text: {text:?}"),
+                }
+            }
+        };
+        add(renderer.render(&e(
+            1,
+            "task_started",
+            json!({"reference": "/do/0/ask", "name": "ask"}),
+        )));
+        // Before the task announced its agent: not shown.
+        add(renderer.render_agent_call(
+            "/do/0/ask",
+            &agent(1, "token_delta", json!({"turn": 1, "text": "x"})),
+        ));
+        add(renderer.render(&e(
+            2,
+            "agent_call_started",
+            json!({"reference": "/do/0/ask", "name": "ask", "execution_id": "aex-7"}),
+        )));
+        for event in [
+            agent(
+                2,
+                "tool_call_started",
+                json!({"turn": 1, "call_id": "c1", "name": "ls", "arguments": {"path": "."}}),
+            ),
+            agent(
+                3,
+                "tool_call_finished",
+                json!({"turn": 1, "call_id": "c1", "name": "ls", "result": "\na.txt\nb.txt", "is_error": false}),
+            ),
+            agent(4, "token_delta", json!({"turn": 2, "text": "Two files."})),
+            agent(
+                5,
+                "message_completed",
+                json!({"turn": 2, "text": "Two files.", "tool_calls": []}),
+            ),
+            agent(6, "phase_changed", json!({"phase": "completed"})),
+        ] {
+            add(renderer.render_agent_call("/do/0/ask", &event));
+        }
+        add(renderer.render(&e(
+            3,
+            "task_completed",
+            json!({"reference": "/do/0/ask", "name": "ask", "output": {"text": "Two files."}}),
+        )));
+        // After the task ended: not shown.
+        add(renderer.render_agent_call(
+            "/do/0/ask",
+            &agent(
+                7,
+                "message_completed",
+                json!({"turn": 3, "text": "late", "tool_calls": []}),
+            ),
+        ));
+        insta::assert_snapshot!(lines.join("\n"), @r#"
+        > ask
+          - agent execution aex-7
+          > ls(path=".")
+            [ok] ls: a.txt
+          Two files.
+        [ok] ask
+        "#);
+        assert!(
+            renderer.outcome().is_none(),
+            "the agent's end is not the workflow's"
+        );
+    }
+
+    #[test]
+    fn problem_details_read_on_one_line() {
+        assert_eq!(
+            problem_text(
+                &json!({"type": "https://x/errors/timeout/", "status": 408, "detail": "too slow"})
+            ),
+            "timeout (408): too slow"
+        );
+        assert_eq!(problem_text(&json!({"title": "Oops"})), "Oops");
+        assert_eq!(problem_text(&json!({"status": 500})), "(500)");
+        assert_eq!(problem_text(&json!({"other": 1})), r#"{"other":1}"#);
+        assert_eq!(problem_text(&json!("text")), "text");
+    }
+
+    #[test]
+    fn a_long_task_output_is_one_trimmed_line_whatever_its_depth() {
+        let mut renderer = Renderer::for_workflow(PLAIN);
+        renderer.render(&workflow_event(
+            1,
+            "task_started",
+            json!({"reference": "/do/0/a", "name": "a"}),
+        ));
+        renderer.render(&workflow_event(
+            2,
+            "task_started",
+            json!({"reference": "/do/0/a/do/0/b", "name": "b"}),
+        ));
+        let outputs = renderer.render(&workflow_event(
+            3,
+            "task_completed",
+            json!({"reference": "/do/0/a/do/0/b", "name": "b", "output": {"text": "x".repeat(300)}}),
+        ));
+        let [Output::Line(line)] = &outputs[..] else {
+            panic!("expected one line, got {outputs:?}")
+        };
+        // The indentation counts in the limit, as the mark does not.
+        assert_eq!(line.chars().count(), "[ok] ".len() + LINE_LIMIT);
+        assert!(line.starts_with("  [ok] b: {\"text\":\"xxx"), "{line}");
+        assert!(line.ends_with("..."), "{line}");
     }
 
     #[test]

@@ -4,7 +4,9 @@ use serde_json::json;
 use stigmer_llm::{LlmClient, LlmError, Message, ModelConfig, Provider, StreamEvent, ToolSpec};
 use stigmer_test::llm::{Fault, ScriptedLlm, Turn};
 
-fn config(server: &ScriptedLlm, provider: Provider) -> ModelConfig {
+mod images;
+
+pub(crate) fn config(server: &ScriptedLlm, provider: Provider) -> ModelConfig {
     ModelConfig {
         provider,
         base_url: match provider {
@@ -18,7 +20,7 @@ fn config(server: &ScriptedLlm, provider: Provider) -> ModelConfig {
     }
 }
 
-fn todo_tool() -> ToolSpec {
+pub(crate) fn todo_tool() -> ToolSpec {
     ToolSpec {
         name: "write_todos".into(),
         description: "Replace the todo list".into(),
@@ -75,6 +77,7 @@ async fn a_tool_loop_works_with_every_provider() {
             call_id: call.id.clone(),
             name: call.name.clone(),
             content: "2 todos".into(),
+            images: vec![],
         });
 
         let (second, deltas) = run_turn(&client, &messages).await;

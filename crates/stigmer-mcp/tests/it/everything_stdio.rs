@@ -78,11 +78,14 @@ async fn lists_tools_calls_them_and_closes_the_group() {
         .call("get-tiny-image", json!({}), &no_progress)
         .await;
     assert!(!outcome.is_error, "{outcome:?}");
-    assert!(
-        outcome.text.contains("[image omitted: image/png, ") && outcome.text.contains(" bytes]"),
-        "{}",
-        outcome.text
+    // The image is kept aside for the model; the text around it stays.
+    assert_eq!(
+        outcome.text,
+        "Here's the image you requested:\nThe image above is the MCP logo."
     );
+    assert_eq!(outcome.images.len(), 1, "{outcome:?}");
+    assert_eq!(outcome.images[0].mime_type, "image/png");
+    assert!(outcome.images[0].data.starts_with("iVBORw0KGgo"));
 
     let outcome = connection.call("get-env", json!({}), &no_progress).await;
     assert!(outcome.text.contains("mark-7f3a"), "{}", outcome.text);

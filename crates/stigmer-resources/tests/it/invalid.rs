@@ -638,9 +638,23 @@ metadata:
 spec:
   tasks:
     - name: fetch
-      call: http
+      set: {a: 1}
     - name: fetch
-      call: http
+      set: {a: 2}
+"#,
+    ),
+    (
+        "workflow_duplicate_task_names_in_do",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: flow
+spec:
+  do:
+    - fetch:
+        set: {a: 1}
+    - fetch:
+        set: {a: 2}
 "#,
     ),
     (
@@ -662,6 +676,237 @@ metadata:
 spec:
   tasks:
     - call: http
+"#,
+    ),
+    (
+        "workflow_both_do_and_tasks",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: flow
+spec:
+  do:
+    - a:
+        set: {x: 1}
+  tasks:
+    - name: b
+      set: {x: 1}
+"#,
+    ),
+    (
+        "workflow_bad_expression",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: flow
+spec:
+  do:
+    - check:
+        if: '.count > (1'
+        set:
+          total: ${ .count + 1 }
+"#,
+    ),
+    (
+        "workflow_loop_variable_outside_its_loop",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: flow
+spec:
+  do:
+    - loop:
+        for:
+          each: color
+          in: .colors
+        do:
+          - paint:
+              set:
+                last: ${ $color }
+    - after:
+        set:
+          last: ${ $color }
+"#,
+    ),
+    (
+        "workflow_unknown_then_target",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: flow
+spec:
+  do:
+    - first:
+        set: {x: 1}
+        then: secnd
+    - second:
+        set: {x: 2}
+"#,
+    ),
+    (
+        "workflow_unknown_then_target_with_tasks_alias",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: flow
+spec:
+  tasks:
+    - name: pick
+      switch:
+        - red:
+            when: .color == "red"
+            then: paint
+        - other:
+            then: nowhere
+    - name: paint
+      set: {painted: true}
+"#,
+    ),
+    (
+        "workflow_schema_error_misspelled_field",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: flow
+spec:
+  do:
+    - fetch:
+        call: http
+        with:
+          methd: get
+          method: get
+          endpoint: https://example.com
+"#,
+    ),
+    (
+        "workflow_schema_error_wrong_value",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: flow
+spec:
+  do:
+    - fetch:
+        call: http
+        with:
+          method: get
+          endpoint: https://example.com
+          output: body
+"#,
+    ),
+    (
+        "workflow_spec_unknown_field",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: flow
+spec:
+  dō: []
+  do:
+    - a:
+        set: {x: 1}
+"#,
+    ),
+    (
+        "workflow_not_supported_features",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: flow
+spec:
+  schedule:
+    every: {hours: 1}
+  do:
+    - remote:
+        call: grpc
+        with:
+          proto: {endpoint: https://example.com/greet.proto}
+          service: {name: Greeter, host: example.com}
+          method: SayHello
+    - shell:
+        run:
+          shell:
+            command: ls
+"#,
+    ),
+    (
+        "workflow_unknown_agent",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: flow
+spec:
+  do:
+    - review:
+        call: agent
+        with:
+          agent: reviewr
+          message: ${ "Review " + .text }
+"#,
+    ),
+    (
+        "workflow_agent_call_unknown_argument",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: flow
+spec:
+  do:
+    - review:
+        call: agent
+        with:
+          agent: reviewer
+          prompt: hi
+"#,
+    ),
+    (
+        "workflow_document_name_differs",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: flow
+spec:
+  document:
+    name: other
+  do:
+    - a:
+        set: {x: 1}
+"#,
+    ),
+    (
+        "plain_workflow_unknown_then_target",
+        r#"document:
+  dsl: '1.0.3'
+  namespace: default
+  name: plain
+  version: '1.0.0'
+do:
+  - first:
+      set: {x: 1}
+      then: last
+"#,
+    ),
+    (
+        "plain_workflow_name_not_a_dns_label",
+        r#"document:
+  dsl: '1.0.3'
+  namespace: default
+  name: MyFlow
+  version: '1.0.0'
+do:
+  - first:
+      set: {x: 1}
+"#,
+    ),
+    (
+        "plain_workflow_without_name",
+        r#"document:
+  dsl: '1.0.3'
+  namespace: default
+  version: '1.0.0'
+do:
+  - first:
+      set: {x: 1}
 "#,
     ),
     (
@@ -734,16 +979,28 @@ spec:
 
 /// What is already stored when the cases are checked.
 fn stored() -> Stored {
-    Stored(vec![Resource {
-        api_version: API_VERSION.into(),
-        kind: Kind::Skill,
-        metadata: Metadata {
-            name: "pdf-tools".into(),
-            ..Metadata::default()
+    Stored(vec![
+        Resource {
+            api_version: API_VERSION.into(),
+            kind: Kind::Skill,
+            metadata: Metadata {
+                name: "pdf-tools".into(),
+                ..Metadata::default()
+            },
+            spec: serde_json::json!({"description": "PDFs", "files": {"SKILL.md": "x"}}),
+            status: None,
         },
-        spec: serde_json::json!({"description": "PDFs", "files": {"SKILL.md": "x"}}),
-        status: None,
-    }])
+        Resource {
+            api_version: API_VERSION.into(),
+            kind: Kind::Agent,
+            metadata: Metadata {
+                name: "reviewer".into(),
+                ..Metadata::default()
+            },
+            spec: serde_json::json!({"instructions": "Review."}),
+            status: None,
+        },
+    ])
 }
 
 #[test]

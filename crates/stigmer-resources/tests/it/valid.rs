@@ -172,3 +172,115 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_plain_serverless_workflow_file_is_applied_unchanged() {
+    let text = "\
+document:
+  dsl: '1.0.0'
+  namespace: examples
+  name: fetch-pet
+  version: '0.1.0'
+  title: Fetch a pet
+use:
+  secrets: [PETSTORE_TOKEN]
+do:
+  - getPet:
+      call: http
+      with:
+        method: get
+        endpoint:
+          uri: https://petstore.swagger.io/v2/pet/{petId}
+      output:
+        as: .name
+  - greet:
+      set:
+        message: ${ \"Hello \" + . }
+";
+    let planned = check(&[("pet.yaml", text)], &Stored(vec![])).unwrap();
+    let resource = &planned[0].resource;
+    assert_eq!(resource.kind, Kind::Workflow);
+    assert_eq!(resource.metadata.name, "fetch-pet");
+    // The document the runner runs is the file itself.
+    let original: serde_json::Value = serde_yaml_ng::from_str(text).unwrap();
+    assert_eq!(stigmer_resources::workflow_document(resource), original);
+    // JSON is YAML too.
+    let json = serde_json::to_string_pretty(&original).unwrap();
+    let planned = check(&[("pet.json", &json)], &Stored(vec![])).unwrap();
+    assert_eq!(
+        stigmer_resources::workflow_document(&planned[0].resource),
+        original
+    );
+
+    // `--name` stores it under another name, which becomes the document's name.
+    let documents = stigmer_resources::parse_sources_with(
+        &[stigmer_resources::Source {
+            name: "pet.yaml".into(),
+            text: text.into(),
+        }],
+        Some("pets"),
+    )
+    .unwrap();
+    assert!(documents[0].serverless_workflow);
+    assert_eq!(documents[0].resource.metadata.name, "pets");
+    assert_eq!(
+        stigmer_resources::workflow_document(&documents[0].resource)["document"]["name"],
+        "pets"
+    );
+}
+
+#[test]
+fn the_tasks_alias_is_kept_as_written_and_runs_as_do() {
+    let text = "\
+apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata: {name: flow}
+spec:
+  description: Says hello
+  tasks:
+    - name: greet
+      set: {hello: world}
+      then: shout
+    - name: shout
+      set:
+        loud: ${ .hello | ascii_upcase }
+";
+    let planned = check(&[("w.yaml", text)], &Stored(vec![])).unwrap();
+    let resource = &planned[0].resource;
+    assert_eq!(resource.spec["tasks"][0]["name"], "greet");
+    assert_eq!(
+        stigmer_resources::workflow_document(resource),
+        serde_json::json!({
+            "document": {"dsl": "1.0.3", "namespace": "default", "name": "flow", "version": "0.0.1"},
+            "do": [
+                {"greet": {"set": {"hello": "world"}, "then": "shout"}},
+                {"shout": {"set": {"loud": "${ .hello | ascii_upcase }"}}},
+            ],
+        })
+    );
+}
+
+#[test]
+fn a_call_agent_resolves_against_the_same_apply() {
+    let text = "\
+apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata: {name: flow}
+spec:
+  do:
+    - review:
+        call: agent
+        with:
+          agent: reviewer
+          message: Review this.
+          config: {model: gpt-4o, timeout: PT5M}
+---
+apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata: {name: reviewer}
+spec:
+  instructions: Review.
+";
+    let planned = check(&[("w.yaml", text)], &Stored(vec![])).unwrap();
+    assert_eq!(planned.len(), 2);
+}

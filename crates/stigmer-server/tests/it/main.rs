@@ -11,6 +11,7 @@ use stigmer_proto::executions::v1::{AppendEventsRequest, NewEvent, SubscribeRequ
 use stigmer_server::{DaemonControl, ServerContext, serve};
 
 mod run_context;
+mod workflows;
 
 struct NoDaemon;
 
@@ -35,6 +36,14 @@ async fn server() -> Server {
 }
 
 async fn server_with(temporal: Option<stigmer_server::TemporalTarget>) -> Server {
+    server_with_resources(temporal, Vec::new()).await
+}
+
+/// [`server_with`], with more resources in the store.
+async fn server_with_resources(
+    temporal: Option<stigmer_server::TemporalTarget>,
+    resources: Vec<stigmer_resources::Resource>,
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(stigmer_store::SqliteStore::open(&dir.path().join("db")).unwrap());
     // One agent to run.
@@ -66,6 +75,7 @@ async fn server_with(temporal: Option<stigmer_server::TemporalTarget>) -> Server
         .collect();
     stigmer_store::Store::put_all(store.as_ref(), &[agent]).unwrap();
     stigmer_store::Store::put_all(store.as_ref(), &executions).unwrap();
+    stigmer_store::Store::put_all(store.as_ref(), &resources).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -407,7 +417,7 @@ mod lifecycle {
             started.elapsed()
         );
         let list = client
-            .list_executions(ListExecutionsRequest {})
+            .list_executions(ListExecutionsRequest::default())
             .await
             .unwrap()
             .into_inner();
@@ -470,7 +480,7 @@ mod lifecycle {
                 .into_inner()
                 .execution_json,
             client
-                .list_executions(ListExecutionsRequest {})
+                .list_executions(ListExecutionsRequest::default())
                 .await
                 .unwrap()
                 .into_inner()
@@ -580,7 +590,7 @@ async fn the_server_reconnects_when_temporal_comes_back() {
     );
     // Nothing was created for the refused request.
     let listed = api
-        .list_executions(stigmer_proto::executions::v1::ListExecutionsRequest {})
+        .list_executions(stigmer_proto::executions::v1::ListExecutionsRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -109,7 +109,7 @@ async fn a_sqlite_server_starts_with_its_resources_and_stops_under_an_open_strea
     let mut clients = server.clients().await;
     let listed = clients
         .executions
-        .list_executions(ListExecutionsRequest {})
+        .list_executions(ListExecutionsRequest::default())
         .await
         .unwrap()
         .into_inner();

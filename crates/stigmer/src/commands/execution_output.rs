@@ -6,8 +6,10 @@ use super::table::render_table;
 use crate::failure::{Failure, status_failure};
 use crate::render::{Outcome, trim_line};
 use std::time::Duration;
-use stigmer_proto::execution::{AgentExecutionSpec, AgentExecutionStatus, ExecutionPhase};
-use stigmer_resources::Resource;
+use stigmer_proto::execution::{
+    AgentExecutionStatus, ExecutionKind, ExecutionPhase, WorkflowExecutionStatus,
+};
+use stigmer_resources::{Kind, Resource};
 use tonic::{Code, Status};
 
 /// Where execution ids are found.
@@ -31,14 +33,51 @@ pub(super) fn sort_by_creation(executions: &mut [Resource]) {
     executions.sort_by(|a, b| a.metadata.created_at.cmp(&b.metadata.created_at));
 }
 
-/// ID, AGENT, PHASE, CREATED (an age), REASON (one line, trimmed).
+/// The kind of the execution an id names (an id of no known kind reads as an agent's, as ids
+/// did before workflows ran).
+pub(super) fn execution_kind(execution_id: &str) -> ExecutionKind {
+    ExecutionKind::of_id(execution_id).unwrap_or(ExecutionKind::Agent)
+}
+
+/// The resource kind of an execution kind.
+pub(super) fn resource_kind(kind: ExecutionKind) -> Kind {
+    match kind {
+        ExecutionKind::Agent => Kind::AgentExecution,
+        ExecutionKind::Workflow => Kind::WorkflowExecution,
+    }
+}
+
+/// The kind of an execution resource.
+fn kind_of(execution: &Resource) -> ExecutionKind {
+    match execution.kind {
+        Kind::WorkflowExecution => ExecutionKind::Workflow,
+        Kind::AgentExecution => ExecutionKind::Agent,
+        _ => execution_kind(&execution.metadata.name),
+    }
+}
+
+/// What an execution runs: the agent's or the workflow's name.
+fn target_of(execution: &Resource) -> String {
+    let field = match kind_of(execution) {
+        ExecutionKind::Agent => "agent",
+        ExecutionKind::Workflow => "workflow",
+    };
+    execution.spec[field]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// ID, KIND (agent or workflow), NAME (the agent's or the workflow's), PHASE, CREATED (an
+/// age), REASON (one line, trimmed).
 pub(super) fn execution_table(
     executions: &[Resource],
     now: chrono::DateTime<chrono::Utc>,
 ) -> String {
     let mut table = vec![[
         "ID".to_owned(),
-        "AGENT".to_owned(),
+        "KIND".to_owned(),
+        "NAME".to_owned(),
         "PHASE".to_owned(),
         "CREATED".to_owned(),
         "REASON".to_owned(),
@@ -53,9 +92,8 @@ pub(super) fn execution_table(
             .join(" ");
         table.push([
             execution.metadata.name.clone(),
-            AgentExecutionSpec::from_value(&execution.spec)
-                .map(|spec| spec.agent)
-                .unwrap_or_default(),
+            kind_of(execution).to_string(),
+            target_of(execution),
             status.phase.to_string(),
             execution
                 .metadata
@@ -104,6 +142,11 @@ pub(super) fn outcome_of(execution: &Resource) -> Option<Outcome> {
 /// The typed status of an execution resource.
 pub(super) fn status_of(execution: &Resource) -> AgentExecutionStatus {
     AgentExecutionStatus::from_value(execution.status.as_ref())
+}
+
+/// The typed status of a workflow execution resource (its output or error once it ended).
+pub(super) fn workflow_status_of(execution: &Resource) -> WorkflowExecutionStatus {
+    WorkflowExecutionStatus::from_value(execution.status.as_ref())
 }
 
 /// The phase of an execution resource.
@@ -155,13 +198,22 @@ mod tests {
                 "2024-12-30T12:00:00.000Z",
                 json!({"phase": "completed", "startedAt": "2024-12-30T12:00:01.000Z", "finishedAt": "2024-12-30T12:00:04.500Z"}),
             ),
+            serde_json::from_value(json!({
+                "apiVersion": "stigmer.ai/v1",
+                "kind": "WorkflowExecution",
+                "metadata": {"name": "wex-d", "id": "wex-d", "createdAt": "2025-01-01T11:59:00.000Z"},
+                "spec": {"workflow": "fetch", "input": {}},
+                "status": {"phase": "failed", "reason": "task /do/0/get failed", "error": {"status": 503}},
+            }))
+            .expect("a valid workflow execution"),
         ];
         sort_by_creation(&mut executions);
         insta::assert_snapshot!(execution_table(&executions, now), @r"
-        ID     AGENT  PHASE      CREATED  REASON
-        aex-c  hello  completed  2d ago
-        aex-b  hello  failed     2m ago   no agent-runner is polling task queue xxxxxxxxxxxxxxxxxxxxx…
-        aex-a  hello  running    10s ago
+        ID     KIND      NAME   PHASE      CREATED  REASON
+        aex-c  agent     hello  completed  2d ago
+        aex-b  agent     hello  failed     2m ago   no agent-runner is polling task queue xxxxxxxxxxxxxxxxxxxxx…
+        wex-d  workflow  fetch  failed     1m ago   task /do/0/get failed
+        aex-a  agent     hello  running    10s ago
         ");
         assert_eq!(
             status_duration(&executions[0]),
@@ -175,6 +227,10 @@ mod tests {
                 status_of(&executions[1]).reason.as_deref()
             ))
         );
-        assert_eq!(outcome_of(&executions[2]), None);
+        assert_eq!(outcome_of(&executions[3]), None);
+        assert_eq!(
+            workflow_status_of(&executions[2]).error,
+            Some(json!({"status": 503}))
+        );
     }
 }

@@ -1,31 +1,56 @@
-//! `stigmer run` and `stigmer execution list|get|cancel|watch`: create agent executions, list
+//! `stigmer run` and `stigmer execution list|get|cancel|watch`: create agent and workflow
+//! executions (NAME says which, or the server: whichever of an Agent and a Workflow exists), list
 //! and cancel them, and follow their event logs with [`super::follow`].
 
-use super::execution_output::{LIST_HINT, execution_failure, phase_of, sort_by_creation};
+use super::execution_output::{
+    LIST_HINT, execution_failure, execution_kind, phase_of, resource_kind, sort_by_creation,
+};
 use super::follow::{CANCEL_WAIT, Follow, OnInterrupt, interrupts, replay_offline};
 use super::output::{decode, format_resources, read_offline};
 use crate::cli::{
-    ExecutionGetArgs, ExecutionIdArgs, ExecutionListArgs, ExecutionWatchArgs, RunArgs, SecretArg,
-    is_variable_name,
+    ExecutionGetArgs, ExecutionIdArgs, ExecutionKindArg, ExecutionListArgs, ExecutionWatchArgs,
+    RunArgs, SecretArg, is_variable_name,
 };
+use crate::client::DaemonClient;
 use crate::failure::{EXIT_INVALID_INPUT, Failure, status_failure};
 use crate::printer::{Printer, print_data};
+use serde_json::Value;
 use std::collections::HashMap;
+use std::io::Read;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use stigmer_client::home::is_locked;
 use stigmer_config::StigmerHome;
-use stigmer_proto::execution::{AgentExecutionSpec, ExecutionPhase};
+use stigmer_proto::execution::{
+    AgentExecutionSpec, ExecutionKind, ExecutionPhase, WorkflowExecutionSpec,
+};
 use stigmer_proto::executions::v1::{
     CancelExecutionRequest, CreateExecutionRequest, GetExecutionRequest, ListExecutionsRequest,
 };
+use stigmer_proto::resources::v1::GetRequest;
 use stigmer_resources::{Kind, Resource};
 use tonic::{Code, Status};
 
 pub async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
-    let request = create_request(&args)?;
+    // Everything that can be checked without the server is, before anything starts.
+    let prepared = prepare(&args)?;
     let home = super::invocation::home()?;
     let mut client = super::server::ensure_running(&home).await?;
+    let (kind, missing) = match prepared.kind {
+        Some(kind) => (kind, None),
+        None => resolve(&mut client, &prepared).await?,
+    };
+    let request = match kind {
+        ExecutionKind::Agent => agent_request(&args, &prepared),
+        ExecutionKind::Workflow => workflow_request(&args, &prepared),
+    };
+    // Neither exists: the server says so when asked to create it (with a close name); a request
+    // refused before that says the lookup's not-found instead.
+    let request = match (request, missing) {
+        (Ok(request), _) => request,
+        (Err(_), Some(status)) => return Err(create_failure(status, kind)),
+        (Err(failure), None) => return Err(failure),
+    };
     // From here on Ctrl-C cancels the execution rather than leaving it running unseen.
     let interrupts = if args.no_follow {
         None
@@ -37,7 +62,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         .executions()
         .create_execution(request)
         .await
-        .map_err(create_failure)?;
+        .map_err(|status| create_failure(status, kind))?;
     let execution = decode(&response.into_inner().execution_json)?;
     let execution_id = execution.metadata.name.clone();
     let Some(interrupts) = interrupts else {
@@ -49,7 +74,6 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::SUCCESS);
     };
     let printer = Printer::stderr();
-    let spec = AgentExecutionSpec::from_value(&execution.spec).unwrap_or_default();
     let given_or = |value: String, fallback: &str| {
         if value.is_empty() {
             fallback.to_owned()
@@ -57,17 +81,28 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
             value
         }
     };
-    printer.line(&printer.paint(
-        "2",
-        &format!(
-            "execution {execution_id} (agent {}, session {})",
-            given_or(spec.agent, &args.agent),
-            given_or(spec.session, "?"),
-        ),
-    ));
+    let heading = match kind {
+        ExecutionKind::Agent => {
+            let spec = AgentExecutionSpec::from_value(&execution.spec).unwrap_or_default();
+            format!(
+                "execution {execution_id} (agent {}, session {})",
+                given_or(spec.agent, &prepared.name),
+                given_or(spec.session, "?"),
+            )
+        }
+        ExecutionKind::Workflow => {
+            let spec = WorkflowExecutionSpec::from_value(&execution.spec).unwrap_or_default();
+            format!(
+                "execution {execution_id} (workflow {})",
+                given_or(spec.workflow, &prepared.name),
+            )
+        }
+    };
+    printer.line(&printer.paint("2", &heading));
     let follow = Follow {
         home: &home,
         execution_id,
+        kind,
         json: args.json,
         on_interrupt: OnInterrupt::Cancel,
         started,
@@ -75,18 +110,154 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     follow.run(Some(client), interrupts).await
 }
 
-/// The request `run` sends, checked before anything starts: the message is not empty and
-/// every `--secret` is `KEY=VALUE` (a wrong one is reported without its text).
-fn create_request(args: &RunArgs) -> Result<CreateExecutionRequest, Failure> {
-    let message = args.message_text();
-    if message.trim().is_empty() {
-        return Err(Failure::new("the message is empty")
-            .with_code(EXIT_INVALID_INPUT)
-            .with_hint(Some(format!(
-                "say what the agent should do: `stigmer run {} \"…\"`",
-                args.agent
-            ))));
+/// What `run` checked before asking the server anything.
+#[derive(Debug)]
+struct Prepared {
+    /// The kind NAME's prefix (`agent/`, `workflow/`) names, if any.
+    kind: Option<ExecutionKind>,
+    /// NAME without its prefix.
+    name: String,
+    /// `--input`, parsed.
+    input: Option<Value>,
+    env: HashMap<String, String>,
+    secrets: HashMap<String, String>,
+}
+
+/// NAME as `agent/NAME`, `workflow/NAME` or a bare name.
+fn split_target(target: &str) -> (Option<ExecutionKind>, &str) {
+    if let Some(name) = target.strip_prefix("agent/") {
+        (Some(ExecutionKind::Agent), name)
+    } else if let Some(name) = target.strip_prefix("workflow/") {
+        (Some(ExecutionKind::Workflow), name)
+    } else {
+        (None, target)
     }
+}
+
+fn has_message(args: &RunArgs) -> bool {
+    args.message.is_some() || args.message_option.is_some()
+}
+
+/// The checks of `run` that need no server: a message and `--input` do not go together (the
+/// one is for agents, the other for workflows), a prefix's kind fits the options, `--input` is
+/// JSON, every `--secret` is `KEY=VALUE`.
+fn prepare(args: &RunArgs) -> Result<Prepared, Failure> {
+    let (kind, name) = split_target(&args.agent);
+    if name.trim().is_empty() {
+        return Err(
+            Failure::new("the name of the agent or workflow to run is empty")
+                .with_code(EXIT_INVALID_INPUT),
+        );
+    }
+    if args.input.is_some() && kind == Some(ExecutionKind::Agent) {
+        return Err(Failure::new(format!(
+            "--input is for workflows; agent \"{name}\" takes a message"
+        ))
+        .with_code(EXIT_INVALID_INPUT)
+        .with_hint(Some(format!("`stigmer run agent/{name} \"…\"`"))));
+    }
+    if has_message(args) && (kind == Some(ExecutionKind::Workflow) || args.input.is_some()) {
+        return Err(workflow_message_failure(name));
+    }
+    if kind == Some(ExecutionKind::Workflow) {
+        check_workflow_options(args, name)?;
+    }
+    let input = args.input.as_deref().map(read_input).transpose()?;
+    let (env, secrets) = variables(args)?;
+    let prepared = Prepared {
+        kind,
+        name: name.to_owned(),
+        input,
+        env,
+        secrets,
+    };
+    if kind == Some(ExecutionKind::Agent) {
+        agent_request(args, &prepared)?;
+    }
+    Ok(prepared)
+}
+
+fn workflow_message_failure(name: &str) -> Failure {
+    Failure::new(format!(
+        "a workflow takes no message: give \"{name}\" its input with --input"
+    ))
+    .with_code(EXIT_INVALID_INPUT)
+    .with_hint(Some(format!(
+        "`stigmer run workflow/{name} --input '{{\"key\": \"value\"}}'` (or --input @FILE, \
+         or --input - for stdin)"
+    )))
+}
+
+/// `--session` and `--model` are for agents only.
+fn check_workflow_options(args: &RunArgs, name: &str) -> Result<(), Failure> {
+    let option = if args.session.is_some() {
+        "--session"
+    } else if args.model.is_some() {
+        "--model"
+    } else {
+        return Ok(());
+    };
+    Err(
+        Failure::new(format!("{option} is for agents; \"{name}\" is a workflow"))
+            .with_code(EXIT_INVALID_INPUT)
+            .with_hint(Some(
+                "a workflow's `call: agent` tasks say which model their agents use".into(),
+            )),
+    )
+}
+
+/// `--input`: JSON text, `@FILE`, or `-` (stdin). Bad JSON is refused with where it is wrong.
+fn read_input(text: &str) -> Result<Value, Failure> {
+    let invalid = |message: String| {
+        Failure::new(message)
+            .with_code(EXIT_INVALID_INPUT)
+            .with_hint(Some(
+                "--input takes JSON text, @FILE (a JSON file) or - (JSON on stdin)".into(),
+            ))
+    };
+    let (source, json) = if text == "-" {
+        let mut json = String::new();
+        std::io::stdin()
+            .read_to_string(&mut json)
+            .map_err(|error| invalid(format!("cannot read the input from stdin: {error}")))?;
+        ("stdin".to_owned(), json)
+    } else if let Some(path) = text.strip_prefix('@') {
+        let json = std::fs::read_to_string(path)
+            .map_err(|error| invalid(format!("cannot read the input file {path}: {error}")))?;
+        (path.to_owned(), json)
+    } else {
+        return serde_json::from_str(text).map_err(|error| {
+            invalid(format!(
+                "--input is not JSON: {} (at column {})",
+                json_problem(&error),
+                error.column()
+            ))
+        });
+    };
+    serde_json::from_str(&json).map_err(|error| {
+        invalid(format!(
+            "{source}:{}:{}: the input is not JSON: {}",
+            error.line(),
+            error.column(),
+            json_problem(&error)
+        ))
+    })
+}
+
+/// A JSON error without its ` at line L column C` (said apart).
+fn json_problem(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rsplit_once(" at line ") {
+        Some((problem, _)) => problem.to_owned(),
+        None => text,
+    }
+}
+
+/// A run's `--env` and `--secret` variables.
+type Variables = (HashMap<String, String>, HashMap<String, String>);
+
+/// `--env` and `--secret` (a wrong secret is reported without its text).
+fn variables(args: &RunArgs) -> Result<Variables, Failure> {
     let env: HashMap<String, String> = args.env.iter().cloned().collect();
     let mut secrets = HashMap::new();
     for (index, secret) in args.secrets.iter().enumerate() {
@@ -103,14 +274,107 @@ fn create_request(args: &RunArgs) -> Result<CreateExecutionRequest, Failure> {
         })?;
         secrets.insert(key, value);
     }
+    Ok((env, secrets))
+}
+
+/// Whether NAME is an Agent or a Workflow: the one that exists; both → ask which. Neither → a
+/// workflow when --input was given, else an agent, with the lookup's not-found (the server's
+/// refusal to create it says the same, with a close name).
+async fn resolve(
+    client: &mut DaemonClient,
+    prepared: &Prepared,
+) -> Result<(ExecutionKind, Option<Status>), Failure> {
+    let name = &prepared.name;
+    let mut lookup = async |kind: Kind| {
+        client
+            .resources()
+            .get(GetRequest {
+                kind: kind.as_str().to_owned(),
+                name: name.clone(),
+            })
+            .await
+            .map(|_| ())
+    };
+    let agent = lookup(Kind::Agent).await;
+    let workflow = lookup(Kind::Workflow).await;
+    // A failure other than "not found" (the daemon went away…) is said as it is.
+    for result in [&agent, &workflow] {
+        if let Err(status) = result
+            && status.code() != Code::NotFound
+        {
+            return Err(status_failure(status.clone()));
+        }
+    }
+    match (agent, workflow) {
+        (Ok(()), Ok(())) => Err(Failure::new(format!(
+            "both an agent and a workflow are named \"{name}\""
+        ))
+        .with_code(EXIT_INVALID_INPUT)
+        .with_hint(Some(format!(
+            "say which: `stigmer run agent/{name} \"…\"` or `stigmer run workflow/{name} --input …`"
+        )))),
+        (Ok(()), Err(_)) => Ok((ExecutionKind::Agent, None)),
+        (Err(_), Ok(())) => Ok((ExecutionKind::Workflow, None)),
+        (Err(agent), Err(workflow)) => Ok(if prepared.input.is_some() {
+            (ExecutionKind::Workflow, Some(workflow))
+        } else {
+            (ExecutionKind::Agent, Some(agent))
+        }),
+    }
+}
+
+/// The request of an agent run: a message that is not empty, no `--input`.
+fn agent_request(args: &RunArgs, prepared: &Prepared) -> Result<CreateExecutionRequest, Failure> {
+    let name = &prepared.name;
+    if prepared.input.is_some() {
+        return Err(Failure::new(format!(
+            "--input is for workflows; \"{name}\" is an agent, which takes a message"
+        ))
+        .with_code(EXIT_INVALID_INPUT)
+        .with_hint(Some(format!("`stigmer run {name} \"…\"`"))));
+    }
+    let message = args.message_text();
+    if message.trim().is_empty() {
+        return Err(Failure::new("the message is empty")
+            .with_code(EXIT_INVALID_INPUT)
+            .with_hint(Some(format!(
+                "say what the agent should do: `stigmer run {} \"…\"`",
+                args.agent
+            ))));
+    }
     Ok(CreateExecutionRequest {
-        agent: args.agent.clone(),
+        agent: name.clone(),
         message: message.to_owned(),
         session_id: args.session.clone().unwrap_or_default(),
         model: args.model.clone().unwrap_or_default(),
-        env,
-        secrets,
+        env: prepared.env.clone(),
+        secrets: prepared.secrets.clone(),
         environments: args.environments.clone(),
+        ..Default::default()
+    })
+}
+
+/// The request of a workflow run: no message, no `--session` or `--model`.
+fn workflow_request(
+    args: &RunArgs,
+    prepared: &Prepared,
+) -> Result<CreateExecutionRequest, Failure> {
+    let name = &prepared.name;
+    if has_message(args) {
+        return Err(workflow_message_failure(name));
+    }
+    check_workflow_options(args, name)?;
+    Ok(CreateExecutionRequest {
+        workflow: name.clone(),
+        input_json: prepared
+            .input
+            .as_ref()
+            .map(Value::to_string)
+            .unwrap_or_default(),
+        env: prepared.env.clone(),
+        secrets: prepared.secrets.clone(),
+        environments: args.environments.clone(),
+        ..Default::default()
     })
 }
 
@@ -119,28 +383,34 @@ fn split_secret(secret: &SecretArg) -> Option<(String, String)> {
     is_variable_name(key).then(|| (key.to_owned(), value.to_owned()))
 }
 
-/// A failed `CreateExecution`: the server's message (it names the agent and suggests a close
-/// one), with a hint where one helps.
-fn create_failure(status: Status) -> Failure {
-    let unknown_agent = status.code() == Code::NotFound && status.message().starts_with("agent ");
+/// A failed `CreateExecution` (or lookup of what to run): the server's message (it names the
+/// agent or workflow and suggests a close one), with a hint where one helps.
+fn create_failure(status: Status, kind: ExecutionKind) -> Failure {
+    let not_found = status.code() == Code::NotFound;
     let failure = status_failure(status);
-    if unknown_agent {
-        failure.with_hint(Some("list the agents with `stigmer get agents`".into()))
-    } else {
-        failure
+    match (not_found, kind) {
+        (true, ExecutionKind::Agent) => failure.with_hint(Some(
+            "list the agents with `stigmer get agents` (and the workflows with `stigmer get \
+             workflows`)"
+                .into(),
+        )),
+        (true, ExecutionKind::Workflow) => failure.with_hint(Some(
+            "list the workflows with `stigmer get workflows`".into(),
+        )),
+        (false, _) => failure,
     }
 }
 
 /// One execution from the store file (no daemon runs).
 fn read_offline_execution(home: &StigmerHome, execution_id: &str) -> Result<Resource, Failure> {
-    let mut found =
-        read_offline(home, Kind::AgentExecution, Some(execution_id)).map_err(|failure| {
-            if failure.message.ends_with("not found") {
-                failure.with_hint(Some(LIST_HINT.into()))
-            } else {
-                failure
-            }
-        })?;
+    let kind = resource_kind(execution_kind(execution_id));
+    let mut found = read_offline(home, kind, Some(execution_id)).map_err(|failure| {
+        if failure.message.ends_with("not found") {
+            failure.with_hint(Some(LIST_HINT.into()))
+        } else {
+            failure
+        }
+    })?;
     found
         .pop()
         .ok_or_else(|| Failure::new(format!("execution \"{execution_id}\" not found")))
@@ -167,6 +437,7 @@ pub async fn watch(args: ExecutionWatchArgs) -> Result<ExitCode, Failure> {
         .map_err(execution_failure)?;
     let follow = Follow {
         home: &home,
+        kind: execution_kind(&args.id),
         execution_id: args.id,
         json: args.json,
         on_interrupt: OnInterrupt::Detach,
@@ -177,11 +448,20 @@ pub async fn watch(args: ExecutionWatchArgs) -> Result<ExitCode, Failure> {
 
 pub async fn list(args: ExecutionListArgs) -> Result<ExitCode, Failure> {
     let home = super::invocation::home()?;
+    let kinds: &[ExecutionKind] = match args.kind {
+        Some(ExecutionKindArg::Agent) => &[ExecutionKind::Agent],
+        Some(ExecutionKindArg::Workflow) => &[ExecutionKind::Workflow],
+        None => &ExecutionKind::ALL,
+    };
     let mut executions = if is_locked(&home.lock_file()) {
         let mut client = super::server::connect(&home).await?;
+        let kind = match kinds {
+            [kind] => kind.as_str().to_owned(),
+            _ => String::new(),
+        };
         client
             .executions()
-            .list_executions(ListExecutionsRequest {})
+            .list_executions(ListExecutionsRequest { kind })
             .await
             .map_err(status_failure)?
             .into_inner()
@@ -191,7 +471,11 @@ pub async fn list(args: ExecutionListArgs) -> Result<ExitCode, Failure> {
             .collect::<Result<Vec<_>, _>>()?
     } else {
         // Reading needs no daemon: the store is a file.
-        read_offline(&home, Kind::AgentExecution, None)?
+        let mut executions = Vec::new();
+        for kind in kinds {
+            executions.extend(read_offline(&home, resource_kind(*kind), None)?);
+        }
+        executions
     };
     sort_by_creation(&mut executions);
     if let Some(output) = format_resources(Kind::AgentExecution, &executions, false, args.output)? {
@@ -215,7 +499,8 @@ pub async fn get(args: ExecutionGetArgs) -> Result<ExitCode, Failure> {
     } else {
         read_offline_execution(&home, &args.id)?
     };
-    if let Some(output) = format_resources(Kind::AgentExecution, &[execution], true, args.output)? {
+    let kind = execution.kind;
+    if let Some(output) = format_resources(kind, &[execution], true, args.output)? {
         print_data(&output);
     }
     Ok(ExitCode::SUCCESS)
@@ -284,6 +569,16 @@ mod tests {
         }
     }
 
+    /// The request of an agent run, as `run` makes it once NAME is known to be an agent.
+    fn create_request(args: &RunArgs) -> Result<CreateExecutionRequest, Failure> {
+        agent_request(args, &prepare(args)?)
+    }
+
+    /// The request of a workflow run, as `run` makes it once NAME is known to be a workflow.
+    fn workflow_create_request(args: &RunArgs) -> Result<CreateExecutionRequest, Failure> {
+        workflow_request(args, &prepare(args)?)
+    }
+
     #[test]
     fn the_message_is_positional_or_an_option_but_not_both() {
         assert_eq!(
@@ -295,14 +590,150 @@ mod tests {
             run_args(&["run", "hello", "--message", "hi"]).message_text(),
             "hi"
         );
-        for wrong in [
-            &["run", "hello"][..],
-            &["run", "hello", "hi", "-m", "hi"][..],
-            &["run"][..],
-        ] {
+        for wrong in [&["run", "hello", "hi", "-m", "hi"][..], &["run"][..]] {
             let error = parse(wrong).expect_err("a usage error");
             assert_eq!(error.exit_code(), 2, "{wrong:?}");
         }
+        // No message parses (a workflow takes none), and an agent refuses it.
+        let failure = create_request(&run_args(&["run", "hello"])).expect_err("no message");
+        assert_eq!(failure.code, EXIT_INVALID_INPUT);
+        assert_eq!(failure.message, "the message is empty");
+    }
+
+    #[test]
+    fn a_workflow_run_takes_input_and_no_message() {
+        let args = run_args(&[
+            "run",
+            "workflow/fetch",
+            "--input",
+            r#"{"url": "https://example.com"}"#,
+            "--env",
+            "A=1",
+            "--secret",
+            "TOKEN=sk-1",
+            "--environment",
+            "prod",
+        ]);
+        let prepared = prepare(&args).expect("valid");
+        assert_eq!(prepared.kind, Some(ExecutionKind::Workflow));
+        assert_eq!(prepared.name, "fetch");
+        let request = workflow_create_request(&args).expect("valid");
+        assert_eq!(request.workflow, "fetch");
+        assert!(request.agent.is_empty() && request.message.is_empty());
+        assert_eq!(
+            serde_json::from_str::<Value>(&request.input_json).expect("JSON"),
+            serde_json::json!({"url": "https://example.com"})
+        );
+        assert_eq!(request.env.get("A").map(String::as_str), Some("1"));
+        assert_eq!(
+            request.secrets.get("TOKEN").map(String::as_str),
+            Some("sk-1")
+        );
+        assert_eq!(request.environments, ["prod"]);
+        // No --input: the server's default input.
+        let bare = workflow_create_request(&run_args(&["run", "fetch"])).expect("valid");
+        assert!(bare.input_json.is_empty());
+        // A bare name has no kind until the server says which exists.
+        assert_eq!(
+            prepare(&run_args(&["run", "fetch"])).expect("ok").kind,
+            None
+        );
+        assert_eq!(
+            prepare(&run_args(&["run", "agent/hello", "hi"]))
+                .expect("ok")
+                .kind,
+            Some(ExecutionKind::Agent)
+        );
+    }
+
+    #[test]
+    fn a_message_or_agent_options_for_a_workflow_are_refused() {
+        for wrong in [
+            &["run", "workflow/fetch", "hi"][..],
+            &["run", "workflow/fetch", "-m", "hi"][..],
+            &["run", "fetch", "hi", "--input", "{}"][..],
+        ] {
+            let failure = prepare(&run_args(wrong)).expect_err("a message");
+            assert_eq!(failure.code, EXIT_INVALID_INPUT, "{wrong:?}");
+            assert!(failure.message.contains("--input"), "{failure:?}");
+        }
+        // Known to be a workflow only once the server said so.
+        let failure =
+            workflow_create_request(&run_args(&["run", "fetch", "hi"])).expect_err("a message");
+        assert!(failure.message.contains("takes no message"), "{failure:?}");
+        for (option, value) in [("--session", "ses-1"), ("--model", "m")] {
+            let failure =
+                prepare(&run_args(&["run", "workflow/fetch", option, value])).expect_err(option);
+            assert_eq!(failure.code, EXIT_INVALID_INPUT);
+            assert!(failure.message.starts_with(option), "{failure:?}");
+            let failure = workflow_create_request(&run_args(&["run", "fetch", option, value]))
+                .expect_err(option);
+            assert!(failure.message.starts_with(option), "{failure:?}");
+        }
+        let failure = prepare(&run_args(&["run", "agent/hello", "--input", "{}"]))
+            .expect_err("input for an agent");
+        assert!(
+            failure.message.contains("--input is for workflows"),
+            "{failure:?}"
+        );
+        let failure =
+            create_request(&run_args(&["run", "hello", "--input", "{}"])).expect_err("input");
+        assert!(
+            failure.message.contains("--input is for workflows"),
+            "{failure:?}"
+        );
+    }
+
+    #[test]
+    fn bad_input_json_is_refused_with_where_it_is_wrong() {
+        let failure = read_input("{\"a\": ").expect_err("bad JSON");
+        assert_eq!(failure.code, EXIT_INVALID_INPUT);
+        assert!(
+            failure.message.starts_with("--input is not JSON: "),
+            "{failure:?}"
+        );
+        assert!(failure.message.contains("column"), "{failure:?}");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("input.json");
+        std::fs::write(&path, "{\n  \"a\": 1,\n  \"b\": nope\n}\n").expect("written");
+        let failure = read_input(&format!("@{}", path.display())).expect_err("bad JSON");
+        assert_eq!(
+            failure.message,
+            format!(
+                "{}:3:9: the input is not JSON: expected ident",
+                path.display()
+            )
+        );
+        std::fs::write(&path, "[1, 2]").expect("written");
+        assert_eq!(
+            read_input(&format!("@{}", path.display())).expect("valid"),
+            serde_json::json!([1, 2])
+        );
+        let failure = read_input("@/no/such/input.json").expect_err("missing");
+        assert!(
+            failure.message.contains("/no/such/input.json"),
+            "{failure:?}"
+        );
+        assert_eq!(read_input("42").expect("valid"), serde_json::json!(42));
+    }
+
+    #[test]
+    fn execution_list_filters_by_kind() {
+        match parse(&["execution", "list", "--kind", "workflow"])
+            .expect("valid")
+            .command
+        {
+            Command::Execution(ExecutionCommand::List(list)) => {
+                assert_eq!(list.kind, Some(ExecutionKindArg::Workflow));
+            }
+            other => panic!("expected list, got {other:?}"),
+        }
+        assert_eq!(
+            parse(&["execution", "list", "--kind", "session"])
+                .expect_err("not a kind")
+                .exit_code(),
+            2
+        );
     }
 
     #[test]

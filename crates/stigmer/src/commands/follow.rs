@@ -8,17 +8,19 @@
 //! Following survives a restarting server: the log numbers its events, so after a broken stream
 //! the feed subscribes again after the last event it showed, and nothing is lost or shown twice.
 
-use super::execution_output::{execution_failure, outcome_of, status_duration};
+use super::execution_output::{
+    execution_failure, execution_kind, outcome_of, status_duration, workflow_status_of,
+};
 use super::output::decode;
 use crate::client::DaemonClient;
 use crate::failure::{EXIT_INTERRUPTED, Failure};
 use crate::printer::{Printer, print_data, print_text};
-use crate::render::{Event, Outcome, Output, Renderer, Style};
+use crate::render::{Event, Outcome, Output, Renderer, Style, problem_text};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use stigmer_client::feed::{EventFeed, EventSource, FeedError, FeedItem};
 use stigmer_config::{Component, StigmerHome};
-use stigmer_proto::execution::ExecutionPhase;
+use stigmer_proto::execution::{ExecutionKind, ExecutionPhase};
 use stigmer_proto::executions::v1::{
     CancelExecutionRequest, ExecutionEvent, GetExecutionRequest, SubscribeRequest,
 };
@@ -44,7 +46,7 @@ pub(super) fn replay_offline(
     started: Instant,
 ) -> Result<ExitCode, Failure> {
     let store_failure = |error: stigmer_store::StoreError| Failure::new(error.to_string());
-    let mut screen = Screen::new(json);
+    let mut screen = Screen::new(json, execution_kind(&execution.metadata.name));
     if let Some(store) = SqliteStore::open_if_exists(&home.store_file()).map_err(store_failure)? {
         let mut last = 0;
         'pages: loop {
@@ -93,6 +95,8 @@ pub(super) fn interrupts() -> Result<Signal, Failure> {
 pub(super) struct Follow<'a> {
     pub(super) home: &'a StigmerHome,
     pub(super) execution_id: String,
+    /// An agent's or a workflow's (shown as a tree of tasks, ending with its output).
+    pub(super) kind: ExecutionKind,
     pub(super) json: bool,
     pub(super) on_interrupt: OnInterrupt,
     /// When the command started (the duration of last resort).
@@ -101,6 +105,8 @@ pub(super) struct Follow<'a> {
 
 enum Step {
     Feed(Result<FeedItem, FeedError>),
+    /// An event of the agent execution of a workflow's `call: agent` task (its reference).
+    AgentCall(String, ExecutionEvent),
     Interrupted,
     CancelWaitOver,
 }
@@ -114,7 +120,7 @@ impl Follow<'_> {
         mut interrupts: Signal,
     ) -> Result<ExitCode, Failure> {
         let id = self.execution_id.clone();
-        let mut screen = Screen::new(self.json);
+        let mut screen = Screen::new(self.json, self.kind);
         let source = DaemonSource {
             home: self.home,
             execution_id: id.clone(),
@@ -123,9 +129,14 @@ impl Follow<'_> {
         };
         let mut feed = EventFeed::new(source, &id);
         let mut cancel_deadline: Option<tokio::time::Instant> = None;
+        // The agent executions of a workflow's `call: agent` tasks, followed to show their
+        // progress under their tasks (aborted when following ends).
+        let (calls_tx, mut calls_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut calls = tokio::task::JoinSet::new();
         loop {
             let step = tokio::select! {
                 item = feed.next() => Step::Feed(item),
+                Some((reference, event)) = calls_rx.recv() => Step::AgentCall(reference, event),
                 Some(()) = interrupts.recv() => Step::Interrupted,
                 () = sleep_until(cancel_deadline), if cancel_deadline.is_some() => {
                     Step::CancelWaitOver
@@ -134,13 +145,31 @@ impl Follow<'_> {
             match step {
                 Step::Feed(item) => match item.map_err(feed_failure)? {
                     FeedItem::Event(event) => {
-                        screen.show(&Event::from_proto(event));
+                        let event = Event::from_proto(event);
+                        screen.show(&event);
                         if screen.renderer.outcome().is_some() {
                             break;
+                        }
+                        if let stigmer_proto::execution::ExecutionEvent::AgentCallStarted(call) =
+                            &event.event
+                            && !self.json
+                        {
+                            calls.spawn(follow_agent_call(
+                                self.home.clone(),
+                                call.reference.clone(),
+                                call.execution_id.clone(),
+                                calls_tx.clone(),
+                            ));
                         }
                     }
                     FeedItem::Notice(text) => screen.note(&text),
                 },
+                Step::AgentCall(reference, event) => {
+                    let outputs = screen
+                        .renderer
+                        .render_agent_call(&reference, &Event::from_proto(event));
+                    screen.write(outputs);
+                }
                 Step::Interrupted if cancel_deadline.is_some() => {
                     screen.note("stopped waiting for the execution to stop");
                     return Ok(ExitCode::from(EXIT_INTERRUPTED));
@@ -180,6 +209,41 @@ impl Follow<'_> {
             self.started,
             cancel_deadline.is_some(),
         )
+    }
+}
+
+/// Sends the events of the agent execution of a workflow's `call: agent` task to `events` until
+/// it ends. Best effort: a broken stream ends it quietly (the task's output still has the
+/// answer).
+async fn follow_agent_call(
+    home: StigmerHome,
+    reference: String,
+    execution_id: String,
+    events: tokio::sync::mpsc::UnboundedSender<(String, ExecutionEvent)>,
+) {
+    let Ok(mut client) = DaemonClient::connect(&home).await else {
+        return;
+    };
+    let Ok(stream) = client
+        .executions()
+        .subscribe(SubscribeRequest {
+            execution_id,
+            after_seq: 0,
+        })
+        .await
+    else {
+        return;
+    };
+    let mut stream = stream.into_inner();
+    while let Ok(Some(event)) = stream.message().await {
+        let terminal = stigmer_proto::execution::ExecutionEvent::from_wire_json_lenient(
+            &event.kind,
+            &event.data_json,
+        )
+        .is_terminal();
+        if events.send((reference.clone(), event)).is_err() || terminal {
+            return;
+        }
     }
 }
 
@@ -238,20 +302,26 @@ async fn fetch_execution(home: &StigmerHome, execution_id: &str) -> Option<Resou
 /// Where rendered events go: the answer to stdout, the rest to stderr, or JSON lines.
 struct Screen {
     json: bool,
+    kind: ExecutionKind,
     renderer: Renderer,
     printer: Printer,
 }
 
 impl Screen {
-    fn new(json: bool) -> Screen {
+    fn new(json: bool, kind: ExecutionKind) -> Screen {
         let printer = Printer::stderr();
         let style = Style {
             unicode: printer.is_terminal(),
             color: printer.has_color(),
         };
+        let renderer = match kind {
+            ExecutionKind::Agent => Renderer::new(style),
+            ExecutionKind::Workflow => Renderer::for_workflow(style),
+        };
         Screen {
             json,
-            renderer: Renderer::new(style),
+            kind,
+            renderer,
             printer,
         }
     }
@@ -317,6 +387,22 @@ impl Screen {
             .outcome()
             .cloned()
             .or_else(|| execution.as_ref().and_then(outcome_of));
+        if self.kind == ExecutionKind::Workflow {
+            let log = home.log_file(Component::WorkflowRunner);
+            let result = workflow_result(
+                execution_id,
+                execution.as_ref(),
+                outcome.as_ref(),
+                interrupted,
+                &log.display().to_string(),
+            );
+            if !self.json
+                && let Some(data) = &result.data
+            {
+                print_data(data);
+            }
+            return result.exit;
+        }
         let agent_log = home.log_file(Component::AgentRunner);
         exit_for(
             execution_id,
@@ -356,6 +442,61 @@ fn exit_for(
         ))
         .with_hint(Some(format!(
             "see `stigmer execution get {execution_id}`, and the agent runner's log {agent_log}"
+        )))),
+    }
+}
+
+/// How a followed workflow execution ended: what to print on stdout (its output, or its error,
+/// as pretty JSON) and the exit code.
+struct WorkflowResult {
+    data: Option<String>,
+    exit: Result<ExitCode, Failure>,
+}
+
+/// A workflow's end: completed → its output and 0; faulted → its error object and a failure
+/// naming it; cancelled or interrupted → as an agent run ends.
+fn workflow_result(
+    execution_id: &str,
+    execution: Option<&Resource>,
+    outcome: Option<&Outcome>,
+    interrupted: bool,
+    log: &str,
+) -> WorkflowResult {
+    let status = execution.map(workflow_status_of).unwrap_or_default();
+    let pretty = |value: &serde_json::Value| serde_json::to_string_pretty(value).ok();
+    let phase = outcome.map(|outcome| outcome.phase);
+    if interrupted
+        || !matches!(
+            phase,
+            Some(ExecutionPhase::Completed | ExecutionPhase::Failed)
+        )
+    {
+        return WorkflowResult {
+            data: None,
+            exit: exit_for(execution_id, outcome, interrupted, log),
+        };
+    }
+    if phase == Some(ExecutionPhase::Completed) {
+        let output = status.output.unwrap_or(serde_json::Value::Null);
+        return WorkflowResult {
+            data: pretty(&output),
+            exit: Ok(ExitCode::SUCCESS),
+        };
+    }
+    let why = match &status.error {
+        Some(error) => problem_text(error),
+        None => outcome
+            .and_then(|outcome| outcome.reason.clone())
+            .unwrap_or_else(|| "no reason was recorded".into()),
+    };
+    WorkflowResult {
+        data: status.error.as_ref().and_then(pretty),
+        exit: Err(Failure::new(format!(
+            "execution {execution_id} failed: {}",
+            why.split_whitespace().collect::<Vec<_>>().join(" ")
+        ))
+        .with_hint(Some(format!(
+            "see `stigmer execution get {execution_id}`, and the workflow runner's log {log}"
         )))),
     }
 }
@@ -459,6 +600,68 @@ mod tests {
         assert_eq!(
             cancelled.message,
             "execution aex-1 was cancelled: cancelled by request"
+        );
+    }
+
+    fn workflow_execution(status: serde_json::Value) -> Resource {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "stigmer.ai/v1",
+            "kind": "WorkflowExecution",
+            "metadata": {"name": "wex-1", "id": "wex-1"},
+            "spec": {"workflow": "fetch"},
+            "status": status,
+        }))
+        .expect("a valid execution")
+    }
+
+    #[test]
+    fn a_workflow_ends_with_its_output_or_its_error() {
+        let log = "/home/u/.stigmer/logs/workflow-runner.log";
+        let done =
+            workflow_execution(serde_json::json!({"phase": "completed", "output": {"answer": 42}}));
+        let result = workflow_result(
+            "wex-1",
+            Some(&done),
+            Some(&outcome("completed", None)),
+            false,
+            log,
+        );
+        assert_eq!(result.data.as_deref(), Some("{\n  \"answer\": 42\n}"));
+        assert_eq!(result.exit.expect("success"), ExitCode::SUCCESS);
+        let faulted = workflow_execution(serde_json::json!({
+            "phase": "failed",
+            "reason": "task /do/0/get failed",
+            "error": {"type": "https://serverlessworkflow.io/spec/1.0.0/errors/communication", "status": 503, "title": "Down", "detail": "the service\nis down", "instance": "/do/0/get"},
+        }));
+        let result = workflow_result(
+            "wex-1",
+            Some(&faulted),
+            Some(&outcome("failed", Some("task /do/0/get failed"))),
+            false,
+            log,
+        );
+        let printed: serde_json::Value =
+            serde_json::from_str(result.data.as_deref().expect("the error")).expect("JSON");
+        assert_eq!(printed["instance"], "/do/0/get");
+        let failure = result.exit.expect_err("a fault");
+        assert_eq!(failure.code, 1);
+        assert_eq!(
+            failure.message,
+            "execution wex-1 failed: communication (503): the service is down"
+        );
+        assert!(failure.hint.expect("a hint").contains(log));
+        let cancelled =
+            workflow_result("wex-1", None, Some(&outcome("cancelled", None)), false, log);
+        assert!(cancelled.data.is_none());
+        assert_eq!(
+            cancelled.exit.expect_err("cancelled").message,
+            "execution wex-1 was cancelled"
+        );
+        let interrupted = workflow_result("wex-1", Some(&done), None, true, log);
+        assert!(interrupted.data.is_none());
+        assert_eq!(
+            interrupted.exit.expect("interrupted"),
+            ExitCode::from(EXIT_INTERRUPTED)
         );
     }
 

@@ -40,7 +40,7 @@ pub(super) fn format_resources(
                 Printer::stderr().line(&format!("no {} found", kind.cli_names()[1]));
                 return Ok(None);
             }
-            if kind == Kind::AgentExecution {
+            if matches!(kind, Kind::AgentExecution | Kind::WorkflowExecution) {
                 return Ok(Some(execution_table(resources, chrono::Utc::now())));
             }
             let mut table = vec![[

@@ -12,14 +12,14 @@ use std::process::ExitCode;
 use stigmer_client::home::is_locked;
 use stigmer_proto::resources::v1::{ApplyRequest, DeleteRequest, GetRequest, ListRequest};
 use stigmer_resources::{
-    Kind, ManifestError, ParsedDocument, PlanError, Resource, locate_plan_errors, parse_sources,
-    plan_apply,
+    Kind, ManifestError, ParsedDocument, PlanError, Resource, locate_plan_errors,
+    parse_sources_with, plan_apply,
 };
 use stigmer_store::{SqliteStore, Store, StoreLookup};
 
 pub async fn apply(args: ApplyArgs) -> Result<ExitCode, Failure> {
     let home = super::invocation::home()?;
-    let documents = read_documents(&args.files)?;
+    let documents = read_documents(&args.files, args.name.as_deref())?;
     let resources: Vec<Resource> = documents.iter().map(|d| d.resource.clone()).collect();
 
     let running = is_locked(&home.lock_file());
@@ -134,8 +134,9 @@ fn invalid(errors: Vec<ManifestError>) -> Failure {
     .with_details(errors.iter().map(ToString::to_string).collect())
 }
 
-/// Reads every `-f` argument (see [`super::sources`]) and parses the manifests.
-fn read_documents(paths: &[PathBuf]) -> Result<Vec<ParsedDocument>, Failure> {
+/// Reads every `-f` argument (see [`super::sources`]) and parses the manifests; `name` is
+/// `--name`, which names the workflow of a single plain Serverless Workflow file.
+fn read_documents(paths: &[PathBuf], name: Option<&str>) -> Result<Vec<ParsedDocument>, Failure> {
     let Inputs { sources, skills } =
         read_inputs(paths, &mut std::io::stdin().lock()).map_err(|problems| {
             let count = problems.len();
@@ -156,7 +157,7 @@ fn read_documents(paths: &[PathBuf]) -> Result<Vec<ParsedDocument>, Failure> {
     let mut documents = if sources.is_empty() {
         Vec::new()
     } else {
-        parse_sources(&sources).map_err(invalid)?
+        parse_sources_with(&sources, name).map_err(invalid)?
     };
     for (file, resource) in skills {
         documents.push(ParsedDocument {
@@ -165,7 +166,31 @@ fn read_documents(paths: &[PathBuf]) -> Result<Vec<ParsedDocument>, Failure> {
             first_line: 1,
             text: String::new(),
             resource,
+            serverless_workflow: false,
         });
+    }
+    if name.is_some() {
+        let single_workflow =
+            matches!(documents.as_slice(), [document] if document.serverless_workflow);
+        if !single_workflow {
+            return Err(Failure::new(format!(
+                "--name applies to a single plain Serverless Workflow file; this apply holds {} \
+                 document{}{}",
+                documents.len(),
+                if documents.len() == 1 { "" } else { "s" },
+                if documents.len() == 1 {
+                    " that is a manifest (with kind)"
+                } else {
+                    ""
+                }
+            ))
+            .with_code(EXIT_INVALID_INPUT)
+            .with_hint(Some(
+                "name manifests in their metadata.name; use --name only with one workflow file \
+                 (a document with `document.dsl`)"
+                    .into(),
+            )));
+        }
     }
     Ok(documents)
 }

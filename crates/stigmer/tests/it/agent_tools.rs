@@ -26,14 +26,23 @@ fn calls(calls: &[(&str, Value)]) -> Turn {
 
 /// A stack with the scripted LLM whose resources come from `manifest` and the skill folders.
 fn stack(script: Vec<Turn>, manifest: &str, skills: &[(&str, &str)]) -> Stack {
+    stack_with("openai", script, manifest, skills)
+}
+
+/// [`stack`] with the scripted LLM speaking as `provider` (`openai`, `anthropic`, `ollama`).
+fn stack_with(provider: &str, script: Vec<Turn>, manifest: &str, skills: &[(&str, &str)]) -> Stack {
     let llm = ScriptedLlm::start(script);
     let mut home = crate::home();
+    let base_url = match provider {
+        "ollama" => llm.base_url(),
+        _ => llm.v1_url(),
+    };
     home.write_config(&format!(
-        "{}llm:\n  provider: openai\n  model: scripted\n  base_url: {}\n",
+        "{}llm:\n  provider: {provider}\n  model: scripted\n  base_url: {base_url}\n",
         stigmer_test::TEST_CONFIG,
-        llm.v1_url()
     ));
     home.set_env("OPENAI_API_KEY", "sk-test-openai");
+    home.set_env("ANTHROPIC_API_KEY", "sk-test-anthropic");
     home.start();
     let path = home.path().join("agents.yaml");
     std::fs::write(&path, manifest).unwrap();
@@ -560,4 +569,103 @@ apiVersion: agentic.stigmer.ai/v1\nkind: Agent\nmetadata:\n  name: helper\nspec:
     assert_eq!(spec["env"]["GREETING"], "hello", "{spec}");
     assert_eq!(spec["environments"], json!(["dev"]), "{spec}");
     assert_eq!(spec["secretNames"], json!(["TOKEN"]), "{spec}");
+}
+
+#[test]
+fn an_mcp_image_reaches_models_that_take_images_and_is_a_placeholder_for_others() {
+    // server-everything's `get-tiny-image` answers text, a PNG, then more text.
+    const PNG_START: &str = "iVBORw0KGgo";
+    for provider in ["openai", "anthropic", "ollama"] {
+        let marker = unique("image");
+        let manifest = format!(
+            "{}apiVersion: agentic.stigmer.ai/v1\nkind: Agent\nmetadata:\n  name: helper\nspec:\n  instructions: You help.\n  mcpServers: [everything]\n",
+            everything_stdio("everything", &marker, "")
+        );
+        let stack = stack_with(
+            provider,
+            vec![
+                Turn::tool_call("everything__get-tiny-image", json!({})),
+                Turn::text("A logo."),
+            ],
+            &manifest,
+            &[],
+        );
+        let (outcome, events) = stack.run_json(&["helper", "Show me the logo"]);
+        assert_eq!(outcome.code, 0, "{provider}: {outcome}");
+        let requests = stack.llm.requests();
+        assert_eq!(requests.len(), 2, "{provider}");
+        let body = &requests[1].body;
+        let messages = body["messages"].as_array().unwrap();
+        match provider {
+            // Tool messages take text only: the image follows in a user message that names
+            // the call it came from.
+            "openai" => {
+                let last_tool = messages.iter().rposition(|m| m["role"] == "tool").unwrap();
+                let tool = messages[last_tool]["content"].as_str().unwrap();
+                assert!(tool.contains("Here's the image you requested:"), "{tool}");
+                assert!(tool.contains("[image 1: image/png, "), "{tool}");
+                let user = &messages[last_tool + 1];
+                assert_eq!(user["role"], "user", "{body}");
+                let parts = user["content"].as_array().unwrap();
+                assert!(
+                    parts.iter().any(|part| part["text"]
+                        .as_str()
+                        .is_some_and(|text| text.contains("`everything__get-tiny-image`"))),
+                    "{parts:?}"
+                );
+                let url = parts
+                    .iter()
+                    .find(|part| part["type"] == "image_url")
+                    .and_then(|part| part["image_url"]["url"].as_str())
+                    .unwrap_or_else(|| panic!("no image part: {parts:?}"));
+                assert!(
+                    url.starts_with(&format!("data:image/png;base64,{PNG_START}")),
+                    "{url:.80}"
+                );
+            }
+            // The image block sits inside the call's tool_result.
+            "anthropic" => {
+                let result = messages
+                    .iter()
+                    .flat_map(|m| m["content"].as_array().into_iter().flatten())
+                    .find(|block| block["type"] == "tool_result")
+                    .unwrap_or_else(|| panic!("no tool_result: {body}"));
+                let content = result["content"].as_array().unwrap();
+                assert_eq!(content[0]["type"], "text");
+                assert!(
+                    content[0]["text"]
+                        .as_str()
+                        .unwrap()
+                        .contains("The image above is the MCP logo."),
+                    "{content:?}"
+                );
+                assert_eq!(content[1]["type"], "image");
+                assert_eq!(content[1]["source"]["media_type"], "image/png");
+                assert!(
+                    content[1]["source"]["data"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with(PNG_START)
+                );
+            }
+            // The scripted Ollama model lists no `vision` capability: the placeholder.
+            _ => {
+                let tool = messages.iter().find(|m| m["role"] == "tool").unwrap();
+                let text = tool["content"].as_str().unwrap();
+                assert!(text.contains("Here's the image you requested:"), "{text}");
+                assert!(text.contains("[image omitted: image/png, "), "{text}");
+                assert!(tool.get("images").is_none(), "{tool}");
+                assert!(!body.to_string().contains(PNG_START));
+            }
+        }
+        // What is shown of the result labels the image in one line, whatever the provider.
+        let finished = events
+            .iter()
+            .find(|event| event["kind"] == "tool_call_finished")
+            .unwrap_or_else(|| panic!("{events:#?}"));
+        assert!(
+            finished.to_string().contains("[image: image/png, "),
+            "{finished}"
+        );
+    }
 }

@@ -10,6 +10,9 @@ mod resources;
 mod runs;
 mod server_limits;
 mod tools;
+mod workflow_examples;
+mod workflow_runs;
+mod workflows;
 
 use stigmer_test::TestHome;
 

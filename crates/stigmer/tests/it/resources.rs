@@ -61,10 +61,18 @@ fn every_kind_round_trips_through_apply_get_and_delete() {
         [
             ("Agent", "file-helper", "created"),
             ("Agent", "hello", "created"),
+            ("Agent", "reviewer", "created"),
+            ("Agent", "writer", "created"),
             ("Environment", "dev", "created"),
             ("McpServer", "files", "created"),
             ("Skill", "release-notes", "created"),
+            ("Workflow", "checks", "created"),
+            ("Workflow", "fetch-pet", "created"),
+            ("Workflow", "greet", "created"),
             ("Workflow", "nightly", "created"),
+            ("Workflow", "resilient-fetch", "created"),
+            ("Workflow", "review-pipeline", "created"),
+            ("Workflow", "route-order", "created"),
         ]
         .map(|(k, n, a)| (k.to_owned(), n.to_owned(), a.to_owned()))
     );
@@ -94,7 +102,7 @@ fn every_kind_round_trips_through_apply_get_and_delete() {
     }
     let list = home.run(&["get", "ag", "-o", "json"]);
     let list: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    assert_eq!(list["items"].as_array().unwrap().len(), 4);
     let table = home.run(&["get", "agents"]);
     assert!(table.stdout.starts_with("NAME"), "{table}");
     assert!(table.stdout.contains("file-helper"), "{table}");
@@ -210,7 +218,7 @@ fn resources_survive_a_restart_and_a_kill_of_the_daemon() {
     let offline = home.run(&["get", "agents", "-o", "json"]);
     let offline: serde_json::Value =
         serde_json::from_str(&offline.stdout).unwrap_or_else(|error| panic!("{error}: {offline}"));
-    assert_eq!(offline["items"].as_array().unwrap().len(), 2);
+    assert_eq!(offline["items"].as_array().unwrap().len(), 4);
     home.start();
     let again = home.run(&["apply", "-f", &examples(), "--json"]);
     assert!(
@@ -637,4 +645,62 @@ fn an_apply_whose_connection_drops_says_the_outcome_is_unknown() {
     assert!(count == 0 || count == 2000, "{count} agents stored");
     let again = home.run(&["apply", "-f", &manifest]);
     assert_eq!(again.code, 0, "{again}");
+}
+
+#[test]
+fn a_plain_serverless_workflow_file_applies_under_its_name_or_name() {
+    let home = home();
+    let plain = write(
+        &home,
+        "greet.sw.json",
+        r#"{
+  "document": {"dsl": "1.0.3", "namespace": "default", "name": "greet", "version": "1.0.0"},
+  "do": [{"hello": {"set": {"message": "${ \"Hello \" + .name }"}}}]
+}"#,
+    );
+    let applied = home.run(&["apply", "-f", &plain, "--dry-run", "--json"]);
+    assert_eq!(applied.code, 0, "{applied}");
+    assert_eq!(
+        actions(&applied),
+        [("Workflow".into(), "greet".into(), "created".into())]
+    );
+    let renamed = home.run(&[
+        "apply",
+        "-f",
+        &plain,
+        "--name",
+        "hello",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(renamed.code, 0, "{renamed}");
+    assert_eq!(
+        actions(&renamed),
+        [("Workflow".into(), "hello".into(), "created".into())]
+    );
+
+    // --name names one plain workflow file, nothing else.
+    let refused = home.run(&["apply", "-f", &examples(), "--name", "x", "--dry-run"]);
+    assert_eq!(refused.code, 2, "{refused}");
+    assert!(
+        refused
+            .stderr
+            .contains("--name applies to a single plain Serverless Workflow file"),
+        "{refused}"
+    );
+
+    // Problems are reported where the file writes them.
+    let broken = write(
+        &home,
+        "broken.sw.yaml",
+        "document:\n  dsl: '1.0.3'\n  namespace: default\n  name: broken\n  version: '1.0.0'\ndo:\n  - first:\n      set: {x: 1}\n      then: nowhere\n",
+    );
+    let outcome = home.run(&["apply", "-f", &broken, "--dry-run"]);
+    assert_eq!(outcome.code, 2, "{outcome}");
+    assert!(
+        outcome.stderr.contains(&format!(
+            "{broken}:9:7: document 1 (Workflow \"broken\"): do[0].first.then: unknown `then` target \"nowhere\""
+        )),
+        "{outcome}"
+    );
 }
