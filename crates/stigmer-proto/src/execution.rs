@@ -346,6 +346,17 @@ pub struct AgentCallStarted {
     pub parent: Option<EventParent>,
 }
 
+/// A `run: workflow` task created the workflow execution `execution_id` (its child): a client
+/// may follow its events.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowCallStarted {
+    pub reference: String,
+    pub name: String,
+    pub execution_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<EventParent>,
+}
+
 /// An event whose kind this build does not know, as it came.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UnknownEvent {
@@ -465,6 +476,7 @@ execution_events! {
     TaskSkipped(TaskSkipped) = "task_skipped",
     TaskWaiting(TaskWaiting) = "task_waiting",
     AgentCallStarted(AgentCallStarted) = "agent_call_started",
+    WorkflowCallStarted(WorkflowCallStarted) = "workflow_call_started",
 }
 
 impl ExecutionEvent {
@@ -619,7 +631,8 @@ pub struct AgentExecutionSpec {
     pub parent: Option<ExecutionParent>,
 }
 
-/// The workflow task an agent execution runs for (see [`AgentExecutionSpec::parent`]).
+/// The workflow task an execution runs for (see [`AgentExecutionSpec::parent`] and
+/// [`WorkflowExecutionSpec::parent`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ExecutionParent {
@@ -754,6 +767,10 @@ pub struct WorkflowExecutionSpec {
     /// The Environments the run's variables came from (`--environment`), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub environments: Vec<String>,
+    /// The workflow execution whose `run: workflow` task created this one; its workflow runs
+    /// as a child of that execution's workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ExecutionParent>,
 }
 
 /// Where a `WorkflowExecution` is (its `status`): the fields of [`AgentExecutionStatus`], and
@@ -987,6 +1004,13 @@ mod tests {
                 parent: task_parent(),
             }
             .into(),
+            WorkflowCallStarted {
+                reference: "/do/7/child".into(),
+                name: "child".into(),
+                execution_id: "wex-2".into(),
+                parent: task_parent(),
+            }
+            .into(),
         ]
     }
 
@@ -1080,6 +1104,10 @@ mod tests {
                 "agent_call_started",
                 json!({"reference": "/do/0/a", "name": "a", "execution_id": "aex-1",
                     "parent": {"kind": "workflow_task", "id": "/do/0/a"}}),
+            ),
+            (
+                "workflow_call_started",
+                json!({"reference": "/do/1/b", "name": "b", "execution_id": "wex-2"}),
             ),
         ];
         for (kind, data) in wire {

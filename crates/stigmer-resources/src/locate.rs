@@ -22,7 +22,8 @@ fn segments(path: &str) -> Vec<Segment<'_>> {
             out.push(Segment::Key(key));
         }
         while let Some(close) = rest.find(']') {
-            if let Ok(index) = rest[1..close].parse() {
+            // `get`: a key may hold a `]` before any `[` (`env.][KEN`), which is no index.
+            if let Some(Ok(index)) = rest.get(1..close).map(str::parse) {
                 out.push(Segment::Index(index));
             }
             rest = &rest[close + 1..];
@@ -198,5 +199,14 @@ spec:
         assert_eq!(locate(DOC, "spec.subAgents[1].skills[1]"), Some((17, 7)));
         assert_eq!(locate(DOC, "spec.missing"), Some((5, 1)));
         assert_eq!(locate(DOC, "nothing"), None);
+    }
+
+    #[test]
+    fn stray_brackets_in_a_path_are_no_index() {
+        assert_eq!(
+            segments("spec.env.0[]]"),
+            [Segment::Key("spec"), Segment::Key("env"), Segment::Key("0")]
+        );
+        assert_eq!(segments("a[2]]"), [Segment::Key("a"), Segment::Index(2)]);
     }
 }

@@ -381,7 +381,7 @@ impl Resource {
     pub fn references(&self) -> Vec<(Kind, String, String)> {
         let mut found = Vec::new();
         if self.kind == Kind::Workflow {
-            return crate::workflow::agent_references(self);
+            return crate::workflow::references(self);
         }
         if self.kind != Kind::Agent {
             return found;

@@ -1,11 +1,12 @@
 //! Workflows: the full Serverless Workflow document a Workflow resource stands for, its
 //! validation at apply (reported at manifest field paths), the agents its `call: agent` tasks
-//! name, and plain Serverless Workflow files applied as Workflows.
+//! and the workflows its `run: workflow` tasks name, and plain Serverless Workflow files
+//! applied as Workflows.
 
 use crate::kind::Kind;
 use crate::model::Resource;
 use serde_json::{Map, Value};
-use stigmer_workflow::validate::{agent_calls, normalise, validate};
+use stigmer_workflow::validate::{agent_calls, normalise, validate, workflow_runs};
 
 /// The DSL version a Workflow without `spec.document.dsl` is written in.
 pub const DEFAULT_DSL: &str = "1.0.3";
@@ -72,19 +73,20 @@ pub(crate) fn problems(resource: &Resource) -> Vec<(String, String)> {
     found
 }
 
-/// The Agents a Workflow's `call: agent` tasks name literally, as `(kind, name, field path)`.
-pub(crate) fn agent_references(resource: &Resource) -> Vec<(Kind, String, String)> {
+/// The Agents a Workflow's `call: agent` tasks and the Workflows its `run: workflow` tasks
+/// name literally, as `(kind, name, field path)`.
+pub(crate) fn references(resource: &Resource) -> Vec<(Kind, String, String)> {
     let document = workflow_document(resource);
     let alias = uses_alias(resource);
-    agent_calls(&document)
+    let agents = agent_calls(&document)
         .into_iter()
-        .map(|call| {
-            (
-                Kind::Agent,
-                call.agent,
-                field_path(&call.pointer, &document, alias),
-            )
-        })
+        .map(|call| (Kind::Agent, call.agent, call.pointer));
+    let workflows = workflow_runs(&document)
+        .into_iter()
+        .map(|run| (Kind::Workflow, run.workflow, run.pointer));
+    agents
+        .chain(workflows)
+        .map(|(kind, name, pointer)| (kind, name, field_path(&pointer, &document, alias)))
         .collect()
 }
 
@@ -222,16 +224,17 @@ mod tests {
     }
 
     #[test]
-    fn literal_agent_names_are_references_and_expressions_are_not() {
+    fn literal_agent_and_workflow_names_are_references_and_expressions_are_not() {
         let resource = workflow(json!({"do": [
             {"ask": {"call": "agent", "with": {"agent": "reviewer", "message": "hi"}}},
             {"loop": {"for": {"in": ".items"}, "do": [
                 {"again": {"call": "agent", "with": {"agent": "${ .who }", "message": "hi"}}},
                 {"inner": {"call": "agent", "with": {"agent": "writer", "message": "hi"}}},
             ]}},
+            {"child": {"run": {"workflow": {"namespace": "default", "name": "summarise", "version": "latest"}}}},
         ]}));
         assert_eq!(
-            agent_references(&resource),
+            references(&resource),
             vec![
                 (
                     Kind::Agent,
@@ -242,6 +245,11 @@ mod tests {
                     Kind::Agent,
                     "writer".into(),
                     "spec.do[1].loop.do[1].inner.with.agent".into()
+                ),
+                (
+                    Kind::Workflow,
+                    "summarise".into(),
+                    "spec.do[2].child.run.workflow.name".into()
                 ),
             ]
         );

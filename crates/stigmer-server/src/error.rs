@@ -9,7 +9,7 @@
 //! |-----------------------|-------------------------------------------------------------------|
 //! | `UNAUTHENTICATED`     | `MissingToken`, `WrongToken`                                      |
 //! | `INVALID_ARGUMENT`    | `UnknownKind`, `NotAResource`, `NotDeclarable`, `EmptyExecutionId`, `InvalidEvent`, `BackToPending`, `EmptyMessage`, `SecretAsVariable`, `MissingVariable`, `SessionOfOtherAgent`, `MessageNotObject`, `AgentOrWorkflow`, `FieldNotForKind`, `ParentTaskAlone`, `NotJson`, `OutputOrError`, `InputRejected`, `InvalidWorkflow`, `WrongExecutionKind`, `UnknownExecutionKind` |
-//! | `NOT_FOUND`           | `ResourceNotFound`, `ExecutionNotFound`, `AgentNotFound`, `SessionNotFound`, `WorkflowNotFound` |
+//! | `NOT_FOUND`           | `ResourceNotFound`, `ExecutionNotFound`, `AgentNotFound`, `SessionNotFound`, `WorkflowNotFound`, `WorkflowVariantNotFound` |
 //! | `FAILED_PRECONDITION` | `ResourceInUse`, `ExecutionEnded`, `AgentDeleted`, `ReferenceDeleted` |
 //! | `RESOURCE_EXHAUSTED`  | `TooManySubscriptions`, `TooManySubscriptionsOnConnection`        |
 //! | `CANCELLED`           | `ApplyAbandoned`                                                  |
@@ -128,6 +128,14 @@ pub enum ServerError {
         workflow: String,
         suggestion: Option<String>,
     },
+    /// A `run: workflow` task names a namespace or version the stored Workflow does not have.
+    #[error("workflow '{workflow}' {wanted} not found: the stored one is {found}")]
+    WorkflowVariantNotFound {
+        workflow: String,
+        /// `in namespace "x"` or `version "1.2.0"`.
+        wanted: String,
+        found: String,
+    },
 
     #[error("{kind} \"{name}\" is used by {}; change those first or delete with --force", .users.join(", "))]
     ResourceInUse {
@@ -230,7 +238,8 @@ impl ServerError {
             | ExecutionNotFound { .. }
             | AgentNotFound { .. }
             | SessionNotFound { .. }
-            | WorkflowNotFound { .. } => Code::NotFound,
+            | WorkflowNotFound { .. }
+            | WorkflowVariantNotFound { .. } => Code::NotFound,
             ResourceInUse { .. }
             | ExecutionEnded { .. }
             | AgentDeleted { .. }
@@ -368,6 +377,15 @@ mod tests {
                 ServerError::FieldNotForKind { field: "message", kind: "workflow" },
                 Code::InvalidArgument,
                 "`message` does not apply to workflow executions".into(),
+            ),
+            (
+                ServerError::WorkflowVariantNotFound {
+                    workflow: "child".into(),
+                    wanted: "version \"2.0.0\"".into(),
+                    found: "namespace \"default\", version \"0.0.1\"".into(),
+                },
+                Code::NotFound,
+                "workflow 'child' version \"2.0.0\" not found: the stored one is namespace \"default\", version \"0.0.1\"".into(),
             ),
             (
                 ServerError::ParentTaskAlone,

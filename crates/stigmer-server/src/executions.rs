@@ -393,6 +393,36 @@ fn workflow(store: &dyn Store, name: &str) -> Result<Resource, ServerError> {
     })
 }
 
+/// Refuses a Workflow whose document does not have the `namespace` (empty: any) and `version`
+/// (empty or `latest`: any) a `run: workflow` task asks for: NOT_FOUND saying what is stored.
+fn check_variant(
+    name: &str,
+    definition: &serde_json::Value,
+    namespace: &str,
+    version: &str,
+) -> Result<(), ServerError> {
+    let field = |field: &str, default: &str| {
+        definition["document"][field]
+            .as_str()
+            .unwrap_or(default)
+            .to_owned()
+    };
+    let stored_namespace = field("namespace", stigmer_resources::DEFAULT_NAMESPACE);
+    let stored_version = field("version", stigmer_resources::DEFAULT_VERSION);
+    let wanted = if !namespace.is_empty() && namespace != stored_namespace {
+        format!("in namespace {namespace:?}")
+    } else if !version.is_empty() && version != "latest" && version != stored_version {
+        format!("version {version:?}")
+    } else {
+        return Ok(());
+    };
+    Err(ServerError::WorkflowVariantNotFound {
+        workflow: name.to_owned(),
+        wanted,
+        found: format!("namespace {stored_namespace:?}, version {stored_version:?}"),
+    })
+}
+
 /// JSON text a request carries, or INVALID_ARGUMENT naming `what` it is.
 fn parse_json(what: &'static str, text: &str) -> Result<serde_json::Value, ServerError> {
     serde_json::from_str(text).map_err(|error| ServerError::NotJson { what, error })
@@ -521,7 +551,13 @@ impl ExecutionApi {
         &self,
         mut request: CreateExecutionRequest,
     ) -> Result<CreateExecutionResponse, ServerError> {
-        refuse_field(!request.input_json.is_empty(), "input_json", "agent")?;
+        for (given, field) in [
+            (!request.input_json.is_empty(), "input_json"),
+            (!request.workflow_namespace.is_empty(), "workflow_namespace"),
+            (!request.workflow_version.is_empty(), "workflow_version"),
+        ] {
+            refuse_field(given, field, "agent")?;
+        }
         if !request.parent_task.is_empty() && request.parent_execution_id.is_empty() {
             return Err(ServerError::ParentTaskAlone);
         }
@@ -634,24 +670,54 @@ impl ExecutionApi {
             (!request.message.is_empty(), "message"),
             (!request.session_id.is_empty(), "session_id"),
             (!request.model.is_empty(), "model"),
-            (
-                !request.parent_execution_id.is_empty(),
-                "parent_execution_id",
-            ),
-            (!request.parent_task.is_empty(), "parent_task"),
         ] {
             refuse_field(given, field, "workflow")?;
         }
+        if !request.parent_task.is_empty() && request.parent_execution_id.is_empty() {
+            return Err(ServerError::ParentTaskAlone);
+        }
         let workflow_name = request.workflow.clone();
         let workflow = on_store(&self.store, move |store| workflow(store, &workflow_name)).await?;
+        // The definition as it is now: later edits of the Workflow do not change this run.
+        let definition = stigmer_resources::workflow_document(&workflow);
+        check_variant(
+            &request.workflow,
+            &definition,
+            &request.workflow_namespace,
+            &request.workflow_version,
+        )?;
+        // A child run of a workflow's `run: workflow` task: the parent must be running, and
+        // the child has its secrets unless it was given its own.
+        let parent = if request.parent_execution_id.is_empty() {
+            None
+        } else {
+            let parent_id = request.parent_execution_id.clone();
+            on_store(&self.store, move |store| {
+                ensure_open(&execution_of_kind(
+                    store,
+                    &parent_id,
+                    Kind::WorkflowExecution,
+                )?)
+            })
+            .await?;
+            if request.secrets.is_empty() {
+                request.secrets = self
+                    .secrets
+                    .get(&request.parent_execution_id)
+                    .into_iter()
+                    .collect();
+            }
+            Some(ExecutionParent {
+                execution_id: request.parent_execution_id.clone(),
+                task: request.parent_task.clone(),
+            })
+        };
         let input = if request.input_json.trim().is_empty() {
             json!({})
         } else {
             parse_json("the input", &request.input_json)?
         };
         self.run_variables(&mut request).await?;
-        // The definition as it is now: later edits of the Workflow do not change this run.
-        let definition = stigmer_resources::workflow_document(&workflow);
         // An input that fails the definition's `input.schema` is refused before anything runs.
         let parsed =
             stigmer_workflow::Workflow::from_document(definition.clone()).map_err(|problems| {
@@ -684,7 +750,9 @@ impl ExecutionApi {
             env: request.env.into_iter().collect(),
             secret_names: secrets.keys().cloned().collect(),
             environments: request.environments,
+            parent,
         };
+        let started_by_workflow = spec.parent.is_some();
         let run_input = WorkflowRunInput {
             execution_id: execution_id.clone(),
             definition: spec.definition.clone(),
@@ -700,9 +768,12 @@ impl ExecutionApi {
         self.store_created(vec![execution.clone()], &execution_id)
             .await?;
         self.secrets.insert(&execution_id, secrets);
-        let argument = serde_json::to_value(&run_input).map_err(ServerError::Encode)?;
-        self.start_or_fail(&client, &execution_id, WorkflowRun::workflow(&argument))
-            .await?;
+        // The workflow runner starts the run of a workflow's task as its child workflow.
+        if !started_by_workflow {
+            let argument = serde_json::to_value(&run_input).map_err(ServerError::Encode)?;
+            self.start_or_fail(&client, &execution_id, WorkflowRun::workflow(&argument))
+                .await?;
+        }
         tracing::info!(execution_id = %execution_id, workflow = %request.workflow, "Execution created.");
         tokio::spawn(watch_execution(
             self.watch(),
@@ -1123,5 +1194,40 @@ impl ExecutionService for ExecutionApi {
             after_seq,
             admission,
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_workflow_task_finds_the_namespace_and_version_it_names() {
+        let definition =
+            json!({"document": {"namespace": "shop", "name": "child", "version": "1.2.0"}});
+        for (namespace, version) in [
+            ("", ""),
+            ("shop", "latest"),
+            ("shop", "1.2.0"),
+            ("", "1.2.0"),
+        ] {
+            assert!(
+                check_variant("child", &definition, namespace, version).is_ok(),
+                "{namespace}/{version}"
+            );
+        }
+        let error = check_variant("child", &definition, "default", "").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "workflow 'child' in namespace \"default\" not found: the stored one is namespace \"shop\", version \"1.2.0\""
+        );
+        assert_eq!(error.code(), tonic::Code::NotFound);
+        let error = check_variant("child", &definition, "shop", "2.0.0").unwrap_err();
+        assert!(
+            error.to_string().contains("version \"2.0.0\" not found"),
+            "{error}"
+        );
+        // A document without them has the defaults.
+        assert!(check_variant("child", &json!({}), "default", "0.0.1").is_ok());
     }
 }

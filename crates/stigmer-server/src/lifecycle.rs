@@ -21,7 +21,7 @@ use std::time::Duration;
 use stigmer_config::{AGENT_TASK_QUEUE, WORKFLOW_TASK_QUEUE};
 use stigmer_proto::execution::{
     AgentExecutionSpec, AgentExecutionStatus, ExecutionEvent, ExecutionPhase, PhaseChanged,
-    WorkflowExecutionStatus,
+    WorkflowExecutionSpec, WorkflowExecutionStatus,
 };
 use stigmer_resources::{API_VERSION, Kind, Metadata, Resource};
 use stigmer_store::{NewEvent, Store};
@@ -346,20 +346,25 @@ impl Watch {
             .unwrap_or_default()
     }
 
-    /// The workflow execution that created this agent execution, if one did.
+    /// The workflow execution that created this execution (a child run of one of its tasks),
+    /// if one did.
     async fn parent(&self, execution_id: &str) -> Option<String> {
         let id = execution_id.to_owned();
         let execution = on_store(&self.store, move |store| find_execution(store, &id))
             .await
             .ok()
             .flatten()?;
-        if execution.kind != Kind::AgentExecution {
-            return None;
-        }
-        AgentExecutionSpec::from_value(&execution.spec)
-            .ok()?
-            .parent
-            .map(|parent| parent.execution_id)
+        let parent = match execution.kind {
+            Kind::AgentExecution => AgentExecutionSpec::from_value(&execution.spec).ok()?.parent,
+            // A workflow run of a workflow's `run: workflow` task.
+            Kind::WorkflowExecution => {
+                WorkflowExecutionSpec::from_value(&execution.spec)
+                    .ok()?
+                    .parent
+            }
+            _ => None,
+        };
+        parent.map(|parent| parent.execution_id)
     }
 }
 
@@ -428,8 +433,13 @@ pub async fn watch_execution(
             // A last look: the parent may have started it just before it ended.
             match handle.get_result(WorkflowGetResultOptions::default()).await {
                 Err(WorkflowGetResultError::NotFound(_)) => {
+                    let what = if runner == "workflow-runner" {
+                        "workflow"
+                    } else {
+                        "agent"
+                    };
                     let reason = format!(
-                        "its workflow execution {parent} ended before starting this agent run"
+                        "its workflow execution {parent} ended before starting this {what} run"
                     );
                     watch
                         .phase(&execution_id, ExecutionPhase::Failed, Some(&reason))

@@ -1,5 +1,6 @@
 //! The side effects of workflow executions, as Temporal activities: event batches, HTTP calls,
-//! creating an agent's execution and reading its answer, and the execution's result. Secret
+//! creating an agent's execution and reading its answer, creating a child workflow's execution
+//! and reading its output, and the execution's result. Secret
 //! values are fetched from the API server here, just before a call, and never returned.
 //!
 //! An HTTP call happens at most once per attempt the workflow makes of it (decision D11): the
@@ -17,17 +18,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use stigmer_client::{ApiClients, Authenticated, ClientError, Timeouts};
 use stigmer_config::RunnerLaunchSpec;
-use stigmer_proto::execution::ExecutionEvent;
+use stigmer_proto::execution::{
+    ExecutionEvent, ExecutionPhase, WorkflowExecutionSpec, WorkflowExecutionStatus,
+    WorkflowRunInput,
+};
 use stigmer_proto::executions::v1::execution_service_client::ExecutionServiceClient;
 use stigmer_proto::executions::v1::get_run_context_request::Messages as WantedMessages;
 use stigmer_proto::executions::v1::{
-    AppendEventsRequest, CreateExecutionRequest, GetExecutionStateRequest, GetRunContextRequest,
-    NewEvent, PutExecutionStateRequest, SetWorkflowResultRequest, SubscribeRequest,
+    AppendEventsRequest, CreateExecutionRequest, GetExecutionRequest, GetExecutionStateRequest,
+    GetRunContextRequest, NewEvent, PutExecutionStateRequest, SetWorkflowResultRequest,
+    SubscribeRequest,
 };
 use stigmer_resources::Resource;
 use stigmer_workflow::Problem;
 use stigmer_workflow::http::{self, HttpCall, HttpLimits};
-use stigmer_workflow::interp::{AgentCall, TaskRef};
+use stigmer_workflow::interp::{AgentCall, TaskRef, WorkflowCall};
 use stigmer_workflow::secrets::Secrets;
 use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
@@ -128,8 +133,63 @@ impl Outcome {
 #[serde(rename_all = "camelCase")]
 pub struct AgentInput {
     pub execution_id: String,
+    /// Where the created run's id is recorded (empty in runs started before it was).
+    #[serde(default)]
+    pub key: String,
     pub task: TaskRef,
     pub call: AgentCall,
+}
+
+/// `run: workflow`: the calling execution, its task and the evaluated call.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildWorkflowInput {
+    pub execution_id: String,
+    /// Where the created run is recorded (empty in runs started before it was).
+    #[serde(default)]
+    pub key: String,
+    pub task: TaskRef,
+    pub call: WorkflowCall,
+}
+
+/// What [`WorkflowActivities::create_workflow_execution`] made: the child's run, or the DSL
+/// error that stops the task.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ChildWorkflowRun {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<WorkflowRunInput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Problem>,
+}
+
+/// The output of `child` (a workflow execution that ended) as the parent's task sees it: its
+/// output, or its error as the task's error (type and status kept; the task is the instance,
+/// and the detail says where in the child it happened).
+pub fn child_outcome(child: &str, status: &WorkflowExecutionStatus) -> Outcome {
+    if let Some(error) = &status.error {
+        let mut problem = serde_json::from_value::<Problem>(error.clone())
+            .unwrap_or_else(|_| Problem::runtime(error.to_string()));
+        let place = problem
+            .instance
+            .take()
+            .map(|instance| format!(" at {instance}"))
+            .unwrap_or_default();
+        let detail = problem
+            .detail
+            .take()
+            .or_else(|| problem.title.clone())
+            .unwrap_or_else(|| "it failed".to_owned());
+        problem.detail = Some(format!("{detail} (workflow execution {child}{place})"));
+        return Outcome::of(Err(problem));
+    }
+    if status.phase == ExecutionPhase::Completed || status.output.is_some() {
+        return Outcome::of(Ok(status.output.clone().unwrap_or(Value::Null)));
+    }
+    let reason = status.reason.as_deref().unwrap_or("no reason recorded");
+    Outcome::of(Err(Problem::runtime(format!(
+        "workflow execution {child} ended {}: {reason}",
+        status.phase
+    ))))
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -174,12 +234,15 @@ impl WorkflowActivities {
         })
     }
 
-    /// What is recorded about the call `key` of `execution_id`.
-    async fn call_record(
+    /// The value recorded under `key` for `execution_id`, if any (an empty key: none).
+    async fn recorded<T: serde::de::DeserializeOwned>(
         &self,
         execution_id: &str,
         key: &str,
-    ) -> Result<Option<CallRecord>, ActivityError> {
+    ) -> Result<Option<T>, ActivityError> {
+        if key.is_empty() {
+            return Ok(None);
+        }
         let state = self
             .client
             .clone()
@@ -195,21 +258,21 @@ impl WorkflowActivities {
         }
         serde_json::from_str(&state.value_json)
             .map(Some)
-            .map_err(|error| {
-                fatal(format!(
-                    "the record of HTTP call {key} is unreadable: {error}"
-                ))
-            })
+            .map_err(|error| fatal(format!("the record {key} is unreadable: {error}")))
     }
 
-    async fn record_call(
+    /// Records `value` under `key` for `execution_id` (an empty key: nothing).
+    async fn record<T: Serialize>(
         &self,
         execution_id: &str,
         key: &str,
-        record: &CallRecord,
+        value: &T,
     ) -> Result<(), ActivityError> {
-        let value_json = serde_json::to_string(record)
-            .map_err(|error| fatal(format!("cannot encode the record of {key}: {error}")))?;
+        if key.is_empty() {
+            return Ok(());
+        }
+        let value_json = serde_json::to_string(value)
+            .map_err(|error| fatal(format!("cannot encode the record {key}: {error}")))?;
         self.client
             .clone()
             .put_execution_state(PutExecutionStateRequest {
@@ -237,7 +300,7 @@ impl WorkflowActivities {
             ));
         }
         let resend = idempotent(&call.method);
-        match self.call_record(&execution_id, &key).await? {
+        match self.recorded::<CallRecord>(&execution_id, &key).await? {
             Some(CallRecord::Done { outcome }) => return Ok(outcome),
             Some(CallRecord::Sending) if !resend => {
                 return Ok(Outcome::of(Err(Problem::communication(format!(
@@ -250,14 +313,14 @@ impl WorkflowActivities {
         }
         let secrets = self.secrets(&execution_id).await?;
         if !resend {
-            self.record_call(&execution_id, &key, &CallRecord::Sending)
+            self.record(&execution_id, &key, &CallRecord::Sending)
                 .await?;
         }
         let outcome = Outcome::of(http::execute(&self.http, &call, &secrets, self.limits).await);
         let record = CallRecord::Done {
             outcome: outcome.clone(),
         };
-        self.record_call(&execution_id, &key, &record).await?;
+        self.record(&execution_id, &key, &record).await?;
         self.breakpoint(PAUSE_AFTER_HTTP_RECORD, PAUSED_AFTER_HTTP_RECORD)
             .await;
         Ok(outcome)
@@ -349,6 +412,13 @@ impl WorkflowActivities {
         _ctx: ActivityContext,
         input: AgentInput,
     ) -> Result<Outcome, ActivityError> {
+        // A retried attempt returns the run an earlier one created.
+        if let Some(created) = self
+            .recorded::<String>(&input.execution_id, &input.key)
+            .await?
+        {
+            return Ok(Outcome::of(Ok(Value::String(created))));
+        }
         let secrets = self.secrets(&input.execution_id).await?;
         let message = match secrets.reveal(&input.call.message) {
             Ok(message) => message,
@@ -394,6 +464,8 @@ impl WorkflowActivities {
         };
         let execution: Resource = serde_json::from_str(&created.execution_json)
             .map_err(|error| fatal(format!("the server sent an unreadable execution: {error}")))?;
+        self.record(&input.execution_id, &input.key, &execution.metadata.name)
+            .await?;
         Ok(Outcome::of(Ok(Value::String(execution.metadata.name))))
     }
 
@@ -442,6 +514,109 @@ impl WorkflowActivities {
             "completed",
             &text,
         ))))
+    }
+
+    /// `run: workflow`, first step: creates the child's workflow execution under this
+    /// workflow's task (the workflow then runs it as a child workflow). Secret placeholders in
+    /// the input stay as they are: the child, which has this run's secrets, resolves them.
+    #[activity(name = "stigmer.CreateWorkflowExecution")]
+    pub async fn create_workflow_execution(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: ChildWorkflowInput,
+    ) -> Result<ChildWorkflowRun, ActivityError> {
+        let ChildWorkflowInput {
+            execution_id,
+            key,
+            task,
+            call,
+        } = input;
+        // A retried attempt returns the run an earlier one created.
+        if let Some(run) = self
+            .recorded::<WorkflowRunInput>(&execution_id, &key)
+            .await?
+        {
+            return Ok(ChildWorkflowRun {
+                run: Some(run),
+                error: None,
+            });
+        }
+        let parent = execution_id.clone();
+        let created = self
+            .client
+            .clone()
+            .create_execution(CreateExecutionRequest {
+                workflow: call.name.clone(),
+                workflow_namespace: call.namespace.clone(),
+                workflow_version: call.version.clone().unwrap_or_default(),
+                input_json: call.input.to_string(),
+                parent_execution_id: execution_id,
+                parent_task: task.reference,
+                ..Default::default()
+            })
+            .await;
+        let created = match created {
+            Ok(reply) => reply.into_inner(),
+            Err(status) if status.code() == Code::NotFound => {
+                return Ok(ChildWorkflowRun {
+                    run: None,
+                    error: Some(Problem::runtime(format!(
+                        "cannot run workflow {:?}: {}",
+                        call.name,
+                        status.message()
+                    ))),
+                });
+            }
+            Err(status) if status.code() == Code::InvalidArgument => {
+                return Ok(ChildWorkflowRun {
+                    run: None,
+                    error: Some(Problem::validation(format!(
+                        "cannot run workflow {:?}: {}",
+                        call.name,
+                        status.message()
+                    ))),
+                });
+            }
+            Err(status) => return Err(api_error(status)),
+        };
+        let execution: Resource = serde_json::from_str(&created.execution_json)
+            .map_err(|error| fatal(format!("the server sent an unreadable execution: {error}")))?;
+        let spec = WorkflowExecutionSpec::from_value(&execution.spec)
+            .map_err(|error| fatal(format!("the server sent an unreadable execution: {error}")))?;
+        let run = WorkflowRunInput {
+            execution_id: execution.metadata.name,
+            definition: spec.definition,
+            input: spec.input,
+            secret_names: spec.secret_names.into_iter().collect(),
+        };
+        self.record(&parent, &key, &run).await?;
+        Ok(ChildWorkflowRun {
+            run: Some(run),
+            error: None,
+        })
+    }
+
+    /// `run: workflow`, last step, after the child's workflow returned (its last step stored
+    /// its output or error first): what the task outputs.
+    #[activity(name = "stigmer.WorkflowOutput")]
+    pub async fn workflow_output(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        child_execution_id: String,
+    ) -> Result<Outcome, ActivityError> {
+        let reply = self
+            .client
+            .clone()
+            .get_execution(GetExecutionRequest {
+                execution_id: child_execution_id.clone(),
+            })
+            .await
+            .map_err(api_error)?
+            .into_inner();
+        let execution: Resource = serde_json::from_str(&reply.execution_json)
+            .map_err(|error| fatal(format!("the server sent an unreadable execution: {error}")))?;
+        let status = WorkflowExecutionStatus::from_value(execution.status.as_ref());
+        Ok(child_outcome(&child_execution_id, &status))
     }
 
     /// The execution's last step: its remaining events, then its output or error.
@@ -565,6 +740,55 @@ mod tests {
         for method in ["post", "PATCH", "PROPFIND"] {
             assert!(!idempotent(method), "{method}");
         }
+    }
+
+    #[test]
+    fn a_child_workflow_gives_its_output_or_its_error_at_the_parent_task() {
+        let completed = WorkflowExecutionStatus {
+            phase: ExecutionPhase::Completed,
+            output: Some(json!({"n": 2})),
+            ..Default::default()
+        };
+        assert_eq!(
+            child_outcome("wex-2", &completed).into_result().unwrap(),
+            json!({"n": 2})
+        );
+        let faulted = WorkflowExecutionStatus {
+            phase: ExecutionPhase::Failed,
+            error: Some(json!({
+                "type": "https://example.com/errors/out-of-stock",
+                "status": 409,
+                "instance": "/do/0/check",
+                "title": "Out of stock",
+                "detail": "no apples left",
+            })),
+            ..Default::default()
+        };
+        let error = child_outcome("wex-2", &faulted).into_result().unwrap_err();
+        assert_eq!(error.kind, "https://example.com/errors/out-of-stock");
+        assert_eq!(error.status, 409);
+        assert_eq!(
+            error.instance, None,
+            "the interpreter puts the parent's task"
+        );
+        assert_eq!(error.title.as_deref(), Some("Out of stock"));
+        assert_eq!(
+            error.detail.as_deref(),
+            Some("no apples left (workflow execution wex-2 at /do/0/check)")
+        );
+        let cancelled = WorkflowExecutionStatus {
+            phase: ExecutionPhase::Cancelled,
+            reason: Some("cancelled by the user".into()),
+            ..Default::default()
+        };
+        let error = child_outcome("wex-2", &cancelled)
+            .into_result()
+            .unwrap_err();
+        assert!(error.type_matches("runtime"), "{error:?}");
+        assert!(
+            error.detail.unwrap().contains("cancelled by the user"),
+            "the reason is kept"
+        );
     }
 
     #[test]

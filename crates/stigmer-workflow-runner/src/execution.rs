@@ -5,7 +5,8 @@
 //! workflow context, so a replay takes every decision again the same way.
 
 use crate::activities::{
-    AgentInput, AppendInput, FinishInput, HttpInput, Outcome, WireEvent, WorkflowActivities,
+    AgentInput, AppendInput, ChildWorkflowInput, FinishInput, HttpInput, Outcome, WireEvent,
+    WorkflowActivities,
 };
 use serde_json::{Value, json};
 use std::cell::{Cell, RefCell};
@@ -100,6 +101,8 @@ pub struct TemporalHost {
     waiting: Cell<bool>,
     /// Numbers HTTP calls, so that each has a key its attempts share (see `activities`).
     http_calls: Cell<u64>,
+    /// Numbers the agent and workflow runs this execution starts, for their keys.
+    child_calls: Cell<u64>,
 }
 
 impl TemporalHost {
@@ -112,6 +115,7 @@ impl TemporalHost {
             cancelled: Cell::new(false),
             waiting: Cell::new(false),
             http_calls: Cell::new(0),
+            child_calls: Cell::new(0),
         }
     }
 
@@ -132,6 +136,14 @@ impl TemporalHost {
             "phase_changed",
             json!({"phase": phase}),
         );
+    }
+
+    /// The key under which the child run a task starts is recorded (the same on replay), so
+    /// that a retried creation finds the run an earlier attempt created.
+    fn call_key(&self, kind: &str, task: &TaskRef) -> String {
+        let number = self.child_calls.get() + 1;
+        self.child_calls.set(number);
+        format!("{kind}{}#{number}", task.reference)
     }
 
     fn take_events(&self) -> Vec<WireEvent> {
@@ -230,6 +242,7 @@ impl Host for TemporalHost {
         let timeout = call.timeout_ms.map(Duration::from_millis);
         let input = AgentInput {
             execution_id: self.execution_id.clone(),
+            key: self.call_key("agent", task),
             task: task.clone(),
             call,
         };
@@ -292,11 +305,85 @@ impl Host for TemporalHost {
             .into_result()
     }
 
-    async fn run_workflow(&self, _task: &TaskRef, call: WorkflowCall) -> Result<Value, Problem> {
-        Err(Problem::configuration(format!(
-            "`run: workflow` ({}/{}) is not supported by this version",
-            call.namespace, call.name
-        )))
+    async fn run_workflow(&self, task: &TaskRef, call: WorkflowCall) -> Result<Value, Problem> {
+        self.flush().await;
+        let name = call.name.clone();
+        let input = ChildWorkflowInput {
+            execution_id: self.execution_id.clone(),
+            key: self.call_key("workflow", task),
+            task: task.clone(),
+            call,
+        };
+        let created = self
+            .ctx
+            .execute_activity(
+                WorkflowActivities::create_workflow_execution,
+                input,
+                step_options(Duration::from_secs(60), 4),
+            )
+            .await
+            .map_err(|error| {
+                self.activity_problem(&format!("starting workflow {name:?}"), error)
+            })?;
+        let run = match (created.run, created.error) {
+            (_, Some(error)) => return Err(error),
+            (Some(run), None) => run,
+            (None, None) => {
+                return Err(Problem::runtime(format!(
+                    "workflow {name:?} was not created"
+                )));
+            }
+        };
+        let child_id = run.execution_id.clone();
+        let sequence = self.sequence.get() + 1;
+        self.sequence.set(sequence);
+        self.event_now(
+            &format!("workflow.{sequence}"),
+            "workflow_call_started",
+            json!({"reference": task.reference, "name": task.name, "execution_id": child_id}),
+        );
+        self.flush().await;
+        let mut options = ChildWorkflowOptions::default();
+        options.workflow_id = Some(child_id.clone());
+        options.task_queue = Some(stigmer_config::WORKFLOW_TASK_QUEUE.to_string());
+        let argument = serde_json::to_value(&run).unwrap_or(Value::Null);
+        let child = self
+            .ctx
+            .start_child_workflow(
+                temporalio_common::UntypedWorkflow::new(WORKFLOW_TYPE),
+                json_raw(&argument),
+                options,
+            )
+            .await
+            .map_err(|error| {
+                Problem::runtime(format!("cannot start workflow {name:?}: {error}"))
+            })?;
+        // The child's last step stored its output or its error before it returned (a DSL
+        // error is a result, not a failed workflow); the output step reads it.
+        if let Err(error) = child.result().await {
+            if self.cancelled.get() {
+                return Err(Problem::runtime("cancelled"));
+            }
+            let reason = error
+                .failure()
+                .map(|failure| failure.message.clone())
+                .unwrap_or_else(|| error.to_string());
+            return Err(Problem::runtime(format!(
+                "the run {child_id} of workflow {name:?} failed: {reason}"
+            )));
+        }
+        self.ctx
+            .execute_activity(
+                WorkflowActivities::workflow_output,
+                child_id,
+                step_options(Duration::from_secs(60), 4),
+            )
+            .await
+            .map_err(|error| {
+                self.activity_problem(&format!("reading workflow {name:?}'s output"), error)
+            })?
+            .into_result()
+            .map_err(|error| error.at(&task.reference))
     }
 
     fn event(&self, event: TaskEvent) {

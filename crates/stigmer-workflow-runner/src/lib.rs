@@ -2,7 +2,8 @@
 //! `workflow_execution_runner`. The interpreter ([`stigmer_workflow`]) runs as workflow code,
 //! bound to Temporal by [`execution::TemporalHost`]: pure tasks cost no round trip; HTTP
 //! calls, agent runs and event batches are activities ([`activities`]); `wait` is a durable
-//! timer; `call: agent` runs the agent as a child workflow on the agent runner's queue.
+//! timer; `call: agent` runs the agent as a child workflow on the agent runner's queue, and
+//! `run: workflow` another Workflow's execution as a child workflow on this queue.
 //!
 //! It is a role of the `stigmer` binary (`stigmer internal workflow-runner`), started and
 //! supervised by the daemon, configured only through a [`RunnerLaunchSpec`].

@@ -268,6 +268,48 @@ pub fn validate(document: &Value) -> Vec<DefinitionError> {
     found
 }
 
+/// A `run: workflow` task whose `run.workflow.name` is a literal name (not an expression).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkflowRun {
+    /// JSON pointer of the `name` field, e.g. `/do/1/child/run/workflow/name`.
+    pub pointer: String,
+    /// The Workflow's name.
+    pub workflow: String,
+}
+
+/// The `run: workflow` tasks of a normalised document that name their Workflow literally, for
+/// resolving the names at apply.
+pub fn workflow_runs(document: &Value) -> Vec<WorkflowRun> {
+    let mut found = Vec::new();
+    if let Some(list) = document.get("do") {
+        collect_workflow_runs(list, "/do", &mut found);
+    }
+    found
+}
+
+fn collect_workflow_runs(list: &Value, pointer: &str, found: &mut Vec<WorkflowRun>) {
+    for (index, item) in list.as_array().into_iter().flatten().enumerate() {
+        let Some((name, task)) = single_entry(item) else {
+            continue;
+        };
+        let Some(fields) = task.as_object() else {
+            continue;
+        };
+        let task_pointer = format!("{pointer}/{index}/{}", escape(name));
+        if let Some(workflow) = task.pointer("/run/workflow/name").and_then(Value::as_str)
+            && expr::unwrap(workflow).is_none()
+        {
+            found.push(WorkflowRun {
+                pointer: format!("{task_pointer}/run/workflow/name"),
+                workflow: workflow.to_owned(),
+            });
+        }
+        for (nested, nested_pointer) in nested_lists(fields, &task_pointer) {
+            collect_workflow_runs(nested, &nested_pointer, found);
+        }
+    }
+}
+
 /// The `call: agent` tasks of a normalised document that name their Agent literally, for
 /// resolving the names at apply.
 pub fn agent_calls(document: &Value) -> Vec<AgentCall> {
@@ -965,12 +1007,77 @@ impl Checker {
             }
         }
         if let Some(workflow) = run.get("workflow") {
-            self.values(workflow, &format!("{pointer}/run/workflow"), scope);
-            self.not_supported(
-                format!("{pointer}/run/workflow"),
-                "`run: workflow`",
-                "put the other workflow's tasks in a `do` task of this one",
+            let at = format!("{pointer}/run/workflow");
+            self.values(workflow, &at, scope);
+            self.run_workflow(workflow, &at);
+            if run.contains_key("container")
+                || run.contains_key("script")
+                || run.contains_key("shell")
+            {
+                return;
+            }
+            if let Some(wait) = run.get("await")
+                && wait != &Value::Bool(true)
+            {
+                self.not_supported(
+                    format!("{pointer}/run/await"),
+                    "`run.await: false`",
+                    "leave `await` out: the task waits for the other workflow's output",
+                );
+            }
+            if let Some(returned) = run.get("return")
+                && returned.as_str() != Some("stdout")
+            {
+                self.not_supported(
+                    format!("{pointer}/run/return"),
+                    &format!("`run.return: {returned}`"),
+                    "leave `return` out: the task's output is the other workflow's output",
+                );
+            }
+        }
+    }
+
+    /// `run.workflow`: `{namespace, name, version, input}`, the first two required.
+    fn run_workflow(&mut self, workflow: &Value, at: &str) {
+        let Some(fields) = workflow.as_object() else {
+            self.error(
+                at,
+                "`run.workflow` must be a mapping: {namespace, name, version, input}",
             );
+            return;
+        };
+        for field in ["namespace", "name"] {
+            match fields.get(field) {
+                Some(Value::String(text)) if !text.trim().is_empty() => {}
+                Some(_) => self.error(
+                    format!("{at}/{field}"),
+                    format!("`{field}` must be a non-empty string"),
+                ),
+                None => self.error(
+                    at,
+                    format!(
+                        "`run.workflow` needs `{field}` (the other Workflow's `document.{field}`)"
+                    ),
+                ),
+            }
+        }
+        if let Some(version) = fields.get("version")
+            && !version.is_string()
+        {
+            self.error(
+                format!("{at}/version"),
+                "`version` must be a string (`latest` or the other Workflow's `document.version`)",
+            );
+        }
+        for field in fields.keys() {
+            if !matches!(field.as_str(), "namespace" | "name" | "version" | "input") {
+                self.error(
+                    format!("{at}/{}", escape(field)),
+                    format!(
+                        "unknown field `{field}` in `run.workflow`: use namespace, name, version, input"
+                    ),
+                );
+            }
         }
     }
 
@@ -1658,6 +1765,9 @@ mod tests {
             "agent": "Reviewer", "message": "hi", "mesage": "x",
             "config": {"timeout": "soon", "temperature": 1},
         }}}]));
+        // The schema's errors come in no fixed order.
+        let mut found = found;
+        found.sort();
         let pointers: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(
             pointers,
@@ -1670,6 +1780,72 @@ mod tests {
             "{found:#?}"
         );
         assert!(found[3].1.contains("did you mean `message`"), "{found:#?}");
+    }
+
+    #[test]
+    fn run_workflow_arguments_are_checked() {
+        assert_eq!(
+            problems(json!([{"child": {"run": {"workflow": {
+                "namespace": "default", "name": "child", "version": "latest",
+                "input": {"n": "${ .n + 1 }"},
+            }}}}])),
+            []
+        );
+        assert_eq!(
+            problems(json!([{"child": {"run": {"workflow": {
+                "namespace": "default", "name": "child", "version": "0.0.1",
+            }, "await": true, "return": "stdout"}}}])),
+            []
+        );
+        let found = problems(json!([{"child": {"run": {"workflow": {
+            "namespace": "default", "name": "", "version": 2, "inputs": {},
+        }}}}]));
+        let pointers: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+        for expected in [
+            "/do/0/child/run/workflow/name",
+            "/do/0/child/run/workflow/version",
+            "/do/0/child/run/workflow/inputs",
+        ] {
+            assert!(pointers.contains(&expected), "{expected}: {found:#?}");
+        }
+        for (run, pointer) in [
+            (json!({"await": false}), "/do/0/child/run/await"),
+            (json!({"return": "all"}), "/do/0/child/run/return"),
+        ] {
+            let mut run = run;
+            run["workflow"] = json!({"namespace": "default", "name": "child", "version": "latest"});
+            let found = problems(json!([{"child": {"run": run}}]));
+            assert!(
+                found
+                    .iter()
+                    .any(|(p, m)| p == pointer && m.contains("not supported in version 1")),
+                "{pointer}: {found:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn workflow_runs_are_listed_with_literal_names_only() {
+        let document = document(json!([
+            {"child": {"run": {"workflow": {"namespace": "default", "name": "child", "version": "latest"}}}},
+            {"each": {"for": {"in": ".xs"}, "do": [
+                {"dynamic": {"run": {"workflow": {"namespace": "default", "name": "${ .w }", "version": "latest"}}}},
+                {"nested": {"run": {"workflow": {"namespace": "default", "name": "other", "version": "latest"}}}},
+            ]}},
+        ]));
+        assert_eq!(
+            workflow_runs(&document),
+            [
+                WorkflowRun {
+                    pointer: "/do/0/child/run/workflow/name".into(),
+                    workflow: "child".into(),
+                },
+                WorkflowRun {
+                    pointer: "/do/1/each/do/1/nested/run/workflow/name".into(),
+                    workflow: "other".into(),
+                },
+            ]
+        );
     }
 
     #[test]

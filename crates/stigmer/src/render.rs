@@ -360,7 +360,8 @@ impl Renderer {
             | ExecutionEvent::TaskRetried(_)
             | ExecutionEvent::TaskSkipped(_)
             | ExecutionEvent::TaskWaiting(_)
-            | ExecutionEvent::AgentCallStarted(_) => {
+            | ExecutionEvent::AgentCallStarted(_)
+            | ExecutionEvent::WorkflowCallStarted(_) => {
                 self.workflow = true;
                 let lines = self.task_lines(&event.event);
                 for line in lines {
@@ -601,6 +602,15 @@ impl Renderer {
                 let indent = self.inner_indent(&call.reference);
                 let text = format!(
                     "{} agent execution {}",
+                    glyphs.phase,
+                    printable(&call.execution_id)
+                );
+                vec![self.task_line(&indent, &text, "2")]
+            }
+            ExecutionEvent::WorkflowCallStarted(call) => {
+                let indent = self.inner_indent(&call.reference);
+                let text = format!(
+                    "{} workflow execution {}",
                     glyphs.phase,
                     printable(&call.execution_id)
                 );
@@ -1444,6 +1454,37 @@ mod tests {
         |   All small.
         | [ok] ask
         = completed in 17.0s, 5 tasks, 1 agent call
+        "#);
+    }
+
+    #[test]
+    fn a_child_workflow_is_shown_under_its_task() {
+        let e = workflow_event;
+        let events = vec![
+            e(1, "phase_changed", json!({"phase": "running"})),
+            e(
+                2,
+                "task_started",
+                json!({"reference": "/do/0/child", "name": "child"}),
+            ),
+            e(
+                3,
+                "workflow_call_started",
+                json!({"reference": "/do/0/child", "name": "child", "execution_id": "wex-2"}),
+            ),
+            e(
+                4,
+                "task_completed",
+                json!({"reference": "/do/0/child", "name": "child", "output": {"n": 2}}),
+            ),
+            e(5, "phase_changed", json!({"phase": "completed"})),
+        ];
+        insta::assert_snapshot!(transcript(PLAIN, &events), @r#"
+        | - running
+        | > child
+        |   - workflow execution wex-2
+        | [ok] child: {"n":2}
+        = completed in 4.0s, 1 task
         "#);
     }
 

@@ -845,6 +845,48 @@ spec:
 "#,
     ),
     (
+        "workflow_unknown_child_workflow",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: flow
+spec:
+  do:
+    - child:
+        run:
+          workflow:
+            namespace: default
+            name: summarise
+            version: latest
+---
+apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: summarize
+spec:
+  do:
+    - a:
+        set: {x: 1}
+"#,
+    ),
+    (
+        "workflow_run_workflow_not_awaited",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: flow
+spec:
+  do:
+    - child:
+        run:
+          workflow:
+            namespace: default
+            name: flow
+            version: latest
+          await: false
+"#,
+    ),
+    (
         "workflow_agent_call_unknown_argument",
         r#"apiVersion: agentic.stigmer.ai/v1
 kind: Workflow

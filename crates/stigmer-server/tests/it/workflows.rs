@@ -473,6 +473,59 @@ async fn a_workflow_execution_snapshots_its_definition_and_keeps_secrets_out() {
         "pending"
     );
 
+    // A workflow run of one of its tasks (`run: workflow`): the same, with the parent's
+    // secrets; a namespace or version the Workflow does not have is NOT_FOUND.
+    let child_run = |namespace: &str, version: &str| CreateExecutionRequest {
+        parent_execution_id: id.clone(),
+        parent_task: "/do/1/child".into(),
+        workflow_namespace: namespace.into(),
+        workflow_version: version.into(),
+        ..run("fetch", r#"{"city": "Lyon"}"#)
+    };
+    for (namespace, version) in [("shop", "latest"), ("default", "9.9.9")] {
+        let status = client
+            .create_execution(child_run(namespace, version))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    }
+    let reply = client
+        .create_execution(child_run("default", "latest"))
+        .await
+        .unwrap()
+        .into_inner();
+    let workflow_child: Value = serde_json::from_str(&reply.execution_json).unwrap();
+    let workflow_child_id = workflow_child["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        workflow_child["spec"]["parent"],
+        json!({"executionId": id, "task": "/do/1/child"})
+    );
+    assert_eq!(workflow_child["spec"]["secretNames"], json!(["TOKEN"]));
+    let context = client
+        .get_run_context(GetRunContextRequest {
+            execution_id: workflow_child_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        context.secrets.get("TOKEN").map(String::as_str),
+        Some("hunter2-long")
+    );
+    // Not started by the server: the parent's runner starts it as a child workflow.
+    let history = temporal_client
+        .get_workflow_handle::<stigmer_temporal::temporalio_client::UntypedWorkflow>(
+            workflow_child_id.clone(),
+        )
+        .fetch_history(Default::default())
+        .into_events()
+        .await;
+    assert!(history.is_err(), "{history:?}");
+
     // The runner's last step: the output is stored without secret values.
     api.set_workflow_result(&id, Ok(&json!({"echo": "hunter2-long"})))
         .await
@@ -488,6 +541,14 @@ async fn a_workflow_execution_snapshots_its_definition_and_keeps_secrets_out() {
     assert_eq!(
         child["status"]["reason"],
         format!("its workflow execution {id} ended before starting this agent run")
+    );
+    let seen = collect(&mut client, &workflow_child_id, 0).await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let workflow_child = get(&mut client, &workflow_child_id).await;
+    assert_eq!(workflow_child["status"]["phase"], "failed");
+    assert_eq!(
+        workflow_child["status"]["reason"],
+        format!("its workflow execution {id} ended before starting this workflow run")
     );
 }
 

@@ -10,6 +10,7 @@ mod resources;
 mod runs;
 mod server_limits;
 mod tools;
+mod workflow_children;
 mod workflow_examples;
 mod workflow_runs;
 mod workflows;

@@ -852,3 +852,147 @@ spec:
         "{error:#}"
     );
 }
+
+#[test]
+fn a_workflow_runner_killed_during_a_child_agent_run_is_replaced_and_the_run_completes() {
+    let stack = Stack::start_with(
+        "openai",
+        vec![Turn {
+            fault: Some(stigmer_test::llm::Fault::Delay(Duration::from_secs(3))),
+            ..Turn::text("slow but sure")
+        }],
+        "",
+        r#"
+apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: slow
+spec:
+  instructions: Answer.
+---
+apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: delegate
+spec:
+  do:
+    - ask:
+        call: agent
+        with:
+          agent: slow
+          message: Hello
+    - keep:
+        set:
+          answer: ${ .text }
+"#,
+    );
+    let mut api = stack.api();
+    let id = start(&mut api, "delegate", json!({}));
+    api.events_until(&id, |events| {
+        events
+            .iter()
+            .any(|event| matches!(event.event, ExecutionEvent::AgentCallStarted(_)))
+    });
+    let killed = kill_workflow_runner(&stack);
+    let (execution, events) = finish(&mut api, &id);
+    assert_eq!(
+        execution["status"]["phase"],
+        json!("completed"),
+        "{execution:#}\n{events:#?}"
+    );
+    assert_eq!(
+        execution["status"]["output"],
+        json!({"answer": "slow but sure"})
+    );
+    // A new runner finished it, and the agent ran once.
+    let now = TestHome::component(&stack.home.status(), "workflow-runner")["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    assert_ne!(now, killed);
+    assert_eq!(stack.llm.requests().len(), 1);
+}
+
+#[test]
+fn a_two_agent_pipeline_switches_on_the_first_agents_json_answer() {
+    let stack = Stack::start_with(
+        "openai",
+        vec![
+            Turn::text(r#"{"language": "fr", "urgent": true}"#),
+            Turn::text("Bonjour ! Nous regardons votre ticket tout de suite."),
+        ],
+        "",
+        r#"
+apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: triage
+spec:
+  instructions: 'Answer JSON: {"language": "<code>", "urgent": <bool>}'
+---
+apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: responder
+spec:
+  instructions: Reply to the customer.
+---
+apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: support-pipeline
+spec:
+  do:
+    - classify:
+        call: agent
+        with:
+          agent: triage
+          message: ${ .ticket }
+        export:
+          as: '{triage: .data}'
+    - route:
+        switch:
+          - urgent:
+              when: .data.urgent
+              then: reply
+          - later:
+              then: queue
+    - queue:
+        set: { queued: true }
+        then: end
+    - reply:
+        call: agent
+        with:
+          agent: responder
+          message: '${ "Reply in " + $context.triage.language + " to: " + $workflow.input.ticket }'
+    - done:
+        set:
+          language: ${ $context.triage.language }
+          reply: ${ .text }
+"#,
+    );
+    let mut api = stack.api();
+    let (execution, events) = run_workflow(
+        &mut api,
+        "support-pipeline",
+        json!({"ticket": "Le site est en panne"}),
+    );
+    assert_eq!(
+        execution["status"]["output"],
+        json!({
+            "language": "fr",
+            "reply": "Bonjour ! Nous regardons votre ticket tout de suite."
+        }),
+        "{execution:#}\n{events:#?}"
+    );
+    // The second agent was asked with what the first one answered.
+    let requests = stack.llm.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(
+        requests[1]
+            .body
+            .to_string()
+            .contains("Reply in fr to: Le site est en panne"),
+        "{:#}",
+        requests[1].body
+    );
+}
