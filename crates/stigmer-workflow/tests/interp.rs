@@ -244,3 +244,170 @@ do:
     .unwrap();
     assert_eq!(output, json!(42));
 }
+
+/// The delays of the `Retried` events of a run of `retry` (a policy) around a task that
+/// always fails.
+async fn retry_delays(retry: &str) -> (Vec<u64>, Problem) {
+    let host = LocalHost::new(Secrets::default());
+    let yaml = format!(
+        r#"
+do:
+  - attempt:
+      try:
+        - fail:
+            raise:
+              error: {{ type: https://example.com/flaky, status: 503 }}
+      catch:
+        retry: {retry}
+"#
+    );
+    let _ = run_with(&yaml, json!({}), &host).await;
+    let delays = host
+        .events()
+        .into_iter()
+        .filter_map(|event| match event.kind {
+            TaskEventKind::Retried { delay_ms, .. } => Some(delay_ms),
+            _ => None,
+        })
+        .collect();
+    let failed = host
+        .events()
+        .into_iter()
+        .rev()
+        .find_map(|event| match event.kind {
+            TaskEventKind::Failed { error } => Some(error),
+            _ => None,
+        })
+        .unwrap();
+    (delays, failed)
+}
+
+#[tokio::test]
+async fn retry_backoffs_jitter_and_limits() {
+    let (constant, _) = retry_delays(
+        "{ delay: { milliseconds: 10 }, backoff: { constant: {} }, limit: { attempt: { count: 3 } } }",
+    )
+    .await;
+    assert_eq!(constant, [10, 10, 10]);
+    let (linear, _) = retry_delays(
+        "{ delay: { milliseconds: 10 }, backoff: { linear: {} }, limit: { attempt: { count: 3 } } }",
+    )
+    .await;
+    assert_eq!(linear, [10, 20, 30]);
+    let (exponential, _) = retry_delays(
+        "{ delay: { milliseconds: 10 }, backoff: { exponential: {} }, limit: { attempt: { count: 4 } } }",
+    )
+    .await;
+    assert_eq!(exponential, [10, 20, 40, 80]);
+    // Jitter adds between `from` and `to`.
+    let (jittered, _) = retry_delays(
+        "{ delay: { milliseconds: 10 }, jitter: { from: { milliseconds: 5 }, to: { milliseconds: 8 } }, limit: { attempt: { count: 5 } } }",
+    )
+    .await;
+    assert_eq!(jittered.len(), 5);
+    assert!(
+        jittered.iter().all(|d| (15..=18).contains(d)),
+        "{jittered:?}"
+    );
+    // The whole retrying stops within `limit.duration`: 450 ms allows delays of 100 and 200
+    // ms, not a third one of 300 (the margins leave room for a slow machine).
+    let (limited, _) = retry_delays(
+        "{ delay: { milliseconds: 100 }, backoff: { linear: {} }, limit: { duration: { milliseconds: 450 }, attempt: { count: 10 } } }",
+    )
+    .await;
+    assert_eq!(limited, [100, 200]);
+}
+
+#[tokio::test]
+async fn a_retry_when_that_does_not_hold_stops_retrying() {
+    let (delays, _) = retry_delays(
+        "{ when: '$error.status == 500', delay: { milliseconds: 1 }, limit: { attempt: { count: 3 } } }",
+    )
+    .await;
+    assert!(delays.is_empty(), "{delays:?}");
+}
+
+#[tokio::test]
+async fn errors_raised_by_name_from_use_errors() {
+    let error = run(
+        r#"
+use:
+  errors:
+    notFound:
+      type: https://example.com/errors/not-found
+      status: 404
+      title: Not found
+      detail: '${ "no item " + .id }'
+do:
+  - check:
+      raise:
+        error: notFound
+"#,
+        json!({"id": "x1"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        error.to_value(),
+        json!({
+            "type": "https://example.com/errors/not-found",
+            "status": 404,
+            "instance": "/do/0/check",
+            "title": "Not found",
+            "detail": "no item x1"
+        })
+    );
+}
+
+#[tokio::test]
+async fn the_workflow_timeout_interrupts_the_whole_run() {
+    let error = run(
+        r#"
+timeout:
+  after: { milliseconds: 30 }
+do:
+  - first:
+      set: { a: 1 }
+  - slow:
+      wait: PT5S
+"#,
+        json!({}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.status, 408);
+    assert!(error.kind.ends_with("/timeout"), "{error:?}");
+}
+
+#[tokio::test]
+async fn runtime_variables_describe_the_task_the_workflow_and_the_runtime() {
+    let output = run(
+        r#"
+do:
+  - outer:
+      do:
+        - inner:
+            set:
+              task: '${ $task.name + " " + $task.reference }'
+              taskInput: ${ $task.input }
+              workflow: ${ $workflow.id }
+              workflowInput: ${ $workflow.input }
+              startedAt: '${ $workflow.startedAt.epoch.seconds > 0 }'
+              runtime: ${ $runtime.name }
+"#,
+        json!({"x": 1}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        output,
+        json!({
+            "task": "inner /do/0/outer/do/0/inner",
+            "taskInput": {"x": 1},
+            "workflow": "wex-test",
+            "workflowInput": {"x": 1},
+            "startedAt": true,
+            "runtime": "stigmer"
+        })
+    );
+}

@@ -996,3 +996,96 @@ spec:
         requests[1].body
     );
 }
+
+#[test]
+fn a_running_execution_keeps_the_definition_it_started_with() {
+    let definition = |greeting: &str| {
+        format!(
+            "apiVersion: agentic.stigmer.ai/v1\nkind: Workflow\nmetadata:\n  name: versioned\nspec:\n  do:\n    - pause:\n        wait: {{ seconds: 2 }}\n    - say:\n        set:\n          greeting: {greeting}\n"
+        )
+    };
+    let stack = workflow_stack(&definition("first"));
+    let mut api = stack.api();
+    let id = start(&mut api, "versioned", json!({}));
+    api.events_until(&id, |events| {
+        crate::runs::phases(events).contains(&ExecutionPhase::Waiting)
+    });
+    let path = stack.home.path().join("versioned.yaml");
+    std::fs::write(&path, definition("second")).unwrap();
+    let applied = stack.home.run(&["apply", "-f", path.to_str().unwrap()]);
+    assert_eq!(applied.code, 0, "{applied}");
+    let (execution, _) = finish(&mut api, &id);
+    assert_eq!(
+        execution["status"]["output"],
+        json!({"greeting": "first"}),
+        "{execution:#}"
+    );
+    // A new execution runs the new definition.
+    let (again, _) = run_workflow(&mut api, "versioned", json!({}));
+    assert_eq!(again["status"]["output"], json!({"greeting": "second"}));
+}
+
+#[test]
+fn a_cancel_reaches_a_running_child_agent_run() {
+    let stack = Stack::start_with(
+        "openai",
+        vec![Turn {
+            fault: Some(stigmer_test::llm::Fault::Hang),
+            ..Turn::default()
+        }],
+        "",
+        r#"
+apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: stuck
+spec:
+  instructions: Answer.
+---
+apiVersion: agentic.stigmer.ai/v1
+kind: Workflow
+metadata:
+  name: delegate
+spec:
+  do:
+    - ask:
+        call: agent
+        with:
+          agent: stuck
+          message: Hello
+"#,
+    );
+    let mut api = stack.api();
+    let id = start(&mut api, "delegate", json!({}));
+    let events = api.events_until(&id, |events| {
+        events
+            .iter()
+            .any(|event| matches!(event.event, ExecutionEvent::AgentCallStarted(_)))
+    });
+    let child = events
+        .iter()
+        .find_map(|event| match &event.event {
+            ExecutionEvent::AgentCallStarted(call) => Some(call.execution_id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    // The agent's model turn is under way (the scripted model never answers).
+    wait_until(Duration::from_secs(60), "the model to be asked", || {
+        (!stack.llm.requests().is_empty()).then_some(())
+    });
+    let cancelled = stack.home.run(&["execution", "cancel", &id]);
+    assert_eq!(cancelled.code, 0, "{cancelled}");
+    let (execution, _) = finish(&mut api, &id);
+    assert_eq!(
+        execution["status"]["phase"],
+        json!("cancelled"),
+        "{execution:#}"
+    );
+    wait_until(Duration::from_secs(30), "the agent run to end", || {
+        let agent = api.get(&child);
+        (agent["status"]["phase"] != json!("running")
+            && agent["status"]["phase"] != json!("pending"))
+        .then_some(agent)
+    });
+    assert_eq!(api.get(&child)["status"]["phase"], json!("cancelled"));
+}
