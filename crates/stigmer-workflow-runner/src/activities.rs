@@ -66,6 +66,10 @@ pub struct HttpInput {
     #[serde(default)]
     pub key: String,
     pub call: HttpCall,
+    /// Task events of the execution to store before the call (keyed: a retried attempt
+    /// stores them once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<WireEvent>,
 }
 
 /// What the API server holds about one HTTP call, under its key.
@@ -292,6 +296,7 @@ impl WorkflowActivities {
             execution_id,
             key,
             call,
+            events: _,
         } = input;
         if key.is_empty() {
             let secrets = self.secrets(&execution_id).await?;
@@ -401,6 +406,9 @@ impl WorkflowActivities {
         ctx: ActivityContext,
         input: HttpInput,
     ) -> Result<Outcome, ActivityError> {
+        let mut input = input;
+        let events = std::mem::take(&mut input.events);
+        self.append(&input.execution_id, events).await?;
         with_heartbeats(&ctx, self.http_attempt(input)).await
     }
 

@@ -213,7 +213,6 @@ impl Host for TemporalHost {
         task: &TaskRef,
         call: stigmer_workflow::http::HttpCall,
     ) -> Result<Value, Problem> {
-        self.flush().await;
         // Every method is retried after a lost runner: the activity records the call's
         // outcome under this key, and a non-idempotent call that was sent but whose outcome
         // was lost is reported, not repeated (decision D11).
@@ -223,6 +222,9 @@ impl Host for TemporalHost {
             execution_id: self.execution_id.clone(),
             key: format!("http{}#{number}", task.reference),
             call,
+            // The events so far ride with the call (stored before it is sent): no step of
+            // their own.
+            events: self.take_events(),
         };
         match self
             .ctx

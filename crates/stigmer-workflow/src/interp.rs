@@ -13,10 +13,11 @@ use futures::FutureExt;
 use futures::future::{Either, LocalBoxFuture};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Tasks one execution may run in all (loops included): a `then` cycle that never ends is an
@@ -151,7 +152,6 @@ pub async fn run<H: Host>(workflow: &Workflow, host: &H, run: Run) -> Result<Val
             "version": env!("CARGO_PKG_VERSION"),
             "metadata": {},
         }),
-        cache: RefCell::default(),
         tasks_run: Cell::new(0),
     };
     interp.run_workflow(run.input).await
@@ -197,7 +197,6 @@ struct Interp<'a, H> {
     secrets: Value,
     workflow_var: Value,
     runtime_var: Value,
-    cache: RefCell<HashMap<(String, Vec<String>), Expr>>,
     tasks_run: Cell<u64>,
 }
 
@@ -1080,30 +1079,26 @@ impl<'a, H: Host> Interp<'a, H> {
             }
         }
         let names: Vec<String> = scope.iter().map(|(name, _)| name.clone()).collect();
-        let key = (text.to_string(), names);
-        let compiled = {
-            let mut cache = self.cache.borrow_mut();
-            match cache.get(&key) {
-                Some(found) => found.clone(),
-                None => {
-                    let extra: Vec<&str> = key.1.iter().map(String::as_str).collect();
-                    let compiled = Expr::compile(text, &extra).map_err(|e| {
-                        Problem::expression(format!("cannot compile `{text}`: {e}"))
-                    })?;
-                    cache.insert(key.clone(), compiled.clone());
-                    compiled
-                }
+        let compiled = compiled(text, names)?;
+        // Only the variables the text names are passed (the others as null): converting
+        // `$workflow` (which holds the whole definition) for every expression made a task's
+        // cost grow with the workflow's size.
+        let named = |name: &str, value: &Value| {
+            if text.contains(name) {
+                value.clone()
+            } else {
+                Value::Null
             }
         };
         let globals = [
-            vars.context.clone(),
-            vars.input.clone(),
-            vars.output.clone(),
-            self.secrets.clone(),
-            vars.task.clone(),
-            self.workflow_var.clone(),
-            self.runtime_var.clone(),
-            vars.authorization.clone(),
+            named("$context", &vars.context),
+            named("$input", &vars.input),
+            named("$output", &vars.output),
+            named("$secrets", &self.secrets),
+            named("$task", &vars.task),
+            named("$workflow", &self.workflow_var),
+            named("$runtime", &self.runtime_var),
+            named("$authorization", &vars.authorization),
         ];
         let extra: Vec<Value> = scope.iter().map(|(_, value)| value.clone()).collect();
         let determinism = Determinism {
@@ -1118,6 +1113,34 @@ impl<'a, H: Host> Interp<'a, H> {
             .eval(input, &globals, &extra, &determinism)
             .map_err(|e| Problem::expression(format!("`{text}`: {e}")))
     }
+}
+
+/// Compiled expressions by text and scope, shared by every run of the process (a workflow's
+/// expressions compile once, not once per execution). Cleared when it grows past a bound.
+static COMPILED: LazyLock<Mutex<HashMap<ExprKey, Expr>>> = LazyLock::new(Mutex::default);
+/// An expression's text and the names of the scope variables it was compiled with.
+type ExprKey = (String, Vec<String>);
+const COMPILED_LIMIT: usize = 4096;
+
+fn compiled(text: &str, scope: Vec<String>) -> Result<Expr, Problem> {
+    let key = (text.to_string(), scope);
+    if let Some(found) = COMPILED
+        .lock()
+        .ok()
+        .and_then(|cache| cache.get(&key).cloned())
+    {
+        return Ok(found);
+    }
+    let extra: Vec<&str> = key.1.iter().map(String::as_str).collect();
+    let expr = Expr::compile(text, &extra)
+        .map_err(|e| Problem::expression(format!("cannot compile `{text}`: {e}")))?;
+    if let Ok(mut cache) = COMPILED.lock() {
+        if cache.len() >= COMPILED_LIMIT {
+            cache.clear();
+        }
+        cache.insert(key, expr.clone());
+    }
+    Ok(expr)
 }
 
 fn task_ref(task: &Task) -> TaskRef {
