@@ -129,8 +129,7 @@ impl TemporalHost {
 
     /// A phase change, stored with the next batch of events.
     fn phase(&self, phase: &str) {
-        let sequence = self.sequence.get() + 1;
-        self.sequence.set(sequence);
+        let sequence = self.next_sequence();
         self.event_now(
             &format!("phase.{sequence}"),
             "phase_changed",
@@ -168,6 +167,62 @@ impl TemporalHost {
         {
             self.note(&error);
         }
+    }
+
+    /// The next number for an event key.
+    fn next_sequence(&self) -> u64 {
+        let sequence = self.sequence.get() + 1;
+        self.sequence.set(sequence);
+        sequence
+    }
+
+    /// Says which execution the task started, then runs it as a child workflow to its end: a
+    /// failed child is a `runtime` error naming it (its output is read by the caller).
+    async fn run_child(&self, task: &TaskRef, child: Child<'_>) -> Result<(), Problem> {
+        let Child {
+            event,
+            id,
+            workflow_type,
+            task_queue,
+            argument,
+            timeout,
+            what,
+        } = child;
+        let sequence = self.next_sequence();
+        self.event_now(
+            &format!("child.{sequence}"),
+            event,
+            json!({"reference": task.reference, "name": task.name, "execution_id": id}),
+        );
+        self.flush().await;
+        let mut options = ChildWorkflowOptions::default();
+        options.workflow_id = Some(id.to_string());
+        options.task_queue = Some(task_queue.to_string());
+        options.execution_timeout = timeout;
+        let started = self
+            .ctx
+            .start_child_workflow(
+                temporalio_common::UntypedWorkflow::new(workflow_type),
+                json_raw(&argument),
+                options,
+            )
+            .await
+            .map_err(|error| Problem::runtime(format!("cannot start {what}: {error}")))?;
+        // The child's result says how its run ended (the API server records its phase a
+        // moment later).
+        if let Err(error) = started.result().await {
+            if self.cancelled.get() {
+                return Err(Problem::runtime("cancelled"));
+            }
+            let reason = error
+                .failure()
+                .map(|failure| failure.message.clone())
+                .unwrap_or_else(|| error.to_string());
+            return Err(Problem::runtime(format!(
+                "the run {id} of {what} failed: {reason}"
+            )));
+        }
+        Ok(())
     }
 
     fn note(&self, error: &ActivityExecutionError) {
@@ -259,41 +314,19 @@ impl Host for TemporalHost {
             .map_err(|error| self.activity_problem(&format!("starting agent {agent:?}"), error))?
             .into_result()?;
         let agent_execution_id = created.as_str().unwrap_or_default().to_string();
-        let sequence = self.sequence.get() + 1;
-        self.sequence.set(sequence);
-        self.event_now(
-            &format!("agent.{sequence}"),
-            "agent_call_started",
-            json!({"reference": task.reference, "name": task.name, "execution_id": agent_execution_id}),
-        );
-        self.flush().await;
-        let mut options = ChildWorkflowOptions::default();
-        options.workflow_id = Some(agent_execution_id.clone());
-        options.task_queue = Some(stigmer_config::AGENT_TASK_QUEUE.to_string());
-        options.execution_timeout = timeout;
-        let child = self
-            .ctx
-            .start_child_workflow(
-                temporalio_common::UntypedWorkflow::new(AGENT_WORKFLOW),
-                json_raw(&Value::String(agent_execution_id.clone())),
-                options,
-            )
-            .await
-            .map_err(|error| Problem::runtime(format!("cannot start agent {agent:?}: {error}")))?;
-        // The child's result says how the agent's run ended (the API server records its
-        // phase a moment later); the answer step reads what it said.
-        if let Err(error) = child.result().await {
-            if self.cancelled.get() {
-                return Err(Problem::runtime("cancelled"));
-            }
-            let reason = error
-                .failure()
-                .map(|failure| failure.message.clone())
-                .unwrap_or_else(|| error.to_string());
-            return Err(Problem::runtime(format!(
-                "the run {agent_execution_id} of agent {agent:?} failed: {reason}"
-            )));
-        }
+        self.run_child(
+            task,
+            Child {
+                event: "agent_call_started",
+                id: &agent_execution_id,
+                workflow_type: AGENT_WORKFLOW,
+                task_queue: stigmer_config::AGENT_TASK_QUEUE,
+                argument: Value::String(agent_execution_id.clone()),
+                timeout,
+                what: &format!("agent {agent:?}"),
+            },
+        )
+        .await?;
         self.ctx
             .execute_activity(
                 WorkflowActivities::agent_answer,
@@ -337,43 +370,21 @@ impl Host for TemporalHost {
             }
         };
         let child_id = run.execution_id.clone();
-        let sequence = self.sequence.get() + 1;
-        self.sequence.set(sequence);
-        self.event_now(
-            &format!("workflow.{sequence}"),
-            "workflow_call_started",
-            json!({"reference": task.reference, "name": task.name, "execution_id": child_id}),
-        );
-        self.flush().await;
-        let mut options = ChildWorkflowOptions::default();
-        options.workflow_id = Some(child_id.clone());
-        options.task_queue = Some(stigmer_config::WORKFLOW_TASK_QUEUE.to_string());
-        let argument = serde_json::to_value(&run).unwrap_or(Value::Null);
-        let child = self
-            .ctx
-            .start_child_workflow(
-                temporalio_common::UntypedWorkflow::new(WORKFLOW_TYPE),
-                json_raw(&argument),
-                options,
-            )
-            .await
-            .map_err(|error| {
-                Problem::runtime(format!("cannot start workflow {name:?}: {error}"))
-            })?;
         // The child's last step stored its output or its error before it returned (a DSL
         // error is a result, not a failed workflow); the output step reads it.
-        if let Err(error) = child.result().await {
-            if self.cancelled.get() {
-                return Err(Problem::runtime("cancelled"));
-            }
-            let reason = error
-                .failure()
-                .map(|failure| failure.message.clone())
-                .unwrap_or_else(|| error.to_string());
-            return Err(Problem::runtime(format!(
-                "the run {child_id} of workflow {name:?} failed: {reason}"
-            )));
-        }
+        self.run_child(
+            task,
+            Child {
+                event: "workflow_call_started",
+                id: &child_id,
+                workflow_type: WORKFLOW_TYPE,
+                task_queue: stigmer_config::WORKFLOW_TASK_QUEUE,
+                argument: serde_json::to_value(&run).unwrap_or(Value::Null),
+                timeout: None,
+                what: &format!("workflow {name:?}"),
+            },
+        )
+        .await?;
         self.ctx
             .execute_activity(
                 WorkflowActivities::workflow_output,
@@ -389,8 +400,7 @@ impl Host for TemporalHost {
     }
 
     fn event(&self, event: TaskEvent) {
-        let sequence = self.sequence.get() + 1;
-        self.sequence.set(sequence);
+        let sequence = self.next_sequence();
         let (kind, data) = wire_event(&event);
         self.pending.borrow_mut().push(WireEvent {
             key: format!("task.{sequence}"),
@@ -409,6 +419,19 @@ impl Host for TemporalHost {
             _ => {}
         }
     }
+}
+
+/// A child workflow a task runs: an agent's run or another workflow's.
+struct Child<'a> {
+    /// The event that names the child's execution under the task.
+    event: &'static str,
+    id: &'a str,
+    workflow_type: &'static str,
+    task_queue: &'static str,
+    argument: Value,
+    timeout: Option<Duration>,
+    /// How errors name it: `agent "x"`, `workflow "y"`.
+    what: &'a str,
 }
 
 /// A task event as the API server stores it.
