@@ -1,209 +1,42 @@
-//! The durable agent loop: the `stigmer.AgentExecution` workflow and its activities.
-//!
-//! The workflow only orders steps: start, then model turns, until a turn asks for no tool or
-//! the turn limit is reached. Each turn's step first runs the tool calls of the turn before,
-//! storing each result as it finishes, then calls the model. Every turn is an activity with
-//! heartbeats and a retry policy, so a runner killed mid-turn loses only that turn: Temporal
-//! notices the missing heartbeat, and the restarted runner repeats the one step (tool calls
-//! whose result is stored are not run again). The start step, short and idempotent, is a
-//! local activity: it costs no workflow task of its own.
+//! The steps of the durable agent loop: the activities of the `stigmer.AgentExecution`
+//! workflow ([`crate::workflow`]). A model turn's step runs the tool calls of the turn before
+//! that have no stored result, then calls the model; the other steps hold calls for approval,
+//! start sub-agents and run the last turn's calls.
 //!
 //! Large data stays out of the workflow history: the conversation lives in the API server,
 //! and activities exchange only ids, turn numbers and counts with the workflow.
 
 use crate::api::{Api, ApiError, ApiSink, MessagePlace, Redactor, RunContext, Wanted};
+use crate::approval;
+use crate::compaction;
 use crate::conversation::Conversations;
+use crate::loops;
+use crate::steps::{
+    CallDecision, DEFAULT_MAX_TURNS, HeldCall, HoldInput, Started, StartedSubAgent, SubAgentsInput,
+    ToolInput, TurnInput, TurnOutcome, default_approval_timeout,
+};
+use crate::subagents::{self, SubAgentOutcome, TaskCall};
 use crate::toolbox::{self, ToolEnvironment, Toolbox, Toolboxes};
 use crate::turn::{self, StepError, StepId};
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use stigmer_config::{LlmProvider, RunnerLaunchSpec};
 use stigmer_llm::{LlmClient, LlmError, Message, ModelConfig};
-use stigmer_proto::execution::{ExecutionPhase, PhaseChanged};
-use stigmer_resources::{AgentSpec, Provider};
-use temporalio_macros::{activities, workflow, workflow_methods};
-use temporalio_sdk::activities::{ActivityContext, ActivityError};
-use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, ApplicationFailure, LocalActivityOptions,
-    WorkflowContext, WorkflowResult, WorkflowTermination,
+use stigmer_proto::execution::{
+    ApprovalDecided, ApprovalRequested, ContextCompacted, ExecutionPhase, PhaseChanged,
+    SubAgentStarted, ToolCallFinished, ToolCallStarted,
 };
-use temporalio_workflow::RetryPolicy;
+use stigmer_resources::{AgentSpec, Provider};
+use temporalio_macros::activities;
+use temporalio_sdk::ApplicationFailure;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::Instrument;
 
-/// The workflow type name the API server starts.
-pub const AGENT_WORKFLOW: &str = "stigmer.AgentExecution";
-/// Model turns an execution may take when its agent sets no `maxTurns`.
-pub const DEFAULT_MAX_TURNS: u32 = 50;
-/// A step that stops heartbeating for this long is considered lost (its runner died) and is
-/// retried; it also bounds how long a cancelled step may run on.
-pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often a running step heartbeats (the SDK sends at most one per 0.8 × the timeout).
 const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
-
-/// What the start step tells the workflow.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Started {
-    pub max_turns: u32,
-}
-
-/// Which model turn to run.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TurnInput {
-    pub execution_id: String,
-    pub turn: u32,
-    /// The step first runs the tool calls the turn before asked for that have no stored
-    /// result yet (false in runs started before steps did so: they run `stigmer.ToolCall`).
-    #[serde(default)]
-    pub runs_tool_calls: bool,
-}
-
-/// The patch of the workflow after which the start step is a local activity and a model
-/// turn's step runs the tool calls of the turn before: one activity and one workflow task per
-/// turn instead of one per step. Runs started before it replay the way they were started.
-const FEWER_WORKFLOW_TASKS: &str = "fewer-workflow-tasks";
-
-/// What a model turn tells the workflow: how many tool calls to run next.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TurnOutcome {
-    pub tool_calls: u32,
-}
-
-/// Which tool call to run: the `index`th call the model asked for in `turn`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ToolInput {
-    pub execution_id: String,
-    pub turn: u32,
-    pub index: u32,
-}
-
-/// The agent loop.
-#[workflow]
-#[derive(Default)]
-pub struct AgentWorkflow;
-
-#[workflow_methods]
-impl AgentWorkflow {
-    #[run(name = "stigmer.AgentExecution")]
-    pub async fn run(
-        ctx: &mut WorkflowContext<Self>,
-        execution_id: String,
-    ) -> WorkflowResult<String> {
-        // Temporal's dispatch of a workflow task costs more than the start step and most tool
-        // calls. The start step (short, and idempotent: a keyed event, a message written at
-        // its place) runs as a local activity, within the first workflow task. A tool call is
-        // no step of its own: the next model turn's step runs it, storing each result as it
-        // finishes (a retried step runs only those without one).
-        let fewer_tasks = ctx.patched(FEWER_WORKFLOW_TASKS);
-        let started = if fewer_tasks {
-            ctx.execute_local_activity(
-                AgentActivities::start,
-                execution_id.clone(),
-                local_step_options(Duration::from_secs(60), 5),
-            )
-            .await
-        } else {
-            ctx.execute_activity(
-                AgentActivities::start,
-                execution_id.clone(),
-                step_options(Duration::from_secs(60), 5),
-            )
-            .await
-        }
-        .map_err(ended)?;
-        let runs_tool_calls = fewer_tasks;
-        let mut turn = 1;
-        loop {
-            if turn > started.max_turns {
-                return Err(ApplicationFailure::non_retryable(format!(
-                    "exceeded {} model turns (raise the agent's spec.maxTurns if it needs more)",
-                    started.max_turns
-                ))
-                .into());
-            }
-            let outcome = ctx
-                .execute_activity(
-                    AgentActivities::model_turn,
-                    TurnInput {
-                        execution_id: execution_id.clone(),
-                        turn,
-                        runs_tool_calls,
-                    },
-                    step_options(Duration::from_secs(30 * 60), 4),
-                )
-                .await
-                .map_err(ended)?;
-            if outcome.tool_calls == 0 {
-                return Ok(format!("completed after {turn} model turns"));
-            }
-            // The last turn allowed has no next step to run its calls: they run on their own,
-            // before the run fails at the limit.
-            let next_runs_them = runs_tool_calls && turn < started.max_turns;
-            for index in (0..outcome.tool_calls).filter(|_| !next_runs_them) {
-                ctx.execute_activity(
-                    AgentActivities::tool_call,
-                    ToolInput {
-                        execution_id: execution_id.clone(),
-                        turn,
-                        index,
-                    },
-                    step_options(Duration::from_secs(10 * 60), 4),
-                )
-                .await
-                .map_err(ended)?;
-            }
-            turn += 1;
-        }
-    }
-}
-
-/// Timeouts and retries of one step: heartbeats detect a dead runner within seconds;
-/// retryable failures back off 3 s, 12 s, 48 s (then 60 s). The backoff is that long because
-/// a stalled runner (stopped, not dead) swallows retries: Temporal hands each one to the
-/// runner's open polls, where it times out unheard. With four attempts the last one starts
-/// about 72 s after a stall began, so a runner stalled for a minute (or replaced by the
-/// supervisor meanwhile) still runs the step.
-fn step_options(start_to_close: Duration, attempts: u32) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(start_to_close)
-        .heartbeat_timeout(HEARTBEAT_TIMEOUT)
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(3))
-                .backoff_coefficient(4.0)
-                .maximum_interval(Duration::from_secs(60))
-                .maximum_attempts(attempts)
-                .build(),
-        )
-        .build()
-}
-
-/// [`step_options`] for a local activity: the same retries (backoffs past a minute wait on a
-/// workflow timer), all of them within `schedule_to_close`. A local activity has no
-/// heartbeat: a runner that dies in one is noticed when its workflow task times out.
-fn local_step_options(start_to_close: Duration, attempts: u32) -> LocalActivityOptions {
-    LocalActivityOptions::builder()
-        .start_to_close_timeout(start_to_close)
-        .schedule_to_close_timeout(Duration::from_secs(10 * 60))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(3))
-                .backoff_coefficient(4.0)
-                .maximum_interval(Duration::from_secs(60))
-                .maximum_attempts(attempts)
-                .build(),
-        )
-        .build()
-}
-
-/// A cancelled step means the workflow was cancelled: end as cancelled, not failed.
-fn ended(error: ActivityExecutionError) -> WorkflowTermination {
-    match error {
-        ActivityExecutionError::Cancelled(_) => WorkflowTermination::cancelled(),
-        other => other.into(),
-    }
-}
 
 /// The activities of the agent loop.
 pub struct AgentActivities {
@@ -397,17 +230,42 @@ impl AgentActivities {
         ctx: ActivityContext,
         input: TurnInput,
     ) -> Result<TurnOutcome, ActivityError> {
+        let (execution_id, turn) = (input.execution_id.clone(), input.turn);
+        let work = self.model_turn_step(&ctx, input);
+        self.run_step(&ctx, "model_turn", &execution_id, turn, work)
+            .await
+    }
+
+    /// Lists a turn's calls that wait for a decision (phase `waiting`), then runs the turn's
+    /// calls that need none, storing their results like a model turn's step does.
+    #[activity(name = "stigmer.HoldForApproval")]
+    pub async fn hold_for_approval(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: HoldInput,
+    ) -> Result<(), ActivityError> {
+        let (execution_id, turn) = (input.execution_id.clone(), input.turn);
+        let work = self.hold_step(&ctx, input);
+        self.run_step(&ctx, "hold_for_approval", &execution_id, turn, work)
+            .await
+    }
+
+    /// Creates the executions of a turn's sub-agent runs (each once, however often the step
+    /// runs) and shows their `task` calls started.
+    #[activity(name = "stigmer.StartSubAgents")]
+    pub async fn start_sub_agents(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: SubAgentsInput,
+    ) -> Result<Vec<StartedSubAgent>, ActivityError> {
         let span = step_span(
-            "model_turn",
+            "start_sub_agents",
             &input.execution_id,
             input.turn,
             ctx.info().attempt,
         );
-        let execution_id = input.execution_id.clone();
-        let work = self.model_turn_step(&ctx, input);
-        let outcome = with_heartbeats(&ctx, work).instrument(span).await;
-        self.after_step(&execution_id, &outcome).await;
-        outcome
+        let work = self.start_sub_agents_step(input);
+        with_heartbeats(&ctx, work).instrument(span).await
     }
 
     /// One tool call the model asked for; its result is stored after the turn's answer.
@@ -417,17 +275,10 @@ impl AgentActivities {
         ctx: ActivityContext,
         input: ToolInput,
     ) -> Result<(), ActivityError> {
-        let span = step_span(
-            "tool_call",
-            &input.execution_id,
-            input.turn,
-            ctx.info().attempt,
-        );
-        let execution_id = input.execution_id.clone();
+        let (execution_id, turn) = (input.execution_id.clone(), input.turn);
         let work = self.tool_call_step(&ctx, input);
-        let outcome = with_heartbeats(&ctx, work).instrument(span).await;
-        self.after_step(&execution_id, &outcome).await;
-        outcome
+        self.run_step(&ctx, "tool_call", &execution_id, turn, work)
+            .await
     }
 }
 
@@ -437,6 +288,22 @@ fn step_span(step: &'static str, execution_id: &str, turn: u32, attempt: u32) ->
 }
 
 impl AgentActivities {
+    /// Runs a step's `work` in its span, heartbeating; a step that ends the run closes its
+    /// tools.
+    async fn run_step<T>(
+        &self,
+        ctx: &ActivityContext,
+        step: &'static str,
+        execution_id: &str,
+        turn: u32,
+        work: impl Future<Output = Result<T, ActivityError>>,
+    ) -> Result<T, ActivityError> {
+        let span = step_span(step, execution_id, turn, ctx.info().attempt);
+        let outcome = with_heartbeats(ctx, work).instrument(span).await;
+        self.after_step(execution_id, &outcome).await;
+        outcome
+    }
+
     /// A step that was cancelled or failed for good ends the run here: its MCP servers stop.
     async fn after_step<T>(&self, execution_id: &str, outcome: &Result<T, ActivityError>) {
         if let Err(error) = outcome
@@ -486,6 +353,12 @@ impl AgentActivities {
         tracing::info!(execution_id, agent = %context.agent_name, "Execution started.");
         Ok(Started {
             max_turns: context.agent.max_turns.unwrap_or(DEFAULT_MAX_TURNS).max(1),
+            approval_timeout_secs: context
+                .agent
+                .approval
+                .as_ref()
+                .and_then(|approval| approval.timeout_seconds)
+                .map_or_else(default_approval_timeout, u64::from),
         })
     }
 
@@ -520,18 +393,30 @@ impl AgentActivities {
             text: system_prompt(&context.agent, &toolbox),
         }];
         messages.extend(conversation.messages.iter().cloned());
+        if !input.decisions.is_empty() {
+            self.record_decisions(&sink, &input, step).await?;
+        }
         if input.runs_tool_calls && input.turn > 1 {
             let results = self
                 .pending_tool_calls(
-                    ctx,
-                    &input,
-                    context,
-                    &workspace,
-                    &toolbox,
-                    &conversation.messages,
-                    &conversation.places,
+                    ctx.info().attempt,
+                    input.turn - 1,
+                    ToolCallsNow {
+                        context,
+                        workspace: &workspace,
+                        toolbox: &toolbox,
+                    },
+                    (&conversation.messages, &conversation.places),
+                    CallPlan {
+                        decisions: &input.decisions,
+                        sub_agents: &input.sub_agents,
+                        skip: &[],
+                    },
                 )
-                .await?;
+                .await?
+                .into_iter()
+                .flatten()
+                .collect::<Vec<Message>>();
             // The results already stored (a retried step) are among `results`, in call order:
             // they replace whatever of them the conversation holds.
             if !results.is_empty()
@@ -546,6 +431,21 @@ impl AgentActivities {
         let tools = toolbox.specs();
         let config = self.model_config(context)?;
         let client = LlmClient::new(config.clone()).map_err(llm_error)?;
+        let messages = self
+            .fit_context(
+                FitContext {
+                    client: &client,
+                    config: &config,
+                    context,
+                    turn: input.turn,
+                    workspace: &workspace,
+                    sink: &sink,
+                    places: &conversation.places,
+                },
+                messages,
+                &tools,
+            )
+            .await?;
         let result = match turn::model_turn(&client, &messages, &tools, step, &sink).await {
             Ok(result) => result,
             Err(StepError::Llm(LlmError::Fatal { message }))
@@ -573,6 +473,35 @@ impl AgentActivities {
             messages_read = conversation.fetched,
             "Model turn finished."
         );
+        let ids = approval::approval_ids(&result.tool_calls);
+        let tasks = result
+            .tool_calls
+            .iter()
+            .zip(&ids)
+            .enumerate()
+            .filter(|(_, (call, _))| call.name == subagents::TASK_TOOL && toolbox.has_sub_agents())
+            .filter_map(|(index, (call, call_id))| {
+                let (sub_agent, _) = toolbox.task(call).ok()?;
+                Some(TaskCall {
+                    index: index as u32,
+                    call_id: call_id.clone(),
+                    sub_agent,
+                })
+            })
+            .collect();
+        let held = result
+            .tool_calls
+            .iter()
+            .zip(ids)
+            .enumerate()
+            .filter_map(|(index, (call, call_id))| {
+                toolbox.approval_reason(&call.name).map(|reason| HeldCall {
+                    index: index as u32,
+                    call_id,
+                    reason,
+                })
+            })
+            .collect();
         if result.tool_calls.is_empty() {
             // The run's last turn: nothing will read this conversation again, and its tools
             // are done.
@@ -582,7 +511,277 @@ impl AgentActivities {
         }
         Ok(TurnOutcome {
             tool_calls: result.tool_calls.len() as u32,
+            held,
+            tasks,
         })
+    }
+
+    /// The prompt to send: `messages` (the system prompt, then the conversation) when it fits
+    /// the model's context window with room to spare; else with the older messages replaced by
+    /// a summary (a model call of its own), which is kept with the execution for the turns
+    /// after, the whole history written to `.stigmer/history/<execution>.md` and a
+    /// `context_compacted` event. A prompt that cannot fit fails the run: it is never sent.
+    async fn fit_context(
+        &self,
+        fit: FitContext<'_>,
+        messages: Vec<Message>,
+        tools: &[stigmer_llm::ToolSpec],
+    ) -> Result<Vec<Message>, ActivityError> {
+        let FitContext {
+            client,
+            config,
+            context,
+            turn,
+            workspace,
+            sink,
+            places,
+        } = fit;
+        let Some((system, conversation)) = messages.split_first() else {
+            return Ok(messages);
+        };
+        let window = client
+            .context_window(
+                context
+                    .agent
+                    .model
+                    .as_ref()
+                    .and_then(|model| model.context_window),
+            )
+            .await;
+        let whole = compaction::Prompt {
+            system,
+            conversation,
+            previous: None,
+            tools,
+            reported: None,
+        };
+        // The whole conversation, when it fits, is better than any summary of it; the stored
+        // record is not even read.
+        if whole.estimate() * 100 <= window.tokens * compaction::COMPACT_AT_PERCENT {
+            return Ok(messages);
+        }
+        let execution_id = context.execution_id();
+        let previous: Option<compaction::Compaction> = self
+            .api
+            .execution_state(execution_id, compaction::STATE_KEY)
+            .await
+            .map_err(api_error)?
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .filter(|record: &compaction::Compaction| record.applies_to(places, turn));
+        let mut prompt = compaction::Prompt {
+            previous: previous.as_ref(),
+            ..whole
+        };
+        let Some(plan) = compaction::plan(&prompt, window.tokens)
+            .map_err(|error| fatal(format!("{error} (window: {window})")))?
+        else {
+            return Ok(prompt.messages());
+        };
+        let history_path =
+            compaction::write_history(workspace, execution_id, &messages).map_err(|error| {
+                retryable(format!("cannot write the conversation's history: {error}"))
+            })?;
+        let summarizer = LlmClient::new(ModelConfig {
+            max_tokens: Some(u32::try_from(plan.summary_tokens).unwrap_or(u32::MAX)),
+            ..config.clone()
+        })
+        .map_err(llm_error)?;
+        let request = compaction::summary_request(&plan.folded_messages(&prompt), window.tokens);
+        let summary = summarizer
+            .stream_turn(&request, &[], &mut |_| {})
+            .await
+            .map_err(llm_error)?;
+        let summary = summary.text.trim();
+        if summary.is_empty() {
+            return Err(retryable(
+                "the model returned an empty summary of the conversation".into(),
+            ));
+        }
+        let record = plan.record(
+            turn,
+            sink.redactor.text(summary),
+            history_path.clone(),
+            places,
+        );
+        self.api
+            .put_execution_state(
+                execution_id,
+                compaction::STATE_KEY,
+                serde_json::to_string(&record).unwrap_or_default(),
+            )
+            .await
+            .map_err(api_error)?;
+        prompt.previous = Some(&record);
+        let tokens_after = compaction::check(&prompt, window.tokens)
+            .map_err(|error| fatal(format!("{error} (window: {window})")))?;
+        use turn::EventSink;
+        sink.emit(vec![(
+            format!("t{turn}.compacted"),
+            ContextCompacted {
+                turn,
+                messages: plan.folded as u32,
+                tokens_before: plan.tokens_before,
+                tokens_after,
+                window: window.tokens,
+                history_path,
+                parent: None,
+            }
+            .into(),
+        )])
+        .await
+        .map_err(|error| sink_error(sink, error))?;
+        tracing::info!(
+            turn,
+            folded = plan.folded,
+            tokens_before = plan.tokens_before,
+            tokens_after,
+            window = window.tokens,
+            "Conversation compacted."
+        );
+        Ok(prompt.messages())
+    }
+
+    /// The body of [`AgentActivities::hold_for_approval`].
+    async fn hold_step(
+        &self,
+        ctx: &ActivityContext,
+        input: HoldInput,
+    ) -> Result<(), ActivityError> {
+        let conversation = self
+            .conversations
+            .read(&self.api, &input.execution_id, input.turn)
+            .await
+            .map_err(api_error)?;
+        let context = &conversation.context;
+        let workspace = self.workspace(context)?;
+        let toolbox = self.toolbox(&input.execution_id, &workspace).await?;
+        let sink = self.sink(context);
+        let calls = conversation
+            .messages
+            .iter()
+            .rev()
+            .find_map(|message| match message {
+                Message::Assistant { tool_calls, .. } => Some(tool_calls.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let mut events: Vec<turn::PendingEvent> = Vec::new();
+        for held in &input.held {
+            let call = calls.get(held.index as usize).ok_or_else(|| {
+                fatal(format!(
+                    "turn {} has no tool call {} in the stored conversation",
+                    input.turn, held.index
+                ))
+            })?;
+            events.push((
+                format!("t{}.approval.{}", input.turn, held.index),
+                ApprovalRequested {
+                    turn: input.turn,
+                    index: held.index,
+                    call_id: held.call_id.clone(),
+                    name: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                    reason: held.reason.clone(),
+                    expires_at: input.expires_at.clone(),
+                    parent: None,
+                }
+                .into(),
+            ));
+        }
+        events.push((
+            format!("t{}.approval.phase", input.turn),
+            PhaseChanged {
+                phase: ExecutionPhase::Waiting,
+                reason: Some(format!(
+                    "{} tool call{} {} for a decision",
+                    input.held.len(),
+                    if input.held.len() == 1 { "" } else { "s" },
+                    if input.held.len() == 1 {
+                        "waits"
+                    } else {
+                        "wait"
+                    },
+                )),
+                ..PhaseChanged::default()
+            }
+            .into(),
+        ));
+        use turn::EventSink;
+        sink.emit(events)
+            .await
+            .map_err(|error| sink_error(&sink, error))?;
+        tracing::info!(
+            turn = input.turn,
+            held = input.held.len(),
+            "Tool calls wait for a decision."
+        );
+        let skip: Vec<u32> = input
+            .held
+            .iter()
+            .map(|held| held.index)
+            .chain(input.tasks.iter().copied())
+            .collect();
+        self.pending_tool_calls(
+            ctx.info().attempt,
+            input.turn,
+            ToolCallsNow {
+                context,
+                workspace: &workspace,
+                toolbox: &toolbox,
+            },
+            (&conversation.messages, &conversation.places),
+            CallPlan {
+                decisions: &[],
+                sub_agents: &[],
+                skip: &skip,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Reports that the run goes on after its calls were decided: phase `running`, and the
+    /// calls nobody decided in time as denied by the timeout (a person's decisions were
+    /// reported by the API server when they were taken).
+    async fn record_decisions(
+        &self,
+        sink: &ApiSink,
+        input: &TurnInput,
+        step: StepId,
+    ) -> Result<(), ActivityError> {
+        let mut events: Vec<turn::PendingEvent> = input
+            .decisions
+            .iter()
+            .filter(|decision| decision.timed_out)
+            .map(|decision| {
+                (
+                    format!("approval.t{}.{}", input.turn - 1, decision.call_id),
+                    ApprovalDecided {
+                        turn: input.turn - 1,
+                        call_id: decision.call_id.clone(),
+                        approved: false,
+                        message: Some("approval timed out".into()),
+                        by: "timeout".into(),
+                        parent: None,
+                    }
+                    .into(),
+                )
+            })
+            .collect();
+        events.push((
+            format!("t{}.a{}.decided", step.turn, step.attempt),
+            PhaseChanged {
+                phase: ExecutionPhase::Running,
+                worker: Some(self.spec.worker_identity.clone()),
+                attempt: Some(step.attempt),
+                ..PhaseChanged::default()
+            }
+            .into(),
+        ));
+        use turn::EventSink;
+        sink.emit(events)
+            .await
+            .map_err(|error| sink_error(sink, error))
     }
 
     /// The body of [`AgentActivities::tool_call`].
@@ -627,7 +826,12 @@ impl AgentActivities {
         let toolbox = self.toolbox(&input.execution_id, &workspace).await?;
         self.save_tool_snapshot(&input.execution_id, &toolbox)
             .await?;
-        self.run_tool_call(&context, &workspace, &toolbox, &call, step, input.index)
+        let now = ToolCallsNow {
+            context: &context,
+            workspace: &workspace,
+            toolbox: &toolbox,
+        };
+        self.run_tool_call(now, &call, step, input.index, &loops::Repeat::Fresh)
             .await?;
         // The last call of the last turn allowed: the run fails at its turn limit next, so its
         // tools are done.
@@ -639,23 +843,19 @@ impl AgentActivities {
         Ok(())
     }
 
-    /// Runs the tool calls of the turn before `input.turn` that have no result stored yet,
-    /// concurrently, storing each result at its call's place as it finishes (a retried step
-    /// finds them there); returns every call's result in call order.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one step's whole state, passed once"
-    )]
+    /// Runs the tool calls of turn `answer_turn` that have no result stored yet, concurrently,
+    /// storing each result at its call's place as it finishes (a retried step finds them
+    /// there); returns every call's result in call order, `None` for the calls in `skip` (they
+    /// wait for a decision). A call with a decision runs only when approved; a denied one gets
+    /// the denial as its result.
     async fn pending_tool_calls(
         &self,
-        ctx: &ActivityContext,
-        input: &TurnInput,
-        context: &RunContext,
-        workspace: &stigmer_tools::Workspace,
-        toolbox: &Toolbox,
-        conversation: &[Message],
-        places: &[MessagePlace],
-    ) -> Result<Vec<Message>, ActivityError> {
+        attempt: u32,
+        answer_turn: u32,
+        now: ToolCallsNow<'_>,
+        (conversation, places): (&[Message], &[MessagePlace]),
+        plan: CallPlan<'_>,
+    ) -> Result<Vec<Option<Message>>, ActivityError> {
         let Some(answer) = conversation
             .iter()
             .rposition(|message| matches!(message, Message::Assistant { .. }))
@@ -665,33 +865,259 @@ impl AgentActivities {
         let Message::Assistant { tool_calls, .. } = &conversation[answer] else {
             return Ok(Vec::new());
         };
+        // The same call again and again: warned in its result from the third, the run fails
+        // before the fifth (before any call of the answer runs, so a retry decides the same).
+        if let Some(reason) = loops::first_loop(&conversation[..answer], tool_calls) {
+            return Err(fatal(reason));
+        }
+        let repeats = loops::verdicts(&conversation[..answer], tool_calls);
         // What is stored after the answer, by place: index i + 1 holds call i's result (ids
         // may repeat or be empty: places count).
-        let answered: std::collections::BTreeMap<u32, Message> = conversation[answer + 1..]
+        let answered: BTreeMap<u32, Message> = conversation[answer + 1..]
             .iter()
             .zip(places.get(answer + 1..).unwrap_or_default())
             .filter(|(message, place)| {
-                matches!(message, Message::Tool { .. }) && place.turn == input.turn - 1
+                matches!(message, Message::Tool { .. }) && place.turn == answer_turn
             })
             .map(|(message, place)| (place.index, message.clone()))
             .collect();
         let step = StepId {
-            turn: input.turn - 1,
-            attempt: ctx.info().attempt,
+            turn: answer_turn,
+            attempt,
         };
         let runs = tool_calls.iter().enumerate().map(|(index, call)| {
-            let stored = answered.get(&(index as u32 + 1)).cloned();
+            let index = index as u32;
+            let stored = answered.get(&(index + 1)).cloned();
+            let decision = plan
+                .decisions
+                .iter()
+                .find(|decision| decision.index == index);
+            let sub_agent = plan
+                .sub_agents
+                .iter()
+                .find(|outcome| outcome.index == index);
+            let skipped = plan.skip.contains(&index);
+            let repeat = &repeats[index as usize];
             async move {
-                match stored {
-                    Some(result) => Ok(result),
-                    None => {
-                        self.run_tool_call(context, workspace, toolbox, call, step, index as u32)
+                match (stored, decision) {
+                    (Some(result), _) => Ok(Some(result)),
+                    (None, _) if skipped => Ok(None),
+                    (None, Some(decision)) if !decision.approved => {
+                        let text = if decision.timed_out {
+                            approval::TIMED_OUT.to_owned()
+                        } else {
+                            approval::denial(decision.message.as_deref())
+                        };
+                        self.store_result(now.context, call, step, index, text)
                             .await
+                            .map(Some)
                     }
+                    (None, _) if let Some(outcome) = sub_agent => self
+                        .store_sub_agent_result(now, call, step, index, outcome)
+                        .await
+                        .map(Some),
+                    (None, _)
+                        if call.name == subagents::TASK_TOOL && now.toolbox.has_sub_agents() =>
+                    {
+                        // A `task` call the workflow did not run: its arguments were wrong.
+                        let text = match now.toolbox.task(call) {
+                            Err(text) => text,
+                            Ok(_) => "Error: this task call was not run.".to_owned(),
+                        };
+                        self.store_result(now.context, call, step, index, text)
+                            .await
+                            .map(Some)
+                    }
+                    (None, _) => self
+                        .run_tool_call(now, call, step, index, repeat)
+                        .await
+                        .map(Some),
                 }
             }
         });
         futures::future::try_join_all(runs).await
+    }
+
+    /// The body of [`AgentActivities::start_sub_agents`].
+    async fn start_sub_agents_step(
+        &self,
+        input: SubAgentsInput,
+    ) -> Result<Vec<StartedSubAgent>, ActivityError> {
+        let answer = MessagePlace {
+            turn: input.turn,
+            index: 0,
+        };
+        let context = self
+            .api
+            .run_context(&input.execution_id, input.turn, Wanted::At(answer))
+            .await
+            .map_err(api_error)?;
+        let calls = context
+            .messages
+            .iter()
+            .find_map(|message| match message {
+                Message::Assistant { tool_calls, .. } => Some(tool_calls.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let sink = self.sink(&context);
+        let mut started = Vec::new();
+        let mut events: Vec<turn::PendingEvent> = Vec::new();
+        for task in &input.tasks {
+            let Some(call) = calls.get(task.index as usize) else {
+                return Err(fatal(format!(
+                    "turn {} has no tool call {} in the stored conversation",
+                    input.turn, task.index
+                )));
+            };
+            let description = call
+                .arguments
+                .get("description")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default();
+            // Recorded by key, so a retried step finds the execution an earlier attempt
+            // created instead of creating another.
+            let key = format!("subagent.t{}.{}", input.turn, task.index);
+            let execution_id = match self
+                .api
+                .execution_state(&input.execution_id, &key)
+                .await
+                .map_err(api_error)?
+            {
+                Some(json) => serde_json::from_str::<String>(&json)
+                    .map_err(|error| fatal(format!("the record {key} is unreadable: {error}")))?,
+                None => {
+                    let created = self
+                        .api
+                        .create_sub_agent_execution(
+                            &input.execution_id,
+                            &context.agent_name,
+                            &task.sub_agent,
+                            &task.call_id,
+                            description,
+                        )
+                        .await
+                        .map_err(api_error)?;
+                    self.api
+                        .put_execution_state(
+                            &input.execution_id,
+                            &key,
+                            serde_json::to_string(&created).unwrap_or_default(),
+                        )
+                        .await
+                        .map_err(api_error)?;
+                    created
+                }
+            };
+            events.push((
+                format!("t{}.sub.{}.started", input.turn, task.index),
+                ToolCallStarted {
+                    turn: input.turn,
+                    call_id: call.id.clone(),
+                    name: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                    parent: None,
+                }
+                .into(),
+            ));
+            events.push((
+                format!("t{}.sub.{}.execution", input.turn, task.index),
+                SubAgentStarted {
+                    turn: input.turn,
+                    call_id: call.id.clone(),
+                    name: task.sub_agent.clone(),
+                    execution_id: execution_id.clone(),
+                    parent: None,
+                }
+                .into(),
+            ));
+            started.push(StartedSubAgent {
+                index: task.index,
+                sub_agent: task.sub_agent.clone(),
+                execution_id,
+            });
+        }
+        use turn::EventSink;
+        sink.emit(events)
+            .await
+            .map_err(|error| sink_error(&sink, error))?;
+        tracing::info!(
+            turn = input.turn,
+            sub_agents = started.len(),
+            "Sub-agents started."
+        );
+        Ok(started)
+    }
+
+    /// Stores a sub-agent's final answer (or why it has none) as its `task` call's result.
+    async fn store_sub_agent_result(
+        &self,
+        now: ToolCallsNow<'_>,
+        call: &stigmer_llm::ToolCall,
+        step: StepId,
+        index: u32,
+        outcome: &SubAgentOutcome,
+    ) -> Result<Message, ActivityError> {
+        let answer = match outcome.failure {
+            Some(_) => None,
+            None => self
+                .api
+                .final_answer(&outcome.execution_id)
+                .await
+                .map_err(api_error)?,
+        };
+        let text = subagents::result_text(outcome, answer.as_deref());
+        let is_error = outcome.failure.is_some();
+        let text = toolbox::spill(now.workspace, &call.id, text);
+        let result = self
+            .store_result(now.context, call, step, index, text.clone())
+            .await?;
+        let sink = self.sink(now.context);
+        use turn::EventSink;
+        sink.emit(vec![(
+            format!("t{}.sub.{index}.finished", step.turn),
+            ToolCallFinished {
+                turn: step.turn,
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                result: turn::trim(&text, turn::EVENT_RESULT_LIMIT),
+                is_error,
+                parent: None,
+            }
+            .into(),
+        )])
+        .await
+        .map_err(|error| sink_error(&sink, error))?;
+        Ok(result)
+    }
+
+    /// Stores `text` as the result of a call that did not run (it was denied).
+    async fn store_result(
+        &self,
+        context: &RunContext,
+        call: &stigmer_llm::ToolCall,
+        step: StepId,
+        index: u32,
+        text: String,
+    ) -> Result<Message, ActivityError> {
+        let redactor = Redactor::new(&context.secrets);
+        let result = redactor.message(&Message::Tool {
+            call_id: call.id.clone(),
+            name: call.name.clone(),
+            content: text,
+            images: Vec::new(),
+        });
+        self.api
+            .save_messages(
+                context.execution_id(),
+                step.turn,
+                index + 1,
+                std::slice::from_ref(&result),
+            )
+            .await
+            .map_err(api_error)?;
+        tracing::info!(turn = step.turn, index, tool = %call.name, "Tool call denied.");
+        Ok(result)
     }
 
     /// Runs one tool call the model asked for in `step.turn` and stores its result after the
@@ -700,13 +1126,17 @@ impl AgentActivities {
     /// crash is reported to the model rather than repeated.
     async fn run_tool_call(
         &self,
-        context: &RunContext,
-        workspace: &stigmer_tools::Workspace,
-        toolbox: &Toolbox,
+        now: ToolCallsNow<'_>,
         call: &stigmer_llm::ToolCall,
         step: StepId,
         index: u32,
+        repeat: &loops::Repeat,
     ) -> Result<Message, ActivityError> {
+        let ToolCallsNow {
+            context,
+            workspace,
+            toolbox,
+        } = now;
         let sink = self.sink(context);
         let stored = |content: String, images: Vec<stigmer_llm::ToolImage>| {
             sink.redactor.message(&Message::Tool {
@@ -749,7 +1179,7 @@ impl AgentActivities {
         .await
         .map_err(|error| step_error(&sink, error))?;
         let is_error = output.output.is_error;
-        let result = stored(output.output.content, output.images);
+        let result = loops::annotate(stored(output.output.content, output.images), repeat);
         self.api
             .save_messages(
                 context.execution_id(),
@@ -769,6 +1199,37 @@ impl AgentActivities {
         );
         Ok(result)
     }
+}
+
+/// What became of a turn's calls that a step does not simply run.
+#[derive(Clone, Copy)]
+struct CallPlan<'a> {
+    /// Decisions on calls that waited for approval.
+    decisions: &'a [CallDecision],
+    /// How the sub-agents of `task` calls ended.
+    sub_agents: &'a [SubAgentOutcome],
+    /// Calls this step leaves alone (they wait, or run as sub-agents).
+    skip: &'a [u32],
+}
+
+/// What fitting a prompt into the model's window needs of the step.
+#[derive(Clone, Copy)]
+struct FitContext<'a> {
+    client: &'a LlmClient,
+    config: &'a ModelConfig,
+    context: &'a RunContext,
+    turn: u32,
+    workspace: &'a stigmer_tools::Workspace,
+    sink: &'a ApiSink,
+    places: &'a [MessagePlace],
+}
+
+/// What running a step's tool calls needs of the step.
+#[derive(Clone, Copy)]
+struct ToolCallsNow<'a> {
+    context: &'a RunContext,
+    workspace: &'a stigmer_tools::Workspace,
+    toolbox: &'a Toolbox,
 }
 
 /// What the model reads for a call that may change something and whose attempt was lost (its

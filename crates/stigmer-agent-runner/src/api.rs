@@ -14,7 +14,8 @@ use stigmer_proto::executions::v1::MessagePlace as ProtoMessagePlace;
 use stigmer_proto::executions::v1::execution_service_client::ExecutionServiceClient;
 use stigmer_proto::executions::v1::get_run_context_request::Messages as WantedMessages;
 use stigmer_proto::executions::v1::{
-    AppendEventsRequest, GetRunContextRequest, SaveMessagesRequest, SaveToolSnapshotRequest,
+    AppendEventsRequest, CreateExecutionRequest, GetExecutionStateRequest, GetRunContextRequest,
+    PutExecutionStateRequest, SaveMessagesRequest, SaveToolSnapshotRequest, SubscribeRequest,
 };
 use stigmer_resources::{AgentSpec, McpServerSpec, Resource, SkillSpec};
 use tonic::{Code, Status};
@@ -276,6 +277,108 @@ impl Api {
             .save_tool_snapshot(SaveToolSnapshotRequest {
                 execution_id: execution_id.to_owned(),
                 snapshot_json: serde_json::to_string(snapshot).unwrap_or_default(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Creates the execution of a sub-agent's run for the `task` call `call_id` of `parent`
+    /// (the server does not start it: the parent's workflow runs it as a child); returns its
+    /// id.
+    pub async fn create_sub_agent_execution(
+        &self,
+        parent: &str,
+        agent: &str,
+        sub_agent: &str,
+        call_id: &str,
+        message: &str,
+    ) -> Result<String, ApiError> {
+        let created = self
+            .client
+            .clone()
+            .create_execution(CreateExecutionRequest {
+                agent: agent.to_owned(),
+                message: message.to_owned(),
+                parent_execution_id: parent.to_owned(),
+                parent_task: call_id.to_owned(),
+                sub_agent: sub_agent.to_owned(),
+                ..CreateExecutionRequest::default()
+            })
+            .await?
+            .into_inner();
+        let execution: Resource = serde_json::from_str(&created.execution_json)
+            .map_err(|error| ApiError::Refused(format!("unreadable execution: {error}")))?;
+        Ok(execution.metadata.name)
+    }
+
+    /// The last answer of an ended execution's model (its final answer when it completed),
+    /// from its event log: read to its end, which the API server marks when it records the
+    /// execution's terminal phase (within a minute, else a retryable error).
+    pub async fn final_answer(&self, execution_id: &str) -> Result<Option<String>, ApiError> {
+        let mut stream = self
+            .client
+            .clone()
+            .subscribe(SubscribeRequest {
+                execution_id: execution_id.to_owned(),
+                after_seq: 0,
+            })
+            .await?
+            .into_inner();
+        let mut answer = None;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(60), stream.message())
+                .await
+                .map_err(|_| {
+                    ApiError::Unavailable(format!(
+                        "the log of {execution_id} did not end within 60 s"
+                    ))
+                })?;
+            let Some(event) = next? else {
+                break;
+            };
+            match ExecutionEvent::from_wire_json_lenient(&event.kind, &event.data_json) {
+                ExecutionEvent::MessageCompleted(message) if !message.text.trim().is_empty() => {
+                    answer = Some(message.text);
+                }
+                ExecutionEvent::PhaseChanged(changed) if changed.phase.is_terminal() => break,
+                _ => {}
+            }
+        }
+        Ok(answer)
+    }
+
+    /// A piece of the execution's own state stored by an earlier step (`None` when there is
+    /// none); the server keeps it under `runner/<key>`.
+    pub async fn execution_state(
+        &self,
+        execution_id: &str,
+        key: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let state = self
+            .client
+            .clone()
+            .get_execution_state(GetExecutionStateRequest {
+                execution_id: execution_id.to_owned(),
+                key: format!("runner/{key}"),
+            })
+            .await?
+            .into_inner();
+        Ok(state.found.then_some(state.value_json))
+    }
+
+    /// Stores (replacing) a piece of the execution's own state, as JSON.
+    pub async fn put_execution_state(
+        &self,
+        execution_id: &str,
+        key: &str,
+        value_json: String,
+    ) -> Result<(), ApiError> {
+        self.client
+            .clone()
+            .put_execution_state(PutExecutionStateRequest {
+                execution_id: execution_id.to_owned(),
+                key: format!("runner/{key}"),
+                value_json,
             })
             .await?;
         Ok(())

@@ -1,5 +1,5 @@
 //! The agent runner: a Temporal worker that runs agents. The agent loop is a Temporal workflow
-//! on `agent_execution_runner` ([`agent::AgentWorkflow`]); each model turn, with the tool calls
+//! on `agent_execution_runner` ([`workflow::AgentWorkflow`]); each model turn, with the tool calls
 //! of the turn before, is an activity ([`agent::AgentActivities`]) that reports to the API
 //! server ([`api`]) and reads only the messages it needs ([`conversation`]).
 //!
@@ -8,10 +8,16 @@
 
 pub mod agent;
 pub mod api;
+pub mod approval;
+pub mod compaction;
 pub mod conversation;
+pub mod loops;
 pub mod skills;
+pub mod steps;
+pub mod subagents;
 pub mod toolbox;
 pub mod turn;
+pub mod workflow;
 
 use std::future::Future;
 use stigmer_config::RunnerLaunchSpec;
@@ -24,7 +30,7 @@ pub async fn run(
 ) -> Result<(), WorkerError> {
     let mut options = worker::base_options(&spec)?;
     options
-        .register_workflow::<agent::AgentWorkflow>()
+        .register_workflow::<workflow::AgentWorkflow>()
         .map_err(|error| WorkerError::Setup(error.to_string()))?;
     options.register_activities(
         agent::AgentActivities::new(spec.clone())

@@ -9,7 +9,9 @@
 //! runs under `stigmer internal exec`, which dies with the runner and takes its group along.
 
 use crate::api::RunContext;
+use crate::approval::{ApprovalPolicy, ToolKind};
 use crate::skills;
+use crate::subagents;
 use crate::turn::ToolResult;
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
@@ -23,7 +25,7 @@ use stigmer_proto::execution::{
 };
 use stigmer_resources::{
     MCP_STARTUP_TIMEOUT_DEFAULT_SECS, MCP_TOOL_TIMEOUT_DEFAULT_SECS, McpServerSpec,
-    SHELL_TIMEOUT_DEFAULT_SECS, SHELL_TIMEOUT_MAX_SECS, variables,
+    SHELL_TIMEOUT_DEFAULT_SECS, SHELL_TIMEOUT_MAX_SECS, SubAgentSpec, variables,
 };
 use stigmer_sandbox::{LandlockSupport, ShellRequest, Wrapper};
 use stigmer_tools::{ToolOutput, Workspace};
@@ -144,6 +146,10 @@ pub struct Toolbox {
     environment: ToolEnvironment,
     /// The agent's declared variables with the run's values, for the shell.
     shell_env: Vec<(String, String)>,
+    /// Which calls wait for a person's decision.
+    approvals: ApprovalPolicy,
+    /// The sub-agents the `task` tool hands work to.
+    sub_agents: Vec<SubAgentSpec>,
 }
 
 impl Toolbox {
@@ -292,6 +298,8 @@ impl Toolbox {
             tmp,
             environment: environment.clone(),
             shell_env: declared_env(context, &values),
+            approvals: ApprovalPolicy::new(agent, &context.mcp_servers),
+            sub_agents: agent.sub_agents.clone(),
         })
     }
 
@@ -381,6 +389,7 @@ impl Toolbox {
         if let Some(timeout) = self.shell {
             specs.push(shell_spec(timeout));
         }
+        specs.extend(subagents::task_spec(&self.sub_agents));
         let offered = self.offered.lock().unwrap_or_else(|p| p.into_inner());
         specs.extend(offered.iter().map(|tool| ToolSpec {
             name: tool.offered.clone(),
@@ -405,6 +414,35 @@ impl Toolbox {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .any(|tool| tool.offered == name && tool.tool.read_only)
+    }
+
+    /// Why a call of `name` must wait for a person's decision before it runs, or `None`.
+    pub fn approval_reason(&self, name: &str) -> Option<String> {
+        let offered = self.offered.lock().unwrap_or_else(|p| p.into_inner());
+        let kind = match offered.iter().find(|tool| tool.offered == name) {
+            Some(tool) => ToolKind::Mcp {
+                server: &tool.server,
+                reads_only: tool.tool.reads_only,
+            },
+            None if (self.shell.is_some() && name == SHELL_TOOL)
+                || (!self.sub_agents.is_empty() && name == subagents::TASK_TOOL)
+                || self.builtins.iter().any(|spec| spec.name == name) =>
+            {
+                ToolKind::Local
+            }
+            None => ToolKind::Unknown,
+        };
+        self.approvals.reason(name, kind)
+    }
+
+    /// The sub-agent and task of a `task` call, or the error its result is.
+    pub fn task(&self, call: &ToolCall) -> Result<(String, String), String> {
+        subagents::parse(call, &self.sub_agents)
+    }
+
+    /// Whether the run offers the `task` tool.
+    pub fn has_sub_agents(&self) -> bool {
+        !self.sub_agents.is_empty()
     }
 
     /// Whether `name` is a tool of this toolbox that is not built in.

@@ -1,6 +1,7 @@
 //! Typed calls of the execution service that several clients make: the CLI and a workflow's
 //! `run: workflow` create workflow executions, the workflow runner creates the agent runs of its
-//! `call: agent` tasks and reports a run's result, the CLI lists executions of one kind.
+//! `call: agent` tasks and reports a run's result, the CLI lists executions of one kind and
+//! decides tool calls that wait for approval.
 //!
 //! Each is one RPC of [`ApiClients::executions`]; a call fails with the server's `Status`
 //! unchanged, so callers decide on its code as for any other RPC.
@@ -10,7 +11,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use stigmer_proto::execution::ExecutionKind;
 use stigmer_proto::executions::v1::{
-    CreateExecutionRequest, ListExecutionsRequest, SetWorkflowResultRequest,
+    CreateExecutionRequest, DecideApprovalsRequest, ListExecutionsRequest, SetWorkflowResultRequest,
 };
 use tonic::Status;
 
@@ -34,6 +35,25 @@ impl std::fmt::Debug for RunVariables {
             .field("environments", &self.environments)
             .finish()
     }
+}
+
+/// Which waiting tool calls of an agent execution a decision is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApprovalTarget {
+    /// These calls (the `call_id` of their `approval_requested` events).
+    Calls(Vec<String>),
+    /// Every call that waits.
+    All,
+}
+
+/// A person's decision on tool calls that wait for approval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Approval {
+    Approve,
+    /// The model reads the message, if any, as the reason.
+    Deny {
+        message: Option<String>,
+    },
 }
 
 /// The agent run of a workflow's `call: agent` task: the server creates and watches the
@@ -118,6 +138,38 @@ impl ApiClients {
             })
             .await?;
         Ok(())
+    }
+
+    /// Decides tool calls of the agent execution `execution_id` that wait for approval;
+    /// returns the ids of the calls decided. FAILED_PRECONDITION when a call does not wait (or
+    /// none does, for [`ApprovalTarget::All`]) or the execution ended; UNAVAILABLE when its
+    /// agent runner does not take the decision.
+    pub async fn decide_approvals(
+        &mut self,
+        execution_id: &str,
+        target: ApprovalTarget,
+        approval: Approval,
+    ) -> Result<Vec<String>, Status> {
+        let (call_ids, all) = match target {
+            ApprovalTarget::Calls(call_ids) => (call_ids, false),
+            ApprovalTarget::All => (Vec::new(), true),
+        };
+        let (approve, message) = match approval {
+            Approval::Approve => (true, String::new()),
+            Approval::Deny { message } => (false, message.unwrap_or_default()),
+        };
+        let decided = self
+            .executions
+            .decide_approvals(DecideApprovalsRequest {
+                execution_id: execution_id.to_owned(),
+                call_ids,
+                all,
+                approve,
+                message,
+            })
+            .await?
+            .into_inner();
+        Ok(decided.call_ids)
     }
 
     /// The executions of `kind` (of both kinds with `None`), oldest first, as JSON resources.

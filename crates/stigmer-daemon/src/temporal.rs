@@ -155,6 +155,18 @@ impl TemporalLayer {
     }
 }
 
+/// How often History may read each of its task queues, per second. The defaults (20) hold a
+/// task that is ready for up to 50 ms once a short burst is spent, and a workflow waits on
+/// these reads at every step (a workflow task after each activity, a timer, a child): a
+/// sequence of HTTP calls spent ~40 ms per call waiting for them (BENCHMARKS.md,
+/// "Workflows"). A read is one indexed query on the local SQLite; a local stack never comes
+/// near these rates.
+const QUEUE_READ_RATES: [&str; 3] = [
+    "history.transferProcessorMaxPollRPS=1000",
+    "history.timerProcessorMaxPollRPS=1000",
+    "history.visibilityProcessorMaxPollRPS=1000",
+];
+
 fn factory(
     settings: &Settings,
     managed: ManagedTemporal,
@@ -175,6 +187,11 @@ fn factory(
             .arg(&db)
             .args(["--sqlite-pragma", "journal_mode=wal"])
             .args(["--sqlite-pragma", "synchronous=normal"])
+            .args(
+                QUEUE_READ_RATES
+                    .iter()
+                    .flat_map(|rate| ["--dynamic-config-value", rate]),
+            )
             .args(["--log-format", "json", "--log-level", &managed.log_level]);
         match managed.ui_port {
             Some(ui_port) => {

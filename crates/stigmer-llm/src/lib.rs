@@ -640,15 +640,83 @@ fn provider_message(error: &genai::Error) -> String {
     text.lines().next().unwrap_or_default().to_owned()
 }
 
-/// Whether the Ollama model at `base_url` lists the `vision` capability (`POST /api/show`).
-/// A definite answer is remembered for the process; no answer means no (placeholders).
-async fn ollama_has_vision(base_url: &str, model: &str) -> bool {
-    static KNOWN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, bool>>> =
-        std::sync::OnceLock::new();
+/// What Ollama's `POST /api/show` says about a model, as far as we use it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OllamaModelInfo {
+    /// `capabilities` lists `vision`: the model takes images.
+    pub vision: bool,
+    /// `model_info["<architecture>.context_length"]`: the longest context the model was
+    /// trained for.
+    pub context_length: Option<u64>,
+    /// `num_ctx` among the model's `parameters` (set in its Modelfile): the context Ollama
+    /// actually runs it with.
+    pub num_ctx: Option<u64>,
+}
+
+impl OllamaModelInfo {
+    /// Reads the answer of `/api/show`; what is missing or malformed stays unknown.
+    pub fn from_show(body: &Value) -> OllamaModelInfo {
+        let vision = body["capabilities"]
+            .as_array()
+            .is_some_and(|caps| caps.iter().any(|cap| cap == "vision"));
+        let info = &body["model_info"];
+        let architecture = info["general.architecture"].as_str();
+        let context_length = architecture
+            .and_then(|architecture| info[format!("{architecture}.context_length")].as_u64())
+            .or_else(|| {
+                // A model_info without `general.architecture`: the one `*.context_length`.
+                info.as_object()?
+                    .iter()
+                    .find(|(key, _)| key.ends_with(".context_length"))
+                    .and_then(|(_, value)| value.as_u64())
+            })
+            .filter(|tokens| *tokens > 0);
+        // `parameters` is Modelfile text, one `name value` per line.
+        let num_ctx = body["parameters"].as_str().and_then(|parameters| {
+            parameters.lines().find_map(|line| {
+                let mut words = line.split_whitespace();
+                (words.next() == Some("num_ctx"))
+                    .then(|| words.next()?.parse::<u64>().ok())
+                    .flatten()
+                    .filter(|tokens| *tokens > 0)
+            })
+        });
+        OllamaModelInfo {
+            vision,
+            context_length,
+            num_ctx,
+        }
+    }
+
+    /// The context Ollama runs the model with: its Modelfile's `num_ctx`, else Ollama's own
+    /// default [`OLLAMA_DEFAULT_NUM_CTX`] (we send no `num_ctx`: genai 0.7.2 has no way to),
+    /// or the model's trained length when that is smaller. Beyond it Ollama cuts the prompt
+    /// silently, so a larger trained length (`context_length`) alone is not the window; an
+    /// Ollama server started with a larger `OLLAMA_CONTEXT_LENGTH` is not visible here:
+    /// `spec.model.contextWindow` says so.
+    pub fn context_window(&self) -> u64 {
+        match (self.num_ctx, self.context_length) {
+            (Some(num_ctx), _) => num_ctx,
+            (None, Some(trained)) => trained.min(OLLAMA_DEFAULT_NUM_CTX),
+            (None, None) => OLLAMA_DEFAULT_NUM_CTX,
+        }
+    }
+}
+
+/// The context Ollama gives a model whose Modelfile sets no `num_ctx` (Ollama's default since
+/// 0.6; it was 2,048 before). Newer servers may give more, depending on memory: 4,096 is the
+/// floor, so it is the conservative choice.
+pub const OLLAMA_DEFAULT_NUM_CTX: u64 = 4_096;
+
+/// What `/api/show` says about the Ollama model at `base_url` (asked once per process and
+/// model: a definite answer is remembered); `None` when Ollama does not answer.
+pub async fn ollama_show(base_url: &str, model: &str) -> Option<OllamaModelInfo> {
+    type Known = std::sync::Mutex<std::collections::HashMap<String, OllamaModelInfo>>;
+    static KNOWN: std::sync::OnceLock<Known> = std::sync::OnceLock::new();
     let known = KNOWN.get_or_init(Default::default);
     let key = format!("{}|{model}", base_url.trim_end_matches('/'));
-    if let Some(sees) = known.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-        return *sees;
+    if let Some(info) = known.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Some(info.clone());
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let url = format!("{}/api/show", base_url.trim_end_matches('/'));
@@ -666,23 +734,96 @@ async fn ollama_has_vision(base_url: &str, model: &str) -> bool {
             .error_for_status()
             .ok()?;
         let body: Value = response.json().await.ok()?;
-        Some(
-            body["capabilities"]
-                .as_array()
-                .is_some_and(|caps| caps.iter().any(|cap| cap == "vision")),
-        )
+        Some(OllamaModelInfo::from_show(&body))
     };
     match asked.await {
-        Some(sees) => {
+        Some(info) => {
             known
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(key, sees);
-            sees
+                .insert(key, info.clone());
+            Some(info)
         }
         None => {
-            tracing::warn!(%url, model, "Cannot ask Ollama whether the model sees images; sending placeholders.");
-            false
+            tracing::warn!(%url, model, "Cannot ask Ollama about the model (/api/show).");
+            None
+        }
+    }
+}
+
+/// Whether the Ollama model at `base_url` lists the `vision` capability (`POST /api/show`).
+/// No answer means no (placeholders).
+async fn ollama_has_vision(base_url: &str, model: &str) -> bool {
+    ollama_show(base_url, model)
+        .await
+        .is_some_and(|info| info.vision)
+}
+
+/// A model's context window in tokens, and where the number came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContextWindow {
+    pub tokens: u64,
+    pub source: WindowSource,
+}
+
+/// Where a [`ContextWindow`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowSource {
+    /// The agent's `spec.model.contextWindow`.
+    Configured,
+    /// Ollama's `/api/show` ([`OllamaModelInfo::context_window`]).
+    Ollama,
+    /// Nothing said: [`default_context_window`].
+    Default,
+}
+
+impl std::fmt::Display for ContextWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let source = match self.source {
+            WindowSource::Configured => "spec.model.contextWindow",
+            WindowSource::Ollama => "as Ollama runs the model",
+            WindowSource::Default => "the default for the provider",
+        };
+        write!(f, "{} tokens ({source})", self.tokens)
+    }
+}
+
+/// The window assumed when neither the agent nor the provider says, chosen low:
+/// - Ollama: [`OLLAMA_DEFAULT_NUM_CTX`] (4,096), what Ollama runs a model with by default;
+/// - OpenAI at `api.openai.com`: 128,000 (gpt-4o, gpt-4o-mini; newer models take more);
+///   any other OpenAI-compatible server: 32,768 (local servers such as llama.cpp, vLLM or
+///   LM Studio run with 4,096 to 131,072: the agent's `contextWindow` says which);
+/// - Anthropic: 200,000 (every current Claude model without the 1M beta).
+pub fn default_context_window(provider: Provider, base_url: &str) -> u64 {
+    match provider {
+        Provider::Ollama => OLLAMA_DEFAULT_NUM_CTX,
+        Provider::Openai if base_url.contains("://api.openai.com") => 128_000,
+        Provider::Openai => 32_768,
+        Provider::Anthropic => 200_000,
+    }
+}
+
+impl LlmClient {
+    /// The model's context window: `configured` (the agent's `spec.model.contextWindow`),
+    /// else what Ollama runs the model with, else [`default_context_window`].
+    pub async fn context_window(&self, configured: Option<u32>) -> ContextWindow {
+        if let Some(tokens) = configured {
+            return ContextWindow {
+                tokens: u64::from(tokens),
+                source: WindowSource::Configured,
+            };
+        }
+        if self.config.provider == Provider::Ollama
+            && let Some(info) = ollama_show(&self.config.base_url, &self.config.model).await
+        {
+            return ContextWindow {
+                tokens: info.context_window(),
+                source: WindowSource::Ollama,
+            };
+        }
+        ContextWindow {
+            tokens: default_context_window(self.config.provider, &self.config.base_url),
+            source: WindowSource::Default,
         }
     }
 }
@@ -758,5 +899,71 @@ pub async fn check_ollama_model(base_url: &str, model: &str) -> ModelCheck {
         ModelCheck::Available
     } else {
         ModelCheck::Missing { available }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_context_window_is_read_from_api_show() {
+        // As Ollama answers for qwen2.5-coder: a trained length far beyond what it runs with.
+        let show = json!({
+            "capabilities": ["completion", "tools"],
+            "model_info": {"general.architecture": "qwen2", "qwen2.context_length": 32768},
+            "parameters": "stop \"<|im_end|>\"",
+        });
+        let info = OllamaModelInfo::from_show(&show);
+        assert_eq!(
+            info,
+            OllamaModelInfo {
+                vision: false,
+                context_length: Some(32768),
+                num_ctx: None,
+            }
+        );
+        assert_eq!(info.context_window(), OLLAMA_DEFAULT_NUM_CTX);
+
+        // A Modelfile's num_ctx is what Ollama runs the model with.
+        let show = json!({
+            "capabilities": ["completion", "vision"],
+            "model_info": {"general.architecture": "llama", "llama.context_length": 131072},
+            "parameters": "temperature 0.2\nnum_ctx 16384",
+        });
+        let info = OllamaModelInfo::from_show(&show);
+        assert!(info.vision);
+        assert_eq!(info.num_ctx, Some(16384));
+        assert_eq!(info.context_window(), 16384);
+
+        // A model trained for less than Ollama's default.
+        let show = json!({"model_info": {"phi.context_length": 2048}});
+        assert_eq!(OllamaModelInfo::from_show(&show).context_window(), 2048);
+
+        // Nothing known: Ollama's default.
+        let info = OllamaModelInfo::from_show(&json!({"details": {"format": "gguf"}}));
+        assert_eq!(info, OllamaModelInfo::default());
+        assert_eq!(info.context_window(), OLLAMA_DEFAULT_NUM_CTX);
+    }
+
+    #[test]
+    fn each_provider_has_a_default_window() {
+        assert_eq!(
+            default_context_window(Provider::Ollama, "http://localhost:11434"),
+            4_096
+        );
+        assert_eq!(
+            default_context_window(Provider::Openai, "https://api.openai.com/v1"),
+            128_000
+        );
+        assert_eq!(
+            default_context_window(Provider::Openai, "http://localhost:8080/v1"),
+            32_768
+        );
+        assert_eq!(
+            default_context_window(Provider::Anthropic, "https://api.anthropic.com/v1"),
+            200_000
+        );
     }
 }

@@ -822,15 +822,21 @@ fn filter_tools(
                     return None;
                 }
             }
-            let read_only = tool.annotations.as_ref().is_some_and(|annotations| {
-                annotations.read_only_hint == Some(true)
-                    || annotations.idempotent_hint == Some(true)
-            });
+            let reads_only = tool
+                .annotations
+                .as_ref()
+                .is_some_and(|annotations| annotations.read_only_hint == Some(true));
+            let read_only = reads_only
+                || tool
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|annotations| annotations.idempotent_hint == Some(true));
             Some(ToolInfo {
                 name: tool.name.into_owned(),
                 description: tool.description.map(|d| d.into_owned()),
                 input_schema: serde_json::Value::Object(schema),
                 read_only,
+                reads_only,
             })
         })
         .collect()

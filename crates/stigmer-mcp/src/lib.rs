@@ -106,6 +106,11 @@ pub struct ToolInfo {
     pub input_schema: serde_json::Value,
     /// Annotated `readOnlyHint` or `idempotentHint`: safe to repeat.
     pub read_only: bool,
+    /// Annotated `readOnlyHint` alone: it changes nothing (an McpServer with
+    /// `requireApproval: unlessReadOnly` lets these run without a decision). Snapshots saved
+    /// before this field read as false: such a call waits for a decision.
+    #[serde(default)]
+    pub reads_only: bool,
 }
 
 /// One progress notification of a call.

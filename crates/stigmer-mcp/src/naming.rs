@@ -105,6 +105,7 @@ mod tests {
             description: None,
             input_schema: serde_json::json!({"type": "object"}),
             read_only: false,
+            reads_only: false,
         }
     }
 

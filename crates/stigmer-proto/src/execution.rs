@@ -194,6 +194,75 @@ pub struct ToolCallFinished {
     pub parent: Option<EventParent>,
 }
 
+/// A tool call waits for a person's decision before it runs (the execution is `waiting` until
+/// every call of the turn that waits is decided).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRequested {
+    pub turn: u32,
+    /// The call's place in its turn (0 for the turn's first call).
+    pub index: u32,
+    /// What `stigmer execution approve|deny` names: the model's call id when it is unique in
+    /// the turn, else `call-<index>`.
+    pub call_id: String,
+    pub name: String,
+    /// The call's arguments, secret values masked.
+    pub arguments: Value,
+    /// Why it needs approval (which rule asked for it).
+    pub reason: String,
+    /// RFC 3339: when an undecided call is denied with "approval timed out".
+    pub expires_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<EventParent>,
+}
+
+/// A call that waited was decided: approved (it runs once) or denied (the model reads the
+/// denial, with the message, as the call's result).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalDecided {
+    pub turn: u32,
+    pub call_id: String,
+    pub approved: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// `user`, or `timeout` when nobody decided within the agent's `approval.timeoutSeconds`.
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<EventParent>,
+}
+
+/// Before a model turn the prompt neared the model's context window: the older messages were
+/// folded into a summary (the full history is in the workspace at `history_path`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContextCompacted {
+    pub turn: u32,
+    /// Messages replaced by the summary.
+    pub messages: u32,
+    /// Estimated prompt tokens before and after.
+    pub tokens_before: u64,
+    pub tokens_after: u64,
+    /// The model's context window in tokens.
+    pub window: u64,
+    /// Relative to the workspace: `.stigmer/history/<execution>.md`.
+    pub history_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<EventParent>,
+}
+
+/// A `task` call started its sub-agent: the sub-agent's own execution, whose events are its
+/// work (a client follows them under the call).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SubAgentStarted {
+    pub turn: u32,
+    /// The `task` call (`call_id` of its `tool_call_started`).
+    pub call_id: String,
+    /// The sub-agent's name.
+    pub name: String,
+    /// The sub-agent's execution (`aex-…`).
+    pub execution_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<EventParent>,
+}
+
 /// An MCP server could not start, or stopped during the run: the run goes on without its tools.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct McpServerFailed {
@@ -477,6 +546,10 @@ execution_events! {
     TaskWaiting(TaskWaiting) = "task_waiting",
     AgentCallStarted(AgentCallStarted) = "agent_call_started",
     WorkflowCallStarted(WorkflowCallStarted) = "workflow_call_started",
+    ApprovalRequested(ApprovalRequested) = "approval_requested",
+    ApprovalDecided(ApprovalDecided) = "approval_decided",
+    ContextCompacted(ContextCompacted) = "context_compacted",
+    SubAgentStarted(SubAgentStarted) = "subagent_started",
 }
 
 impl ExecutionEvent {
@@ -629,6 +702,10 @@ pub struct AgentExecutionSpec {
     /// a child of that execution's workflow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ExecutionParent>,
+    /// The sub-agent of `agent` this execution runs (for the parent's `task` tool call; the
+    /// parent is then an agent execution and `parent.task` the call's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_agent: Option<String>,
 }
 
 /// The workflow task an execution runs for (see [`AgentExecutionSpec::parent`] and
@@ -640,6 +717,33 @@ pub struct ExecutionParent {
     pub execution_id: String,
     /// The task's reference in its definition (`/do/1/ask`).
     pub task: String,
+}
+
+/// The Temporal update of workflow `stigmer.AgentExecution` that decides calls waiting for
+/// approval; the API server sends it for `DecideApprovals`. Its validator refuses a call that
+/// is not waiting (unknown, or decided), so the client hears at once.
+pub const DECIDE_APPROVALS_UPDATE: &str = "stigmer.DecideApprovals";
+
+/// The input of [`DECIDE_APPROVALS_UPDATE`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalDecision {
+    /// The calls (`call_id` of their `approval_requested` events); empty with `all`.
+    #[serde(default)]
+    pub call_ids: Vec<String>,
+    /// Every call that waits.
+    #[serde(default)]
+    pub all: bool,
+    pub approve: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One call an [`ApprovalDecision`] decided: the output of [`DECIDE_APPROVALS_UPDATE`] lists
+/// them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DecidedCall {
+    pub turn: u32,
+    pub call_id: String,
 }
 
 /// Where an `AgentExecution` is (its `status`).
@@ -657,6 +761,50 @@ pub struct AgentExecutionStatus {
     /// RFC 3339: when it reached a terminal phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// The tool calls that wait for a decision (`approval_requested` events not yet followed
+    /// by their `approval_decided`), in the order they were requested.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_approvals: Vec<PendingApproval>,
+    /// The sub-agent runs its `task` calls started, in the order they started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sub_agents: Vec<SubAgentRun>,
+}
+
+/// A sub-agent run of an agent execution, as its status lists it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubAgentRun {
+    /// The `task` call.
+    pub call_id: String,
+    /// The sub-agent's name.
+    pub name: String,
+    /// Its execution (`aex-…`).
+    pub execution_id: String,
+    pub phase: ExecutionPhase,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Its final answer, once it completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    /// Why it did not complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A tool call that waits for a decision, as the execution's status lists it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingApproval {
+    pub turn: u32,
+    pub call_id: String,
+    pub name: String,
+    /// Secret values masked.
+    pub arguments: Value,
+    pub reason: String,
+    pub expires_at: String,
 }
 
 impl AgentExecutionSpec {
@@ -682,6 +830,8 @@ impl AgentExecutionStatus {
             reason: status["reason"].as_str().map(str::to_owned),
             started_at: status["startedAt"].as_str().map(str::to_owned),
             finished_at: status["finishedAt"].as_str().map(str::to_owned),
+            pending_approvals: Vec::new(),
+            sub_agents: Vec::new(),
         })
     }
 
@@ -1009,6 +1159,44 @@ mod tests {
                 name: "child".into(),
                 execution_id: "wex-2".into(),
                 parent: task_parent(),
+            }
+            .into(),
+            ApprovalRequested {
+                turn: 2,
+                index: 1,
+                call_id: "call_9".into(),
+                name: "execute".into(),
+                arguments: json!({"command": "rm -rf build"}),
+                reason: "the agent's approval.tools lists execute".into(),
+                expires_at: "2026-12-02T10:00:00.000Z".into(),
+                parent: None,
+            }
+            .into(),
+            ApprovalDecided {
+                turn: 2,
+                call_id: "call_9".into(),
+                approved: false,
+                message: Some("not the build folder".into()),
+                by: "user".into(),
+                parent: None,
+            }
+            .into(),
+            ContextCompacted {
+                turn: 7,
+                messages: 24,
+                tokens_before: 3600,
+                tokens_after: 900,
+                window: 4096,
+                history_path: ".stigmer/history/aex-1.md".into(),
+                parent: None,
+            }
+            .into(),
+            SubAgentStarted {
+                turn: 1,
+                call_id: "call_1".into(),
+                name: "researcher".into(),
+                execution_id: "aex-2".into(),
+                parent: None,
             }
             .into(),
         ]

@@ -64,7 +64,12 @@ pub fn new_id(kind: Kind) -> String {
 
 /// Now, as resources record times (RFC 3339, UTC, milliseconds).
 pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    rfc3339(std::time::SystemTime::now())
+}
+
+/// A time as resources record times (RFC 3339, UTC, milliseconds).
+pub fn rfc3339(time: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

@@ -660,14 +660,8 @@ fn validate_agent(spec: &AgentSpec, problems: &mut Vec<(String, String)>) {
             ),
         ));
     }
-    if !spec.sub_agents.is_empty() {
-        // Accepted and then ignored at run time would be worse than refused.
-        problems.push((
-            "spec.subAgents".into(),
-            "sub-agents do not run yet: an agent with spec.subAgents would run without them; \
-             remove spec.subAgents for now"
-                .into(),
-        ));
+    if let Some(approval) = &spec.approval {
+        validate_approval(spec, approval, problems);
     }
     let mut names = BTreeSet::new();
     for (index, sub_agent) in spec.sub_agents.iter().enumerate() {
@@ -703,6 +697,104 @@ fn validate_agent(spec: &AgentSpec, problems: &mut Vec<(String, String)>) {
     }
 }
 
+/// `spec.approval`: each entry names a tool as the model sees it (a built-in, `server__tool`),
+/// every tool of a server (`server__*`) or every tool (`*`); no other pattern is accepted, so
+/// nothing the user meant to guard runs unguarded because a pattern was not understood.
+fn validate_approval(
+    spec: &AgentSpec,
+    approval: &ApprovalSpec,
+    problems: &mut Vec<(String, String)>,
+) {
+    if approval.tools.is_empty() {
+        problems.push((
+            "spec.approval.tools".into(),
+            "list at least one tool (a built-in such as `execute`, `server__tool`, `server__*` or `*`), \
+             or remove spec.approval"
+                .into(),
+        ));
+    }
+    for (index, tool) in approval.tools.iter().enumerate() {
+        let field = format!("spec.approval.tools[{index}]");
+        if tool == "*" {
+            continue;
+        }
+        match tool.split_once("__") {
+            Some((server, rest)) => {
+                let tool_ok = rest == "*"
+                    || (!rest.is_empty()
+                        && rest
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+                if !is_dns_label(server) || !tool_ok {
+                    problems.push((
+                        field,
+                        format!(
+                            "{tool:?} is not a tool pattern: expected `server__tool` or `server__*` \
+                             (an McpServer's name, two underscores, then a tool name or *)"
+                        ),
+                    ));
+                } else if !spec.mcp_servers.iter().any(|listed| listed == server) {
+                    problems.push((
+                        field,
+                        format!(
+                            "{tool:?} names the McpServer `{server}`, which spec.mcpServers does \
+                             not list: add it there, or remove this entry"
+                        ),
+                    ));
+                }
+            }
+            None if tool.contains('*') => problems.push((
+                field,
+                format!(
+                    "{tool:?} is not a tool pattern: `*` stands alone (every tool) or after \
+                     `server__` (every tool of that server)"
+                ),
+            )),
+            None if tool == "task" => {
+                if spec.sub_agents.is_empty() {
+                    problems.push((
+                        field,
+                        "`task` is the tool that hands work to sub-agents, which this agent does \
+                         not have: declare spec.subAgents, or remove this entry"
+                            .into(),
+                    ));
+                }
+            }
+            None if tool == "execute" => {
+                if !spec.shell.as_ref().is_some_and(|shell| shell.enabled) {
+                    problems.push((
+                        field,
+                        "`execute` is the shell tool, which this agent does not have: set \
+                         spec.shell.enabled: true, or remove this entry"
+                            .into(),
+                    ));
+                }
+            }
+            None => {
+                if !BUILTIN_TOOLS.contains(&tool.as_str()) {
+                    let hint = suggest(tool, BUILTIN_TOOLS.iter().copied())
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    problems.push((
+                        field,
+                        format!(
+                            "unknown built-in tool `{tool}`{hint}; expected one of {}, execute, \
+                             task, or an MCP tool as `server__tool`",
+                            BUILTIN_TOOLS.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if approval.timeout_seconds == Some(0) {
+        problems.push((
+            "spec.approval.timeoutSeconds".into(),
+            "timeoutSeconds must be at least 1".into(),
+        ));
+    }
+}
+
 fn validate_model(model: &ModelSpec, prefix: &str, problems: &mut Vec<(String, String)>) {
     if let Some(temperature) = model.temperature
         && !(0.0..=2.0).contains(&temperature)
@@ -724,6 +816,16 @@ fn validate_model(model: &ModelSpec, prefix: &str, problems: &mut Vec<(String, S
         problems.push((
             format!("{prefix}.name"),
             "the model name must not be empty".into(),
+        ));
+    }
+    if let Some(window) = model.context_window
+        && window < CONTEXT_WINDOW_MIN
+    {
+        problems.push((
+            format!("{prefix}.contextWindow"),
+            format!(
+                "contextWindow {window} is too small: expected at least {CONTEXT_WINDOW_MIN} tokens"
+            ),
         ));
     }
 }

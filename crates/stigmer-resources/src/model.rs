@@ -100,6 +100,39 @@ pub struct AgentSpec {
     /// The shell tool `execute` (off unless enabled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell: Option<ShellSpec>,
+    /// Tool calls that wait for a person's decision before they run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalSpec>,
+}
+
+/// Which of an agent's tool calls need approval, and how long a decision may take.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalSpec {
+    /// Tool names as the model sees them: a built-in (`execute`), an MCP tool
+    /// (`server__tool`), every tool of a server (`server__*`), or every tool (`*`).
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// How long a call may wait for a decision before it is denied with "approval timed out"
+    /// (default 86,400: a day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+}
+
+/// Default of `spec.approval.timeoutSeconds`: a day.
+pub const APPROVAL_TIMEOUT_DEFAULT_SECS: u32 = 86_400;
+
+/// Whether an MCP server's tool calls wait for a person's decision.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RequireApproval {
+    /// Every call.
+    Always,
+    /// None, unless the agent's `approval.tools` names the tool or the server (`server__*`).
+    #[default]
+    Never,
+    /// Every call of a tool the server does not annotate `readOnlyHint`.
+    UnlessReadOnly,
 }
 
 /// The shell tool of an agent: `sh -c` in the session workspace.
@@ -135,7 +168,16 @@ pub struct ModelSpec {
     pub temperature: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
+    /// The model's context window in tokens, when the runner should not ask the provider or
+    /// assume its default (at least [`CONTEXT_WINDOW_MIN`]). The runner compacts the
+    /// conversation before it nears this size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u32>,
 }
+
+/// The smallest `spec.model.contextWindow`: below it the system prompt and tool definitions
+/// alone leave no room for a conversation.
+pub const CONTEXT_WINDOW_MIN: u32 = 1024;
 
 /// LLM providers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +234,9 @@ pub struct McpServerSpec {
     /// How long one tool call may go without an answer or progress (default 120).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_timeout_seconds: Option<u32>,
+    /// Whether its tool calls wait for a person's decision (default `never`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_approval: Option<RequireApproval>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -8,12 +8,12 @@
 //! | Code                  | Variants                                                          |
 //! |-----------------------|-------------------------------------------------------------------|
 //! | `UNAUTHENTICATED`     | `MissingToken`, `WrongToken`                                      |
-//! | `INVALID_ARGUMENT`    | `UnknownKind`, `NotAResource`, `NotDeclarable`, `EmptyExecutionId`, `InvalidEvent`, `BackToPending`, `EmptyMessage`, `SecretAsVariable`, `MissingVariable`, `SessionOfOtherAgent`, `MessageNotObject`, `AgentOrWorkflow`, `FieldNotForKind`, `ParentTaskAlone`, `NotJson`, `OutputOrError`, `InputRejected`, `InvalidWorkflow`, `WrongExecutionKind`, `UnknownExecutionKind` |
+//! | `INVALID_ARGUMENT`    | `UnknownKind`, `NotAResource`, `NotDeclarable`, `EmptyExecutionId`, `InvalidEvent`, `BackToPending`, `EmptyMessage`, `SecretAsVariable`, `MissingVariable`, `SessionOfOtherAgent`, `MessageNotObject`, `AgentOrWorkflow`, `FieldNotForKind`, `ParentTaskAlone`, `SubAgentAlone`, `UnknownSubAgent`, `SubAgentOfOtherAgent`, `NotJson`, `OutputOrError`, `InputRejected`, `InvalidWorkflow`, `WrongExecutionKind`, `UnknownExecutionKind`, `CallsOrAll`, `EmptyCallId`, `MessageWithApproval` |
 //! | `NOT_FOUND`           | `ResourceNotFound`, `ExecutionNotFound`, `AgentNotFound`, `SessionNotFound`, `WorkflowNotFound`, `WorkflowVariantNotFound` |
-//! | `FAILED_PRECONDITION` | `ResourceInUse`, `ExecutionEnded`, `AgentDeleted`, `ReferenceDeleted` |
+//! | `FAILED_PRECONDITION` | `ResourceInUse`, `ExecutionEnded`, `AgentDeleted`, `ReferenceDeleted`, `DecisionRefused` |
 //! | `RESOURCE_EXHAUSTED`  | `TooManySubscriptions`, `TooManySubscriptionsOnConnection`        |
 //! | `CANCELLED`           | `ApplyAbandoned`                                                  |
-//! | `UNAVAILABLE`         | `TemporalNotConfigured`, `TemporalUnavailable`, `WorkflowStart`, `WorkflowCancel` |
+//! | `UNAVAILABLE`         | `TemporalNotConfigured`, `TemporalUnavailable`, `WorkflowStart`, `WorkflowCancel`, `DecisionNotTaken` |
 //! | `INTERNAL`            | `Store`, `Lookup`, `Encode`, `UnreadableSpec`, `Task`             |
 //!
 //! An `INTERNAL` error is logged where it is converted, since it is the server's fault.
@@ -83,6 +83,27 @@ pub enum ServerError {
     },
     #[error("`parent_task` needs `parent_execution_id`")]
     ParentTaskAlone,
+    #[error(
+        "`sub_agent` needs `parent_execution_id`: the agent execution whose `task` call runs it"
+    )]
+    SubAgentAlone,
+    #[error(
+        "agent '{agent}' has no sub-agent '{sub_agent}'{}",
+        if known.is_empty() { " (it declares none)".to_owned() } else { format!("; it declares {}", known.join(", ")) }
+    )]
+    UnknownSubAgent {
+        agent: String,
+        sub_agent: String,
+        known: Vec<String>,
+    },
+    #[error(
+        "a sub-agent of agent '{agent}' cannot run for execution {parent}, an execution of agent '{parent_agent}'"
+    )]
+    SubAgentOfOtherAgent {
+        agent: String,
+        parent: String,
+        parent_agent: String,
+    },
     #[error("{what} is not JSON: {error}")]
     NotJson {
         what: &'static str,
@@ -107,6 +128,12 @@ pub enum ServerError {
     },
     #[error("unknown execution kind {text:?}: use agent or workflow")]
     UnknownExecutionKind { text: String },
+    #[error("name the calls to decide or ask for all of them (one of the two)")]
+    CallsOrAll,
+    #[error("a call id is empty")]
+    EmptyCallId,
+    #[error("a message goes only with a denial")]
+    MessageWithApproval,
 
     #[error("{} \"{name}\" not found{}", .kind.as_str().to_ascii_lowercase(), did_you_mean(.suggestion))]
     ResourceNotFound {
@@ -158,6 +185,9 @@ pub enum ServerError {
         name: String,
         agent: String,
     },
+    /// The execution's workflow refused a decision (a call that does not wait): its message.
+    #[error("{reason}")]
+    DecisionRefused { reason: String },
 
     #[error(
         "the server already holds {limit} subscriptions (its limit); close some and subscribe again"
@@ -181,6 +211,14 @@ pub enum ServerError {
     WorkflowStart { reason: String },
     #[error("cannot cancel the workflow: {reason}")]
     WorkflowCancel { reason: String },
+    #[error(
+        "the agent runner did not take the decision for execution \"{execution_id}\" ({reason}); \
+         check `stigmer server status` and decide again"
+    )]
+    DecisionNotTaken {
+        execution_id: String,
+        reason: String,
+    },
 
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -228,12 +266,18 @@ impl ServerError {
             | AgentOrWorkflow
             | FieldNotForKind { .. }
             | ParentTaskAlone
+            | SubAgentAlone
+            | UnknownSubAgent { .. }
+            | SubAgentOfOtherAgent { .. }
             | NotJson { .. }
             | OutputOrError
             | InputRejected { .. }
             | InvalidWorkflow { .. }
             | WrongExecutionKind { .. }
-            | UnknownExecutionKind { .. } => Code::InvalidArgument,
+            | UnknownExecutionKind { .. }
+            | CallsOrAll
+            | EmptyCallId
+            | MessageWithApproval => Code::InvalidArgument,
             ResourceNotFound { .. }
             | ExecutionNotFound { .. }
             | AgentNotFound { .. }
@@ -243,7 +287,8 @@ impl ServerError {
             ResourceInUse { .. }
             | ExecutionEnded { .. }
             | AgentDeleted { .. }
-            | ReferenceDeleted { .. } => Code::FailedPrecondition,
+            | ReferenceDeleted { .. }
+            | DecisionRefused { .. } => Code::FailedPrecondition,
             TooManySubscriptions { .. } | TooManySubscriptionsOnConnection { .. } => {
                 Code::ResourceExhausted
             }
@@ -251,7 +296,8 @@ impl ServerError {
             TemporalNotConfigured
             | TemporalUnavailable { .. }
             | WorkflowStart { .. }
-            | WorkflowCancel { .. } => Code::Unavailable,
+            | WorkflowCancel { .. }
+            | DecisionNotTaken { .. } => Code::Unavailable,
             Store(_) | Lookup(_) | Encode(_) | UnreadableSpec { .. } | Task(_) => Code::Internal,
         }
     }
@@ -393,6 +439,29 @@ mod tests {
                 "`parent_task` needs `parent_execution_id`".into(),
             ),
             (
+                ServerError::SubAgentAlone,
+                Code::InvalidArgument,
+                "`sub_agent` needs `parent_execution_id`: the agent execution whose `task` call runs it".into(),
+            ),
+            (
+                ServerError::UnknownSubAgent {
+                    agent: "lead".into(),
+                    sub_agent: "painter".into(),
+                    known: vec!["researcher".into(), "writer".into()],
+                },
+                Code::InvalidArgument,
+                "agent 'lead' has no sub-agent 'painter'; it declares researcher, writer".into(),
+            ),
+            (
+                ServerError::SubAgentOfOtherAgent {
+                    agent: "lead".into(),
+                    parent: "aex-1".into(),
+                    parent_agent: "other".into(),
+                },
+                Code::InvalidArgument,
+                "a sub-agent of agent 'lead' cannot run for execution aex-1, an execution of agent 'other'".into(),
+            ),
+            (
                 ServerError::NotJson { what: "the input", error: json_error() },
                 Code::InvalidArgument,
                 format!("the input is not JSON: {json_message}"),
@@ -434,6 +503,21 @@ mod tests {
                 ServerError::UnknownExecutionKind { text: "robot".into() },
                 Code::InvalidArgument,
                 "unknown execution kind \"robot\": use agent or workflow".into(),
+            ),
+            (
+                ServerError::CallsOrAll,
+                Code::InvalidArgument,
+                "name the calls to decide or ask for all of them (one of the two)".into(),
+            ),
+            (
+                ServerError::EmptyCallId,
+                Code::InvalidArgument,
+                "a call id is empty".into(),
+            ),
+            (
+                ServerError::MessageWithApproval,
+                Code::InvalidArgument,
+                "a message goes only with a denial".into(),
             ),
             (
                 ServerError::WorkflowNotFound {
@@ -512,6 +596,13 @@ mod tests {
                 "the McpServer 'files' of agent 'a' was deleted while its execution ran; apply it again".into(),
             ),
             (
+                ServerError::DecisionRefused {
+                    reason: "call \"call_7\" does not wait for a decision".into(),
+                },
+                Code::FailedPrecondition,
+                "call \"call_7\" does not wait for a decision".into(),
+            ),
+            (
                 ServerError::TooManySubscriptions { limit: 512 },
                 Code::ResourceExhausted,
                 "the server already holds 512 subscriptions (its limit); close some and subscribe again".into(),
@@ -548,6 +639,16 @@ mod tests {
                 ServerError::WorkflowCancel { reason: "boom".into() },
                 Code::Unavailable,
                 "cannot cancel the workflow: boom".into(),
+            ),
+            (
+                ServerError::DecisionNotTaken {
+                    execution_id: "aex-1".into(),
+                    reason: "no answer within 10 s".into(),
+                },
+                Code::Unavailable,
+                "the agent runner did not take the decision for execution \"aex-1\" (no answer \
+                 within 10 s); check `stigmer server status` and decide again"
+                    .into(),
             ),
             (ServerError::Store(store_error), Code::Internal, store_message),
             (

@@ -8,15 +8,17 @@
 //! (`subscribe.rs`) reads the store after its last `seq`, one page at a time. Every store call
 //! runs on the blocking pool (`blocking.rs`), never on an async worker thread.
 
+use crate::approvals::{decided_events, decision_of, fold_approval, send_decision};
 use crate::blocking::on_store;
 use crate::error::{ServerError, resource_json};
 use crate::hub::EventHub;
 use crate::lifecycle::{
     Gateway, TemporalTarget, Watch, WorkflowResult, WorkflowRun, cancel_workflow, execution_kind,
-    find_execution, phase_of, record_phase, record_phase_with, start_workflow, system_resource,
-    watch_execution,
+    find_execution, phase_of, record_phase, record_phase_with, record_reported_phase,
+    start_workflow, system_resource, watch_execution,
 };
 use crate::secrets::{Secrets, redact, redact_value};
+use crate::sub_agents;
 use crate::subscribe::{EventStream, SubscriptionLimits, event_stream};
 use serde_json::json;
 use std::collections::HashMap;
@@ -30,9 +32,10 @@ use stigmer_proto::executions::v1::MessagePlace as ProtoMessagePlace;
 use stigmer_proto::executions::v1::execution_service_server::ExecutionService;
 use stigmer_proto::executions::v1::get_run_context_request::Messages as WantedMessages;
 use stigmer_proto::executions::v1::{
-    AppendEventsRequest, AppendEventsResponse, GetRunContextRequest, RunContext,
-    SaveMessagesRequest, SaveMessagesResponse, SaveToolSnapshotRequest, SaveToolSnapshotResponse,
-    SetWorkflowResultRequest, SetWorkflowResultResponse, SubscribeRequest,
+    AppendEventsRequest, AppendEventsResponse, DecideApprovalsRequest, DecideApprovalsResponse,
+    GetRunContextRequest, RunContext, SaveMessagesRequest, SaveMessagesResponse,
+    SaveToolSnapshotRequest, SaveToolSnapshotResponse, SetWorkflowResultRequest,
+    SetWorkflowResultResponse, SubscribeRequest,
 };
 use stigmer_proto::executions::v1::{
     CancelExecutionRequest, CancelExecutionResponse, CreateExecutionRequest,
@@ -44,7 +47,7 @@ use stigmer_proto::executions::v1::{
     PutExecutionStateResponse,
 };
 use stigmer_resources::{Kind, Resource, suggest};
-use stigmer_store::{MessagePlace, NewEvent, Store, StoredMessage};
+use stigmer_store::{MessagePlace, NewEvent, Store, StoredEvent, StoredMessage};
 use tonic::{Request, Response, Status};
 
 /// The execution API over a store and Temporal.
@@ -188,9 +191,13 @@ fn conversation(
     // cancelled one may have left a tool call without its result, which models refuse.
     let mut earlier_completed: HashMap<String, bool> = HashMap::new();
     let mut messages = Vec::new();
+    // A sub-agent run reads only its own messages: the task it was given, not the session.
+    let own_only = sub_agents::is_sub_agent_run(execution);
     for message in store.session_messages(session)? {
         let include = if message.execution_id == execution.metadata.name {
             message.turn <= through_turn
+        } else if own_only {
+            false
         } else {
             *earlier_completed
                 .entry(message.execution_id.clone())
@@ -200,7 +207,10 @@ fn conversation(
                         .ok()
                         .flatten()
                         .is_some_and(|other| {
+                            // A sub-agent's conversation was its own: only its answer reached
+                            // the run that asked for it.
                             phase_of(&other) == ExecutionPhase::Completed
+                                && !sub_agents::is_sub_agent_run(&other)
                                 && other.metadata.created_at.clone().unwrap_or_default() < created
                         })
                 })
@@ -328,7 +338,7 @@ fn typed_events(
                 if changed.phase == ExecutionPhase::Pending {
                     return Err(ServerError::BackToPending { key: event.key });
                 }
-                appended.push(Appended::Phase(changed));
+                appended.push(Appended::Phase(event.key, changed));
             }
             typed => {
                 let (kind, data) = typed.into_wire();
@@ -350,7 +360,91 @@ fn typed_events(
 /// An append, in the order it came: runs of plain events, and the phase changes between them.
 enum Appended {
     Events(Vec<NewEvent>),
-    Phase(PhaseChanged),
+    Phase(String, PhaseChanged),
+}
+
+/// Appends the parts of an append in their order and returns the `seq` of each event stored
+/// (a retried key is dropped by the store). Run it on the blocking pool, under the append lock,
+/// for an execution that has not ended.
+fn append_parts(
+    store: &dyn Store,
+    hub: &EventHub,
+    execution_id: &str,
+    parts: Vec<Appended>,
+) -> Result<Vec<u64>, ServerError> {
+    let mut seqs: Vec<u64> = Vec::new();
+    // In the order they came, so that a phase reported between two events shows there.
+    for part in parts {
+        match part {
+            Appended::Events(events) => {
+                let stored =
+                    store.append_events(execution_id, &events, &stigmer_resources::now())?;
+                seqs.extend(stored.iter().map(|event| event.seq));
+                fold_into_status(store, execution_id, &stored)?;
+                for event in stored {
+                    hub.publish(event);
+                }
+            }
+            Appended::Phase(key, changed) => {
+                record_reported_phase(
+                    store,
+                    hub,
+                    execution_id,
+                    &key,
+                    changed.phase,
+                    changed.reason.as_deref(),
+                )?;
+                if let Some(last) = store
+                    .events_after(execution_id, seqs.last().copied().unwrap_or(0), 1)
+                    .ok()
+                    .and_then(|events| events.into_iter().last())
+                {
+                    seqs.push(last.seq);
+                }
+            }
+        }
+    }
+    Ok(seqs)
+}
+
+/// Folds the approvals and the sub-agent starts among events just stored into the agent
+/// execution's status (`pendingApprovals`, `subAgents`), writing it only when it changed.
+fn fold_into_status(
+    store: &dyn Store,
+    execution_id: &str,
+    stored: &[StoredEvent],
+) -> Result<(), ServerError> {
+    let approvals: Vec<TypedEvent> = stored
+        .iter()
+        .filter_map(|event| TypedEvent::from_wire(&event.kind, &event.data).ok())
+        .filter(|event| {
+            matches!(
+                event,
+                TypedEvent::ApprovalRequested(_)
+                    | TypedEvent::ApprovalDecided(_)
+                    | TypedEvent::SubAgentStarted(_)
+            )
+        })
+        .collect();
+    if approvals.is_empty() || execution_kind(execution_id) != Some(Kind::AgentExecution) {
+        return Ok(());
+    }
+    let Some(mut execution) = find_execution(store, execution_id)? else {
+        return Ok(());
+    };
+    let mut status = AgentExecutionStatus::from_value(execution.status.as_ref());
+    let mut changed = false;
+    let now = stigmer_resources::now();
+    for event in &approvals {
+        changed |= fold_approval(&mut status, event);
+        changed |= sub_agents::fold_started(&mut status, event, &now);
+    }
+    if changed {
+        execution.status = Some(status.to_value());
+        execution.metadata.updated_at = Some(stigmer_resources::now());
+        store.put_all(&[execution])?;
+    }
+    Ok(())
 }
 
 /// An Environment a run names, or NOT_FOUND with a suggestion.
@@ -566,19 +660,49 @@ impl ExecutionApi {
         if request.message.trim().is_empty() {
             return Err(ServerError::EmptyMessage);
         }
-        // An agent run of a workflow's task: the workflow execution must be running.
+        // An agent run of a workflow's task: the workflow execution must be running. A
+        // sub-agent run of an agent execution's `task` call: that execution must be running,
+        // and the run takes its session, variables and secrets.
+        let sub_agent = (!request.sub_agent.is_empty()).then(|| request.sub_agent.clone());
+        if sub_agent.is_some() && request.parent_execution_id.is_empty() {
+            return Err(ServerError::SubAgentAlone);
+        }
         let parent = if request.parent_execution_id.is_empty() {
             None
         } else {
             let parent_id = request.parent_execution_id.clone();
-            on_store(&self.store, move |store| {
-                ensure_open(&execution_of_kind(
-                    store,
-                    &parent_id,
-                    Kind::WorkflowExecution,
-                )?)
+            let parent_kind = match sub_agent {
+                Some(_) => Kind::AgentExecution,
+                None => Kind::WorkflowExecution,
+            };
+            let parent_execution = on_store(&self.store, move |store| {
+                let parent = execution_of_kind(store, &parent_id, parent_kind)?;
+                ensure_open(&parent)?;
+                Ok::<_, ServerError>(parent)
             })
             .await?;
+            if let Some(name) = &sub_agent {
+                let parent_spec = spec_of(&parent_execution)?;
+                if parent_spec.agent != request.agent {
+                    return Err(ServerError::SubAgentOfOtherAgent {
+                        agent: request.agent.clone(),
+                        parent: request.parent_execution_id.clone(),
+                        parent_agent: parent_spec.agent,
+                    });
+                }
+                let declared: stigmer_resources::AgentSpec =
+                    serde_json::from_value(agent.spec.clone()).unwrap_or_default();
+                sub_agents::find(&declared, &request.agent, name)?;
+                request.session_id = parent_spec.session;
+                request.model = parent_spec.model.unwrap_or_default();
+                request.env = parent_spec.env.into_iter().collect();
+                request.secrets = self
+                    .secrets
+                    .get(&request.parent_execution_id)
+                    .into_iter()
+                    .collect();
+                request.environments.clear();
+            }
             Some(ExecutionParent {
                 execution_id: request.parent_execution_id.clone(),
                 task: request.parent_task.clone(),
@@ -632,6 +756,7 @@ impl ExecutionApi {
             secret_names: request.secrets.keys().cloned().collect(),
             environments: request.environments.clone(),
             parent,
+            sub_agent,
         };
         let execution = system_resource(
             Kind::AgentExecution,
@@ -811,40 +936,7 @@ impl ExecutionService for ExecutionApi {
             // Events belong to an execution that exists and has not ended (checked before the
             // events themselves): a step still running after a cancel hears so here and stops.
             ensure_open(&execution(store, &execution_id)?)?;
-            let mut seqs: Vec<u64> = Vec::new();
-            // In the order they came, so that a phase reported between two events shows there.
-            for part in parsed? {
-                match part {
-                    Appended::Events(events) => {
-                        let stored = store.append_events(
-                            &execution_id,
-                            &events,
-                            &stigmer_resources::now(),
-                        )?;
-                        seqs.extend(stored.iter().map(|event| event.seq));
-                        for event in stored {
-                            hub.publish(event);
-                        }
-                    }
-                    Appended::Phase(changed) => {
-                        record_phase(
-                            store,
-                            &hub,
-                            &execution_id,
-                            changed.phase,
-                            changed.reason.as_deref(),
-                        )?;
-                        if let Some(last) = store
-                            .events_after(&execution_id, seqs.last().copied().unwrap_or(0), 1)
-                            .ok()
-                            .and_then(|events| events.into_iter().last())
-                        {
-                            seqs.push(last.seq);
-                        }
-                    }
-                }
-            }
-            Ok::<_, ServerError>(seqs)
+            append_parts(store, &hub, &execution_id, parsed?)
         })
         .await?;
         Ok(Response::new(AppendEventsResponse { seqs }))
@@ -950,6 +1042,10 @@ impl ExecutionService for ExecutionApi {
                         agent: spec.agent.clone(),
                     }
                 })?;
+                let agent = match &spec.sub_agent {
+                    Some(name) => sub_agents::sub_agent_resource(&agent, name)?,
+                    None => agent,
+                };
                 // A step reads only the messages it asks for: a range of this execution's
                 // messages is a search of the store's key, so its cost does not grow with the
                 // run.
@@ -1170,6 +1266,52 @@ impl ExecutionService for ExecutionApi {
         Ok(Response::new(GetExecutionStateResponse {
             found: value.is_some(),
             value_json: value.map(|value| value.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn decide_approvals(
+        &self,
+        request: Request<DecideApprovalsRequest>,
+    ) -> Result<Response<DecideApprovalsResponse>, Status> {
+        let request = request.into_inner();
+        if request.execution_id.is_empty() {
+            return Err(ServerError::EmptyExecutionId.into());
+        }
+        let execution_id = request.execution_id.clone();
+        let id = execution_id.clone();
+        on_store(&self.store, move |store| {
+            ensure_open(&execution_of_kind(store, &id, Kind::AgentExecution)?)
+        })
+        .await?;
+        let decision = decision_of(&request)?;
+        let (client, _) = self.gateway.client().await?;
+        let decided = send_decision(&client, &execution_id, &decision).await?;
+        // Recorded here, so that it shows at once, under the key the runner records a call's
+        // decision with (a timeout's): should both write one, the store keeps the first.
+        let events = decided_events(&decided, &decision);
+        let guard = self.append_lock.clone().lock_owned().await;
+        let hub = self.hub.clone();
+        let id = execution_id.clone();
+        let recorded = on_store(&self.store, move |store| {
+            let _guard = guard;
+            // A run that ended meanwhile (the decision was its last step) takes no more events.
+            if phase_of(&execution(store, &id)?).is_terminal() {
+                return Ok(());
+            }
+            append_parts(store, &hub, &id, vec![Appended::Events(events)]).map(|_| ())
+        })
+        .await;
+        if let Err(error) = recorded {
+            tracing::warn!(execution_id = %execution_id, error = %error, "Cannot record a decision the workflow took.");
+        }
+        tracing::info!(
+            execution_id = %execution_id,
+            approve = decision.approve,
+            calls = decided.len(),
+            "Approvals decided."
+        );
+        Ok(Response::new(DecideApprovalsResponse {
+            call_ids: decided.into_iter().map(|call| call.call_id).collect(),
         }))
     }
 

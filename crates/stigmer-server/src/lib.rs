@@ -4,6 +4,7 @@
 //! without sleeps. Every service except gRPC health and reflection requires the per-home API
 //! token (`authorization: Bearer <token>`), so other local users cannot drive this user's stack.
 
+mod approvals;
 mod blocking;
 mod error;
 mod executions;
@@ -11,6 +12,7 @@ mod hub;
 mod lifecycle;
 mod resources;
 mod secrets;
+mod sub_agents;
 mod subscribe;
 
 pub use error::ServerError;

@@ -169,7 +169,29 @@ pub fn record_phase(
     phase: ExecutionPhase,
     reason: Option<&str>,
 ) -> Result<bool, ServerError> {
-    record_phase_with(store, hub, execution_id, phase, reason, None)
+    record_phase_keyed(store, hub, execution_id, phase, reason, None, None)
+}
+
+/// [`record_phase`] for a phase a runner reported under its own idempotency key: the event is
+/// stored under that key, so the same report sent again (a step replayed after its runner
+/// died re-sends its events) changes nothing, even when the phase went back and forth since.
+pub fn record_reported_phase(
+    store: &dyn Store,
+    hub: &EventHub,
+    execution_id: &str,
+    report_key: &str,
+    phase: ExecutionPhase,
+    reason: Option<&str>,
+) -> Result<bool, ServerError> {
+    record_phase_keyed(
+        store,
+        hub,
+        execution_id,
+        phase,
+        reason,
+        None,
+        Some(report_key),
+    )
 }
 
 /// [`record_phase`], storing a workflow execution's result with its terminal phase, in the
@@ -181,6 +203,18 @@ pub fn record_phase_with(
     phase: ExecutionPhase,
     reason: Option<&str>,
     result: Option<WorkflowResult>,
+) -> Result<bool, ServerError> {
+    record_phase_keyed(store, hub, execution_id, phase, reason, result, None)
+}
+
+fn record_phase_keyed(
+    store: &dyn Store,
+    hub: &EventHub,
+    execution_id: &str,
+    phase: ExecutionPhase,
+    reason: Option<&str>,
+    result: Option<WorkflowResult>,
+    report_key: Option<&str>,
 ) -> Result<bool, ServerError> {
     let Some(mut execution) = find_execution(store, execution_id)? else {
         return Err(ServerError::ExecutionNotFound {
@@ -194,11 +228,20 @@ pub fn record_phase_with(
     let now = stigmer_resources::now();
     // A workflow goes back and forth between `running` and `waiting`: each return is an event
     // of its own (the phase check above keeps a retried report from adding one).
-    let key = match current {
-        ExecutionPhase::Waiting => format!("phase.{phase}.{now}"),
-        _ if phase == ExecutionPhase::Waiting => format!("phase.{phase}.{now}"),
-        _ => format!("phase.{phase}"),
+    let key = match (report_key, current) {
+        (Some(report_key), _) => report_key.to_owned(),
+        (None, ExecutionPhase::Waiting) => format!("phase.{phase}.{now}"),
+        (None, _) if phase == ExecutionPhase::Waiting => format!("phase.{phase}.{now}"),
+        (None, _) => format!("phase.{phase}"),
     };
+    // The event first: a key stored before (a repeated report) stores nothing and changes
+    // nothing.
+    let (kind, data) =
+        ExecutionEvent::from(PhaseChanged::new(phase, reason.map(str::to_owned))).into_wire();
+    let stored = store.append_events(execution_id, &[NewEvent { key, kind, data }], &now)?;
+    if stored.is_empty() {
+        return Ok(false);
+    }
     // Each kind through its own typed status, so that the fields only one kind has (a
     // workflow's output) are kept.
     execution.status = Some(match execution.kind {
@@ -228,15 +271,16 @@ pub fn record_phase_with(
             }
             if phase.is_terminal() {
                 status.finished_at = Some(now.clone());
+                // Nothing waits for a decision once the run has ended.
+                status.pending_approvals.clear();
             }
             status.to_value()
         }
     });
     execution.metadata.updated_at = Some(now.clone());
-    store.put_all(&[execution])?;
-    let (kind, data) =
-        ExecutionEvent::from(PhaseChanged::new(phase, reason.map(str::to_owned))).into_wire();
-    let stored = store.append_events(execution_id, &[NewEvent { key, kind, data }], &now)?;
+    store.put_all(&[execution.clone()])?;
+    // A sub-agent run that ended: its parent's status says how, with its answer.
+    crate::sub_agents::record_end(store, &execution, phase, reason, &now)?;
     for event in stored {
         hub.publish(event);
     }

@@ -92,6 +92,8 @@ pub struct RecordedRequest {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Value,
+    /// When it arrived (for benchmarks: the time between two requests).
+    pub at: std::time::Instant,
 }
 
 impl RecordedRequest {
@@ -103,6 +105,10 @@ impl RecordedRequest {
     }
 }
 
+/// The context length `/api/show` reports unless a test sets another: large enough that no
+/// test compacts its conversation without asking to.
+pub const DEFAULT_CONTEXT_LENGTH: u64 = 32_768;
+
 #[derive(Default)]
 struct Shared {
     script: VecDeque<Turn>,
@@ -110,8 +116,13 @@ struct Shared {
     models: Vec<String>,
     /// The capabilities `/api/show` lists for every model.
     capabilities: Vec<String>,
+    /// The context length `/api/show` reports for every model.
+    context_length: Option<u64>,
     /// When the script is empty, answer like a tiny agent instead of failing (the demo).
     demo: bool,
+    /// Requests whose body holds the first text are answered with the second, outside the
+    /// script (a runner's own calls, such as a summary, come when its logic says).
+    standing: Vec<(String, String)>,
 }
 
 /// The running server; stops when dropped.
@@ -131,7 +142,9 @@ impl ScriptedLlm {
             requests: Vec::new(),
             models: vec!["qwen2.5-coder:7b".into(), "scripted".into()],
             capabilities: vec!["completion".into(), "tools".into()],
+            context_length: Some(DEFAULT_CONTEXT_LENGTH),
             demo: false,
+            standing: Vec::new(),
         }));
         let listener =
             std::net::TcpListener::bind("127.0.0.1:0").expect("cannot bind the scripted LLM");
@@ -204,6 +217,23 @@ impl ScriptedLlm {
         self.lock().capabilities = capabilities.iter().map(|c| (*c).to_owned()).collect();
     }
 
+    /// The context length `/api/show` reports ([`DEFAULT_CONTEXT_LENGTH`] unless set): as the
+    /// model's trained length (`model_info["qwen2.context_length"]`) and as the `num_ctx` of its
+    /// Modelfile, so it is the window the runner sees. `None` reports neither, as an Ollama
+    /// answer without them.
+    /// Answers every request whose body holds `needle` with `answer` (as text), without
+    /// taking a turn of the script: for the runner's own calls, such as the summarizing call
+    /// of a compaction, whose moment depends on its estimates.
+    pub fn answer_when(&self, needle: &str, answer: &str) {
+        self.lock()
+            .standing
+            .push((needle.to_owned(), answer.to_owned()));
+    }
+
+    pub fn set_context_length(&self, tokens: Option<u64>) {
+        self.lock().context_length = tokens;
+    }
+
     /// Every chat request so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.clone()
@@ -227,14 +257,23 @@ async fn tags(State(state): State<AppState>) -> impl IntoResponse {
     axum::Json(json!({ "models": models }))
 }
 
-/// Ollama's `/api/show`: the model's capabilities (not recorded as a chat request).
+/// Ollama's `/api/show`: the model's capabilities and context length (not recorded as a chat
+/// request).
 async fn show(State(state): State<AppState>) -> impl IntoResponse {
-    let capabilities = state
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .capabilities
-        .clone();
-    axum::Json(json!({ "details": {"format": "gguf"}, "capabilities": capabilities }))
+    let (capabilities, context_length) = {
+        let shared = state.lock().unwrap_or_else(|p| p.into_inner());
+        (shared.capabilities.clone(), shared.context_length)
+    };
+    let mut answer = json!({
+        "details": {"format": "gguf"},
+        "capabilities": capabilities,
+        "model_info": {"general.architecture": "qwen2"},
+    });
+    if let Some(tokens) = context_length {
+        answer["model_info"]["qwen2.context_length"] = json!(tokens);
+        answer["parameters"] = json!(format!("num_ctx {tokens}"));
+    }
+    axum::Json(answer)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -298,6 +337,7 @@ async fn chat(
     let turn = {
         let mut shared = state.lock().unwrap_or_else(|p| p.into_inner());
         shared.requests.push(RecordedRequest {
+            at: std::time::Instant::now(),
             path: uri.path().to_owned(),
             headers: headers
                 .iter()
@@ -306,7 +346,19 @@ async fn chat(
             body,
         });
         let demo = shared.demo;
-        let next = shared.script.pop_front();
+        let text = shared
+            .requests
+            .last()
+            .map(|request| request.body.to_string());
+        let standing = shared
+            .standing
+            .iter()
+            .find(|(needle, _)| {
+                text.as_deref()
+                    .is_some_and(|text| text.contains(needle.as_str()))
+            })
+            .map(|(_, answer)| Turn::text(answer));
+        let next = standing.or_else(|| shared.script.pop_front());
         let last = shared.requests.last().map(|request| &request.body);
         next.or_else(|| demo.then(|| demo_turn(last.unwrap_or(&Value::Null))))
     };

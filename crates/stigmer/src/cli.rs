@@ -265,6 +265,37 @@ pub enum ExecutionCommand {
     /// Replay an execution from its start and follow it to its end (Ctrl-C stops watching,
     /// not the execution).
     Watch(ExecutionWatchArgs),
+    /// Let tool calls that wait for approval run (`stigmer execution get ID` lists them).
+    Approve(ExecutionApproveArgs),
+    /// Refuse tool calls that wait for approval: the model reads the denial as their result.
+    Deny(ExecutionDenyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExecutionApproveArgs {
+    /// The agent execution id (aex-…).
+    pub id: String,
+    /// The calls to approve (their call ids, as `run` and `execution get` show them).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub calls: Vec<String>,
+    /// Every call that waits.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecutionDenyArgs {
+    /// The agent execution id (aex-…).
+    pub id: String,
+    /// The calls to deny (their call ids, as `run` and `execution get` show them).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub calls: Vec<String>,
+    /// Every call that waits.
+    #[arg(long)]
+    pub all: bool,
+    /// Why: the model reads it with the denial.
+    #[arg(long, short = 'm')]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -70,6 +70,15 @@ impl DaemonClient {
         &mut self.executions
     }
 
+    /// The typed calls of `stigmer_client` over this connection.
+    pub fn api(&self) -> ApiClients {
+        ApiClients {
+            daemon: self.inner.clone(),
+            resources: self.resources.clone(),
+            executions: self.executions.clone(),
+        }
+    }
+
     pub async fn shutdown(&mut self) -> Result<(), Status> {
         self.inner.shutdown(ShutdownRequest {}).await?;
         Ok(())

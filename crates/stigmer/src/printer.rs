@@ -49,6 +49,13 @@ impl Printer {
         self.line(&format!("{} {text}", self.paint("1;33", "warning:")));
     }
 
+    /// A question on the current line, for an answer typed after it.
+    pub fn prompt(&self, text: &str) {
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(stderr, "{text}");
+        let _ = stderr.flush();
+    }
+
     pub fn hint(&self, text: &str) {
         self.line(&format!("{} {text}", self.paint("1;36", "hint:")));
     }

@@ -1,6 +1,7 @@
 //! Showing an execution's events: the assistant's text for stdout, everything else (phases,
 //! tool calls, todos, retries, the closing summary) as lines for stderr, or one JSON object per
-//! event for scripts.
+//! event for scripts. The events of a nested execution (the agent of a workflow's `call: agent`
+//! task, the sub-agent of an agent's `task` call) are shown under the work that started them.
 //!
 //! The core is pure — events in, [`Output`]s out — so each case is a unit test; the commands
 //! only write what it returns.
@@ -10,18 +11,23 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
 use stigmer_proto::execution::{
-    ExecutionEvent, ExecutionPhase, Todo, TodoStatus, ToolCallFinished, UnknownEvent,
+    ApprovalDecided, ApprovalRequested, ContextCompacted, EventParent, ExecutionEvent,
+    ExecutionPhase, SubAgentStarted, Todo, TodoStatus, ToolCallFinished, UnknownEvent,
 };
 use stigmer_proto::executions::v1::ExecutionEvent as WireEvent;
 
 /// Longest line a tool call, a tool result line or a todo takes, in characters.
 const LINE_LIMIT: usize = 120;
+/// Longest call (name and arguments) in the line of a call that waits for approval.
+const CALL_LIMIT: usize = 60;
 /// Lines of a tool result shown; the rest is counted.
 const RESULT_LINES: usize = 3;
 /// Lines of a workflow's agent call answer shown under its task; the rest is counted.
 const ANSWER_LINES: usize = 20;
 /// Indentation of one level of a workflow's task tree.
 const TASK_INDENT: &str = "  ";
+/// Indentation of a sub-agent's lines under its `task` call.
+const SUB_AGENT_INDENT: &str = "  ";
 
 /// How lines look: symbols or ASCII, colours or none.
 #[derive(Clone, Copy, Debug)]
@@ -55,6 +61,8 @@ struct Glyphs {
     todo_in_progress: &'static str,
     todo_completed: &'static str,
     separator: &'static str,
+    ask: &'static str,
+    arrow: &'static str,
 }
 
 const UNICODE: Glyphs = Glyphs {
@@ -68,6 +76,8 @@ const UNICODE: Glyphs = Glyphs {
     todo_in_progress: "◐",
     todo_completed: "☑",
     separator: " · ",
+    ask: "?",
+    arrow: "→",
 };
 
 const ASCII: Glyphs = Glyphs {
@@ -81,6 +91,8 @@ const ASCII: Glyphs = Glyphs {
     todo_in_progress: "[~]",
     todo_completed: "[x]",
     separator: ", ",
+    ask: "?",
+    arrow: "->",
 };
 
 /// One event of an execution's log, typed (a kind this build does not know, or data that does
@@ -94,6 +106,9 @@ pub struct Event {
     /// The fields as the server sent them: `--json` passes them on whole, including any a
     /// newer server added.
     data: Value,
+    /// The execution whose work this event is part of, for the events of a nested execution
+    /// (a sub-agent's) shown with its parent's.
+    parent_execution_id: Option<String>,
 }
 
 impl Event {
@@ -104,7 +119,22 @@ impl Event {
             seq,
             ts,
             data,
+            parent_execution_id: None,
         }
+    }
+
+    /// This event of a nested execution as part of `parent_execution_id`'s work: its data's
+    /// `parent` names the work it belongs to there (a `task` call), and its JSON line names the
+    /// parent execution.
+    pub fn nested_in(mut self, parent_execution_id: &str, parent: &EventParent) -> Event {
+        if let Value::Object(fields) = &mut self.data
+            && let Ok(parent) = serde_json::to_value(parent)
+        {
+            fields.insert("parent".into(), parent);
+            self.event = ExecutionEvent::from_wire_lenient(self.event.kind(), self.data.clone());
+        }
+        self.parent_execution_id = Some(parent_execution_id.to_owned());
+        self
     }
 
     pub fn from_proto(event: WireEvent) -> Event {
@@ -113,11 +143,14 @@ impl Event {
         Event::new(event.execution_id, event.seq, event.ts, &event.kind, data)
     }
 
-    /// `{"execution_id","seq","ts","kind","data"}` on one line.
+    /// `{"execution_id","seq","ts","kind","data"}` on one line; an event of a nested execution
+    /// also has `parent_execution_id`.
     pub fn to_json_line(&self) -> String {
         #[derive(Serialize)]
         struct Line<'a> {
             execution_id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            parent_execution_id: Option<&'a str>,
             seq: u64,
             ts: &'a str,
             kind: &'a str,
@@ -125,6 +158,7 @@ impl Event {
         }
         serde_json::to_string(&Line {
             execution_id: &self.execution_id,
+            parent_execution_id: self.parent_execution_id.as_deref(),
             seq: self.seq,
             ts: &self.ts,
             kind: self.event.kind(),
@@ -190,6 +224,12 @@ pub struct Renderer {
     agent_calls: HashMap<String, String>,
     /// The `call: agent` tasks whose agent's answer was shown as it came.
     answered: Vec<String>,
+    /// Tool calls that wait for approval: (execution, turn, call id) → the tool's name.
+    waiting: HashMap<(String, u32, String), String>,
+    /// The `task` calls whose sub-agent runs: call id → how its lines are marked.
+    sub_agents: HashMap<String, String>,
+    /// How many sub-agents of each name started, to tell apart two runs of one sub-agent.
+    sub_agent_names: HashMap<String, u32>,
 }
 
 impl Renderer {
@@ -208,6 +248,9 @@ impl Renderer {
             open_tasks: Vec::new(),
             agent_calls: HashMap::new(),
             answered: Vec::new(),
+            waiting: HashMap::new(),
+            sub_agents: HashMap::new(),
+            sub_agent_names: HashMap::new(),
         }
     }
 
@@ -278,6 +321,8 @@ impl Renderer {
             }
             ExecutionEvent::ToolCallFinished(finished) => {
                 self.totals.tool_calls += 1;
+                // A sub-agent's later events are not shown: the result says its answer.
+                self.sub_agents.remove(&finished.call_id);
                 let lines = self.tool_result(finished);
                 for line in lines {
                     self.line(&mut out, line);
@@ -368,6 +413,24 @@ impl Renderer {
                     self.line(&mut out, line);
                 }
             }
+            ExecutionEvent::ApprovalRequested(requested) => {
+                let lines = self.approval_requested(&event.execution_id, requested);
+                for line in lines {
+                    self.line(&mut out, line);
+                }
+            }
+            ExecutionEvent::ApprovalDecided(decided) => {
+                let line = self.approval_decided(&event.execution_id, decided);
+                self.line(&mut out, line);
+            }
+            ExecutionEvent::ContextCompacted(compacted) => {
+                let line = self.context_compacted(compacted);
+                self.line(&mut out, line);
+            }
+            ExecutionEvent::SubAgentStarted(started) => {
+                let line = self.sub_agent_started(started);
+                self.line(&mut out, line);
+            }
             // A kind this version does not know (a newer server): shown as its name and
             // fields, and the stream goes on; `--json` has it whole.
             ExecutionEvent::Unknown(unknown) => {
@@ -388,12 +451,44 @@ impl Renderer {
             return out;
         }
         let indent = self.inner_indent(reference);
+        let width = indent.chars().count();
+        let lines = self.nested_lines(&indent, width, event);
+        if is_answer(&event.event) {
+            self.answered.push(reference.to_owned());
+        }
+        for line in lines {
+            self.line(&mut out, line);
+        }
+        out
+    }
+
+    /// One event of the sub-agent a `task` call (`call_id`) runs, nested under the call while
+    /// it runs and marked with the sub-agent's name (several run at once): its tool calls,
+    /// the calls that wait for approval (decided on its own execution) and its answer. Nothing
+    /// once the call finished (its result says the answer).
+    pub fn render_sub_agent(&mut self, call_id: &str, event: &Event) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(label) = self.sub_agents.get(call_id) else {
+            return out;
+        };
+        let mark = format!("[{label}]");
+        let width = SUB_AGENT_INDENT.chars().count() + mark.chars().count() + 1;
+        let prefix = format!("{SUB_AGENT_INDENT}{} ", self.style.paint("35", &mark));
+        for line in self.nested_lines(&prefix, width, event) {
+            self.line(&mut out, line);
+        }
+        out
+    }
+
+    /// The lines of one event of a nested agent execution, each after `prefix` (which takes
+    /// `width` characters on the screen): its tool calls and results, its approvals and the
+    /// text of its turns.
+    fn nested_lines(&mut self, prefix: &str, width: usize, event: &Event) -> Vec<String> {
         let glyphs = self.style.glyphs();
-        let limit = LINE_LIMIT.saturating_sub(indent.chars().count());
-        let lines = match &event.event {
-            ExecutionEvent::MessageCompleted(completed) if !completed.text.trim().is_empty() => {
-                self.answered.push(reference.to_owned());
-                self.answer_lines(&indent, &completed.text)
+        let limit = LINE_LIMIT.saturating_sub(width);
+        match &event.event {
+            ExecutionEvent::MessageCompleted(completed) if is_answer(&event.event) => {
+                self.answer_lines(prefix, width, &completed.text)
             }
             ExecutionEvent::ToolCallStarted(started) => {
                 let call = format!(
@@ -402,7 +497,7 @@ impl Renderer {
                     compact_arguments(&started.arguments)
                 );
                 vec![format!(
-                    "{indent}{} {}",
+                    "{prefix}{} {}",
                     self.style.paint("36", glyphs.tool),
                     trim_line(&printable(&call), limit, glyphs.ellipsis)
                 )]
@@ -421,16 +516,25 @@ impl Renderer {
                     .unwrap_or_default();
                 let text = format!("{}{first}", finished.name);
                 vec![format!(
-                    "{indent}  {mark} {}",
+                    "{prefix}  {mark} {}",
                     trim_line(&text, limit, glyphs.ellipsis)
                 )]
             }
+            // The nested run waits for a person: say so under its parent, with the commands
+            // that decide the call (the nested execution's own id).
+            ExecutionEvent::ApprovalRequested(requested) => self
+                .approval_requested(&event.execution_id, requested)
+                .into_iter()
+                .map(|line| format!("{prefix}{line}"))
+                .collect(),
+            ExecutionEvent::ApprovalDecided(decided) => {
+                vec![format!(
+                    "{prefix}{}",
+                    self.approval_decided(&event.execution_id, decided)
+                )]
+            }
             _ => Vec::new(),
-        };
-        for line in lines {
-            self.line(&mut out, line);
         }
-        out
     }
 
     /// The closing line: how it ended, how long it took, turns, tool calls and tokens.
@@ -536,7 +640,9 @@ impl Renderer {
                 if let Some(answer) = answer {
                     // Shown already when the agent's events were followed.
                     if !self.answered.contains(&completed.reference) {
-                        lines.extend(self.answer_lines(&format!("{indent}{TASK_INDENT}"), answer));
+                        let inner = format!("{indent}{TASK_INDENT}");
+                        let width = inner.chars().count();
+                        lines.extend(self.answer_lines(&inner, width, answer));
                     }
                     lines.push(format!("{indent}{mark} {name}"));
                     return lines;
@@ -661,10 +767,11 @@ impl Renderer {
         }
     }
 
-    /// An agent call's answer under its task: its lines, trimmed, at most [`ANSWER_LINES`].
-    fn answer_lines(&self, indent: &str, answer: &str) -> Vec<String> {
+    /// A nested agent's answer under its parent, each line after `indent` (`width` characters
+    /// on the screen): its lines, trimmed, at most [`ANSWER_LINES`].
+    fn answer_lines(&self, indent: &str, width: usize, answer: &str) -> Vec<String> {
         let glyphs = self.style.glyphs();
-        let limit = LINE_LIMIT.saturating_sub(indent.chars().count());
+        let limit = LINE_LIMIT.saturating_sub(width);
         let text = printable_lines(answer);
         let lines: Vec<&str> = text.trim().lines().map(str::trim_end).collect();
         let mut out: Vec<String> = lines
@@ -774,6 +881,129 @@ impl Renderer {
         out
     }
 
+    /// A call that waits for approval: the call with its arguments, why, until when, then the
+    /// commands that decide it.
+    fn approval_requested(
+        &mut self,
+        execution_id: &str,
+        requested: &ApprovalRequested,
+    ) -> Vec<String> {
+        let glyphs = self.style.glyphs();
+        self.waiting.insert(
+            (
+                execution_id.to_owned(),
+                requested.turn,
+                requested.call_id.clone(),
+            ),
+            requested.name.clone(),
+        );
+        let call = format!(
+            "{}({})",
+            requested.name,
+            compact_arguments(&requested.arguments)
+        );
+        let until = chrono::DateTime::parse_from_rfc3339(&requested.expires_at)
+            .map(|expires| {
+                format!(
+                    " until {} UTC",
+                    expires.with_timezone(&chrono::Utc).format("%H:%M:%S")
+                )
+            })
+            .unwrap_or_default();
+        // The call is cut, never the reason: it says why the run waits.
+        let head = format!(
+            "{} {} waits for approval{until}: {}",
+            glyphs.ask,
+            trim_line(&printable(&call), CALL_LIMIT, glyphs.ellipsis),
+            printable(&requested.reason)
+        );
+        let (approve, deny) = approval_commands(execution_id, &requested.call_id);
+        vec![
+            self.style.paint("33", &head),
+            self.style.paint("2", &format!("  approve: {approve}")),
+            self.style
+                .paint("2", &format!("  deny:    {deny} [--message TEXT]")),
+        ]
+    }
+
+    /// How a call that waited was decided: approved, denied (with the message), or denied
+    /// because nobody decided in time.
+    fn approval_decided(&mut self, execution_id: &str, decided: &ApprovalDecided) -> String {
+        let glyphs = self.style.glyphs();
+        let key = (
+            execution_id.to_owned(),
+            decided.turn,
+            decided.call_id.clone(),
+        );
+        let call = match self.waiting.remove(&key) {
+            Some(name) => format!("{name} {}", decided.call_id),
+            None => decided.call_id.clone(),
+        };
+        let message = decided
+            .message
+            .as_deref()
+            .filter(|message| !message.trim().is_empty())
+            .map(|message| format!(": {message}"))
+            .unwrap_or_default();
+        let (mark, text) = match (decided.approved, decided.by.as_str()) {
+            (true, _) => (
+                self.style.paint("32", glyphs.ok),
+                format!("approved {call}"),
+            ),
+            (false, "timeout") => (
+                self.style.paint("31", glyphs.error),
+                format!("{call} was not decided in time: denied"),
+            ),
+            (false, _) => (
+                self.style.paint("31", glyphs.error),
+                format!("denied {call}{message}"),
+            ),
+        };
+        format!(
+            "{mark} {}",
+            trim_line(&printable(&text), LINE_LIMIT, glyphs.ellipsis)
+        )
+    }
+
+    /// The older messages were folded into a summary to fit the model's context window.
+    fn context_compacted(&self, compacted: &ContextCompacted) -> String {
+        let glyphs = self.style.glyphs();
+        let text = format!(
+            "{} context compacted: {} folded, {} {} {} tokens (window {}); full history in {}",
+            glyphs.phase,
+            plural(u64::from(compacted.messages), "message"),
+            group_digits(compacted.tokens_before),
+            glyphs.arrow,
+            group_digits(compacted.tokens_after),
+            group_digits(compacted.window),
+            compacted.history_path
+        );
+        self.style.paint("2", &printable(&text))
+    }
+
+    /// A `task` call's sub-agent started: said under the call, with the mark its lines get
+    /// (the name, numbered from the second run of one sub-agent on: they may run at once).
+    fn sub_agent_started(&mut self, started: &SubAgentStarted) -> String {
+        let glyphs = self.style.glyphs();
+        let count = self
+            .sub_agent_names
+            .entry(started.name.clone())
+            .or_default();
+        *count += 1;
+        let label = if *count == 1 {
+            printable(&started.name)
+        } else {
+            printable(&format!("{}#{count}", started.name))
+        };
+        let text = format!(
+            "{SUB_AGENT_INDENT}{} sub-agent {label} started ({})",
+            glyphs.phase,
+            printable(&started.execution_id)
+        );
+        self.sub_agents.insert(started.call_id.clone(), label);
+        self.style.paint("2", &text)
+    }
+
     /// An event of a kind this version does not know: `- kind: key=value, …`, on one line.
     /// A line about something that went wrong without ending the run, in yellow.
     fn warning(&self, text: &str) -> String {
@@ -800,6 +1030,34 @@ impl Renderer {
                 trim_line(&printable(&text), LINE_LIMIT, glyphs.ellipsis)
             ),
         )
+    }
+}
+
+/// Whether a nested agent's event is the text of one of its turns, shown as its answer.
+fn is_answer(event: &ExecutionEvent) -> bool {
+    matches!(event, ExecutionEvent::MessageCompleted(completed) if !completed.text.trim().is_empty())
+}
+
+/// The commands that approve and deny one waiting call of an execution.
+pub fn approval_commands(execution_id: &str, call_id: &str) -> (String, String) {
+    let call = shell_word(call_id);
+    (
+        format!("stigmer execution approve {execution_id} {call}"),
+        format!("stigmer execution deny {execution_id} {call}"),
+    )
+}
+
+/// `word` as a shell reads it back: as it is when it holds only safe characters, else in
+/// single quotes.
+fn shell_word(word: &str) -> String {
+    let safe = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/'));
+    if safe {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
@@ -1284,6 +1542,91 @@ mod tests {
         );
     }
 
+    /// A turn with a call that runs at once and two that wait: one approved, one denied with a
+    /// message, one denied when nobody decided in time; then the history is compacted.
+    fn approvals() -> Vec<Event> {
+        let request = |seq: u64, call_id: &str, command: &str| {
+            event(
+                seq,
+                "approval_requested",
+                json!({"turn": 1, "index": 1, "call_id": call_id, "name": "execute",
+                       "arguments": {"command": command},
+                       "reason": "the agent's approval.tools lists execute",
+                       "expires_at": "2025-01-01T00:10:00.000Z"}),
+            )
+        };
+        vec![
+            event(1, "phase_changed", json!({"phase": "running"})),
+            event(
+                2,
+                "tool_call_started",
+                json!({"turn": 1, "call_id": "c1", "name": "ls", "arguments": {"path": "."}}),
+            ),
+            event(
+                3,
+                "tool_call_finished",
+                json!({"turn": 1, "call_id": "c1", "name": "ls", "result": "a.txt", "is_error": false}),
+            ),
+            request(4, "c2", "echo x >> count.txt"),
+            request(5, "call 3", "rm -rf build"),
+            event(6, "phase_changed", json!({"phase": "waiting"})),
+            event(
+                7,
+                "approval_decided",
+                json!({"turn": 1, "call_id": "c2", "approved": true, "by": "user"}),
+            ),
+            event(
+                8,
+                "approval_decided",
+                json!({"turn": 1, "call_id": "call 3", "approved": false, "message": "not now", "by": "user"}),
+            ),
+            event(
+                9,
+                "approval_decided",
+                json!({"turn": 2, "call_id": "c9", "approved": false, "message": "approval timed out", "by": "timeout"}),
+            ),
+            event(10, "phase_changed", json!({"phase": "running"})),
+            event(
+                11,
+                "context_compacted",
+                json!({"turn": 3, "messages": 24, "tokens_before": 3600, "tokens_after": 900,
+                       "window": 4096, "history_path": ".stigmer/history/aex-1.md"}),
+            ),
+            event(12, "phase_changed", json!({"phase": "completed"})),
+        ]
+    }
+
+    #[test]
+    fn calls_waiting_for_approval_say_how_to_decide_them() {
+        insta::assert_snapshot!(transcript(PLAIN, &approvals()), @r#"
+        | - running
+        | > ls(path=".")
+        |   [ok] a.txt
+        | ? execute(command="echo x >> count.txt") waits for approval until 00:10:00 UTC: the agent's approval.tools lists execute
+        |   approve: stigmer execution approve aex-1 c2
+        |   deny:    stigmer execution deny aex-1 c2 [--message TEXT]
+        | ? execute(command="rm -rf build") waits for approval until 00:10:00 UTC: the agent's approval.tools lists execute
+        |   approve: stigmer execution approve aex-1 'call 3'
+        |   deny:    stigmer execution deny aex-1 'call 3' [--message TEXT]
+        | - waiting
+        | [ok] approved execute c2
+        | [error] denied execute call 3: not now
+        | [error] c9 was not decided in time: denied
+        | - running
+        | - context compacted: 24 messages folded, 3,600 -> 900 tokens (window 4,096); full history in .stigmer/history/aex-1.md
+        = completed in 11.0s, 0 model turns, 1 tool call, 0 tokens in / 0 out
+        "#);
+        let unicode = Style {
+            unicode: true,
+            color: false,
+        };
+        let shown = transcript(unicode, &approvals());
+        assert!(
+            shown.contains("· context compacted: 24 messages folded, 3,600 → 900 tokens"),
+            "{shown}"
+        );
+    }
+
     #[test]
     fn an_unknown_kind_is_shown_generically_and_the_stream_goes_on() {
         let mut events = conversation();
@@ -1619,6 +1962,18 @@ mod tests {
                 "tool_call_finished",
                 json!({"turn": 1, "call_id": "c1", "name": "ls", "result": "\na.txt\nb.txt", "is_error": false}),
             ),
+            agent(
+                3,
+                "approval_requested",
+                json!({"turn": 1, "index": 1, "call_id": "c2", "name": "execute",
+                       "arguments": {"command": "wc -l a.txt"}, "reason": "it runs a command",
+                       "expires_at": "2025-01-02T00:00:00.000Z"}),
+            ),
+            agent(
+                3,
+                "approval_decided",
+                json!({"turn": 1, "call_id": "c2", "approved": false, "by": "timeout"}),
+            ),
             agent(4, "token_delta", json!({"turn": 2, "text": "Two files."})),
             agent(
                 5,
@@ -1648,6 +2003,10 @@ mod tests {
           - agent execution aex-7
           > ls(path=".")
             [ok] ls: a.txt
+          ? execute(command="wc -l a.txt") waits for approval until 00:00:00 UTC: it runs a command
+            approve: stigmer execution approve aex-7 c2
+            deny:    stigmer execution deny aex-7 c2 [--message TEXT]
+          [error] execute c2 was not decided in time: denied
           Two files.
         [ok] ask
         "#);
@@ -1655,6 +2014,202 @@ mod tests {
             renderer.outcome().is_none(),
             "the agent's end is not the workflow's"
         );
+    }
+
+    #[test]
+    fn sub_agents_events_are_nested_under_their_task_calls_and_marked_with_their_names() {
+        let child = |id: &str, seq: u64, kind: &str, data: Value| {
+            let mut event = event(seq, kind, data);
+            event.execution_id = id.into();
+            event
+        };
+        let task = |seq: u64, call_id: &str, name: &str, description: &str| {
+            event(
+                seq,
+                "tool_call_started",
+                json!({"turn": 1, "call_id": call_id, "name": "task",
+                       "arguments": {"subagent": name, "description": description}}),
+            )
+        };
+        let started = |seq: u64, call_id: &str, name: &str, id: &str| {
+            event(
+                seq,
+                "subagent_started",
+                json!({"turn": 1, "call_id": call_id, "name": name, "execution_id": id}),
+            )
+        };
+        let finished = |seq: u64, call_id: &str, result: &str| {
+            event(
+                seq,
+                "tool_call_finished",
+                json!({"turn": 1, "call_id": call_id, "name": "task", "result": result, "is_error": false}),
+            )
+        };
+        let mut renderer = Renderer::new(PLAIN);
+        let mut lines = Vec::new();
+        let mut add = |outputs: Vec<Output>| {
+            for output in outputs {
+                match output {
+                    Output::Line(line) => lines.push(line),
+                    Output::Text(text) => lines.push(format!("stdout: {text:?}")),
+                }
+            }
+        };
+        add(renderer.render(&task(1, "c1", "researcher", "Count the files.")));
+        add(renderer.render(&task(2, "c2", "writer", "Draft the intro.")));
+        // Before its call announced the sub-agent: not shown.
+        add(renderer.render_sub_agent(
+            "c1",
+            &child("aex-2", 1, "token_delta", json!({"turn": 1, "text": "x"})),
+        ));
+        add(renderer.render(&started(3, "c1", "researcher", "aex-2")));
+        add(renderer.render(&started(4, "c2", "writer", "aex-3")));
+        for (call_id, event) in [
+            (
+                "c1",
+                child(
+                    "aex-2",
+                    2,
+                    "tool_call_started",
+                    json!({"turn": 1, "call_id": "call_1", "name": "ls", "arguments": {"path": "."}}),
+                ),
+            ),
+            (
+                "c2",
+                child(
+                    "aex-3",
+                    1,
+                    "tool_call_started",
+                    json!({"turn": 1, "call_id": "call_1", "name": "write_file", "arguments": {"path": "intro.md"}}),
+                ),
+            ),
+            (
+                "c1",
+                child(
+                    "aex-2",
+                    3,
+                    "tool_call_finished",
+                    json!({"turn": 1, "call_id": "call_1", "name": "ls", "result": "a.txt\nb.txt", "is_error": false}),
+                ),
+            ),
+            (
+                "c1",
+                child(
+                    "aex-2",
+                    4,
+                    "approval_requested",
+                    json!({"turn": 2, "index": 0, "call_id": "call_2", "name": "execute",
+                           "arguments": {"command": "wc -l a.txt"}, "reason": "it runs a command",
+                           "expires_at": "2025-01-02T00:00:00.000Z"}),
+                ),
+            ),
+            (
+                "c1",
+                child("aex-2", 5, "phase_changed", json!({"phase": "waiting"})),
+            ),
+            (
+                "c1",
+                child(
+                    "aex-2",
+                    6,
+                    "approval_decided",
+                    json!({"turn": 2, "call_id": "call_2", "approved": true, "by": "user"}),
+                ),
+            ),
+            (
+                "c1",
+                child(
+                    "aex-2",
+                    7,
+                    "message_completed",
+                    json!({"turn": 3, "text": "Two files.", "tool_calls": []}),
+                ),
+            ),
+            (
+                "c1",
+                child("aex-2", 8, "phase_changed", json!({"phase": "completed"})),
+            ),
+        ] {
+            add(renderer.render_sub_agent(call_id, &event));
+        }
+        add(renderer.render(&finished(5, "c1", "Two files.")));
+        // After its call finished: not shown.
+        add(renderer.render_sub_agent(
+            "c1",
+            &child(
+                "aex-2",
+                9,
+                "message_completed",
+                json!({"turn": 4, "text": "late", "tool_calls": []}),
+            ),
+        ));
+        add(renderer.render_sub_agent(
+            "c2",
+            &child(
+                "aex-3",
+                2,
+                "message_completed",
+                json!({"turn": 1, "text": "An intro.", "tool_calls": []}),
+            ),
+        ));
+        add(renderer.render(&finished(6, "c2", "An intro.")));
+        // A second run of one sub-agent is numbered.
+        add(renderer.render(&task(7, "c3", "researcher", "Again.")));
+        add(renderer.render(&started(8, "c3", "researcher", "aex-4")));
+        add(renderer.render_sub_agent(
+            "c3",
+            &child(
+                "aex-4",
+                1,
+                "tool_call_started",
+                json!({"turn": 1, "call_id": "call_1", "name": "ls", "arguments": {}}),
+            ),
+        ));
+        insta::assert_snapshot!(lines.join("\n"), @r#"
+        > task(subagent="researcher", description="Count the files.")
+        > task(subagent="writer", description="Draft the intro.")
+          - sub-agent researcher started (aex-2)
+          - sub-agent writer started (aex-3)
+          [researcher] > ls(path=".")
+          [writer] > write_file(path="intro.md")
+          [researcher]   [ok] ls: a.txt
+          [researcher] ? execute(command="wc -l a.txt") waits for approval until 00:00:00 UTC: it runs a command
+          [researcher]   approve: stigmer execution approve aex-2 call_2
+          [researcher]   deny:    stigmer execution deny aex-2 call_2 [--message TEXT]
+          [researcher] [ok] approved execute call_2
+          [researcher] Two files.
+          [ok] task: Two files.
+          [writer] An intro.
+          [ok] task: An intro.
+        > task(subagent="researcher", description="Again.")
+          - sub-agent researcher#2 started (aex-4)
+          [researcher#2] > ls()
+        "#);
+        assert!(
+            renderer.outcome().is_none(),
+            "a sub-agent's end is not its parent's"
+        );
+        assert_eq!(
+            renderer.totals.tool_calls, 2,
+            "only the parent's calls count"
+        );
+    }
+
+    #[test]
+    fn a_sub_agents_json_line_names_its_parent() {
+        let mut child = event(
+            2,
+            "tool_call_started",
+            json!({"turn": 1, "call_id": "call_1", "name": "ls", "arguments": {}}),
+        );
+        child.execution_id = "aex-2".into();
+        let parent = EventParent {
+            kind: stigmer_proto::execution::ParentKind::ToolCall,
+            id: "c1".into(),
+        };
+        let nested = child.nested_in("aex-1", &parent);
+        assert_eq!(nested.event.parent(), Some(&parent));
+        insta::assert_snapshot!(nested.to_json_line(), @r#"{"execution_id":"aex-2","parent_execution_id":"aex-1","seq":2,"ts":"2025-01-01T00:00:02.000Z","kind":"tool_call_started","data":{"turn":1,"call_id":"call_1","name":"ls","arguments":{},"parent":{"kind":"tool_call","id":"c1"}}}"#);
     }
 
     #[test]

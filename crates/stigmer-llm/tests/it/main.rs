@@ -230,3 +230,43 @@ async fn the_ollama_model_check_never_pulls_and_says_what_is_there() {
         "a check is not a chat request"
     );
 }
+
+#[tokio::test]
+async fn the_context_window_comes_from_the_agent_then_ollama_then_the_default() {
+    use stigmer_llm::{ContextWindow, WindowSource};
+    let server = ScriptedLlm::start(vec![]);
+    server.set_context_length(Some(2048));
+    let client = LlmClient::new(config(&server, Provider::Ollama)).unwrap();
+    assert_eq!(
+        client.context_window(Some(8192)).await,
+        ContextWindow {
+            tokens: 8192,
+            source: WindowSource::Configured
+        }
+    );
+    assert_eq!(
+        client.context_window(None).await,
+        ContextWindow {
+            tokens: 2048,
+            source: WindowSource::Ollama
+        }
+    );
+
+    // Ollama does not answer: its default.
+    let port = stigmer_test::free_port();
+    let mut gone = config(&server, Provider::Ollama);
+    gone.base_url = format!("http://127.0.0.1:{port}");
+    let client = LlmClient::new(gone).unwrap();
+    assert_eq!(
+        client.context_window(None).await,
+        ContextWindow {
+            tokens: stigmer_llm::OLLAMA_DEFAULT_NUM_CTX,
+            source: WindowSource::Default
+        }
+    );
+
+    // Other providers are not asked.
+    let client = LlmClient::new(config(&server, Provider::Anthropic)).unwrap();
+    assert_eq!(client.context_window(None).await.tokens, 200_000);
+    assert!(server.requests().is_empty(), "/api/show is no chat request");
+}

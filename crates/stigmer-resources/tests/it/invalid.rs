@@ -333,6 +333,19 @@ spec:
 "#,
     ),
     (
+        "agent_context_window_too_small",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: hello
+spec:
+  instructions: hi
+  model:
+    name: m
+    contextWindow: 512
+"#,
+    ),
+    (
         "agent_model_unknown_field",
         r#"apiVersion: agentic.stigmer.ai/v1
 kind: Agent
@@ -603,6 +616,44 @@ spec:
   shell:
     enabled: true
     timeoutSeconds: 3600
+"#,
+    ),
+    (
+        "agent_approval_patterns",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: careful
+spec:
+  instructions: ask first
+  mcpServers: [files]
+  approval:
+    tools: [execute, write_fil, "files*", "web__*", "files__*", "*"]
+    timeoutSeconds: 0
+"#,
+    ),
+    (
+        "agent_approval_empty",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: careful
+spec:
+  instructions: ask first
+  approval:
+    tools: []
+"#,
+    ),
+    (
+        "mcp_require_approval_unknown",
+        r#"apiVersion: agentic.stigmer.ai/v1
+kind: McpServer
+metadata:
+  name: files
+spec:
+  requireApproval: sometimes
+  stdio:
+    command: node
 "#,
     ),
     (

@@ -19,6 +19,7 @@ spec:
     provider: ollama
     name: qwen2.5-coder:7b
     temperature: 0.2
+    contextWindow: 1024
   tools: [write_todos, ls]
   mcpServers: [files]
   env:
@@ -48,6 +49,7 @@ fn references_resolve_within_one_apply_in_any_order() {
     assert_eq!(agent.metadata.generation, Some(1));
     assert!(agent.metadata.id.as_deref().unwrap().starts_with("agt-"));
     assert_eq!(agent.spec["model"]["temperature"], 0.2);
+    assert_eq!(agent.spec["model"]["contextWindow"], 1024);
     assert_eq!(agent.metadata.labels["team"], "docs");
 }
 

@@ -10,6 +10,7 @@ use stigmer_proto::executions::v1::execution_service_client::ExecutionServiceCli
 use stigmer_proto::executions::v1::{AppendEventsRequest, NewEvent, SubscribeRequest};
 use stigmer_server::{DaemonControl, ServerContext, serve};
 
+mod approvals;
 mod run_context;
 mod workflows;
 

@@ -4,7 +4,7 @@
 
 use super::table::render_table;
 use crate::failure::{Failure, status_failure};
-use crate::render::{Outcome, trim_line};
+use crate::render::{Outcome, compact_arguments, elapsed_between, format_duration, trim_line};
 use std::time::Duration;
 use stigmer_proto::execution::{
     AgentExecutionStatus, ExecutionKind, ExecutionPhase, WorkflowExecutionStatus,
@@ -16,6 +16,10 @@ use tonic::{Code, Status};
 pub(super) const LIST_HINT: &str = "list the executions with `stigmer execution list`";
 /// Longest REASON in the execution table, in characters.
 const REASON_WIDTH: usize = 60;
+/// Longest ARGUMENTS of a call that waits for approval, in characters.
+const ARGUMENTS_WIDTH: usize = 50;
+/// Longest ANSWER of a sub-agent run, in characters.
+const ANSWER_WIDTH: usize = 60;
 
 /// A failed request about one execution; NOT_FOUND says where to find the ids.
 pub(super) fn execution_failure(status: Status) -> Failure {
@@ -107,6 +111,79 @@ pub(super) fn execution_table(
     render_table(&table)
 }
 
+/// The tool calls of an execution that wait for a decision, as a table (CALL, TOOL,
+/// ARGUMENTS, REASON, EXPIRES) with the commands that decide them; `None` when none waits.
+pub(super) fn pending_approvals_table(execution: &Resource) -> Option<String> {
+    let status = status_of(execution);
+    if status.phase.is_terminal() || status.pending_approvals.is_empty() {
+        return None;
+    }
+    let mut table = vec![[
+        "CALL".to_owned(),
+        "TOOL".to_owned(),
+        "ARGUMENTS".to_owned(),
+        "REASON".to_owned(),
+        "EXPIRES".to_owned(),
+    ]];
+    for call in &status.pending_approvals {
+        table.push([
+            call.call_id.clone(),
+            call.name.clone(),
+            trim_line(&compact_arguments(&call.arguments), ARGUMENTS_WIDTH, "…"),
+            trim_line(&call.reason, REASON_WIDTH, "…"),
+            call.expires_at.clone(),
+        ]);
+    }
+    let id = &execution.metadata.name;
+    Some(format!(
+        "\nWAITING FOR APPROVAL\n{}\ndecide with `stigmer execution approve {id} CALL…|--all` or \
+         `stigmer execution deny {id} CALL…|--all [--message TEXT]`\n",
+        render_table(&table).trim_end()
+    ))
+}
+
+/// The sub-agent runs of an agent execution's `task` calls, as a table (NAME, EXECUTION,
+/// PHASE, DURATION, ANSWER: its answer, or why it did not complete, on one line); `None` when
+/// it started none. A run that did not end counts its duration up to `now`.
+pub(super) fn sub_agents_table(
+    execution: &Resource,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    let status = status_of(execution);
+    if status.sub_agents.is_empty() {
+        return None;
+    }
+    let mut table = vec![[
+        "NAME".to_owned(),
+        "EXECUTION".to_owned(),
+        "PHASE".to_owned(),
+        "DURATION".to_owned(),
+        "ANSWER".to_owned(),
+    ]];
+    let now = now.to_rfc3339();
+    for run in &status.sub_agents {
+        let duration = run.started_at.as_deref().and_then(|started| {
+            elapsed_between(started, run.finished_at.as_deref().unwrap_or(&now))
+        });
+        let answer = run
+            .answer
+            .as_deref()
+            .or(run.reason.as_deref())
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        table.push([
+            run.name.clone(),
+            run.execution_id.clone(),
+            run.phase.to_string(),
+            duration.map(format_duration).unwrap_or_default(),
+            trim_line(&answer, ANSWER_WIDTH, "…"),
+        ]);
+    }
+    Some(format!("\nSUB-AGENTS\n{}", render_table(&table).trim_end()))
+}
+
 /// `12s ago`, `5m ago`, `3h ago`, `2d ago`.
 fn age(timestamp: &str, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
     let then = chrono::DateTime::parse_from_rfc3339(timestamp).ok()?;
@@ -124,7 +201,7 @@ fn age(timestamp: &str, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
 /// `status.startedAt` to `status.finishedAt`, when both are recorded.
 pub(super) fn status_duration(execution: &Resource) -> Option<Duration> {
     let status = status_of(execution);
-    crate::render::elapsed_between(
+    elapsed_between(
         status.started_at.as_deref()?,
         status.finished_at.as_deref()?,
     )
@@ -232,5 +309,68 @@ mod tests {
             workflow_status_of(&executions[2]).error,
             Some(json!({"status": 503}))
         );
+    }
+
+    #[test]
+    fn sub_agent_runs_are_a_table_with_one_line_answers() {
+        let now = chrono::DateTime::parse_from_rfc3339("2025-01-01T12:00:00.000Z")
+            .expect("a time")
+            .with_timezone(&chrono::Utc);
+        let lead = execution(
+            "aex-1",
+            "2025-01-01T11:58:00.000Z",
+            json!({"phase": "running", "subAgents": [
+                {"callId": "call_1", "name": "researcher", "executionId": "aex-2", "phase": "completed",
+                 "startedAt": "2025-01-01T11:58:01.000Z", "finishedAt": "2025-01-01T11:58:04.200Z",
+                 "answer": format!("The answer is 42.\nIt is {}", "x".repeat(80))},
+                {"callId": "call_2", "name": "writer", "executionId": "aex-3", "phase": "failed",
+                 "startedAt": "2025-01-01T11:58:01.000Z", "finishedAt": "2025-01-01T11:58:02.000Z",
+                 "reason": "the model refuses this request"},
+                {"callId": "call_3", "name": "researcher", "executionId": "aex-4", "phase": "running",
+                 "startedAt": "2025-01-01T11:59:00.000Z"},
+            ]}),
+        );
+        insta::assert_snapshot!(sub_agents_table(&lead, now).expect("a table"), @r"
+
+        SUB-AGENTS
+        NAME        EXECUTION  PHASE      DURATION  ANSWER
+        researcher  aex-2      completed  3.2s      The answer is 42. It is xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…
+        writer      aex-3      failed     1.0s      the model refuses this request
+        researcher  aex-4      running    1m 00s
+        ");
+        let alone = execution(
+            "aex-5",
+            "2025-01-01T11:58:00.000Z",
+            json!({"phase": "completed"}),
+        );
+        assert_eq!(sub_agents_table(&alone, now), None);
+    }
+
+    #[test]
+    fn calls_that_wait_for_approval_are_a_table_with_the_commands() {
+        let waiting = execution(
+            "aex-w",
+            "2025-01-01T11:58:00.000Z",
+            json!({"phase": "waiting", "pendingApprovals": [
+                {"turn": 1, "callId": "call_1", "name": "execute", "arguments": {"command": "echo x >> count.txt"},
+                 "reason": "the agent's approval.tools lists execute", "expiresAt": "2025-01-01T12:08:00.000Z"},
+                {"turn": 1, "callId": "call-2", "name": "files__delete", "arguments": {"path": "a".repeat(80)},
+                 "reason": "McpServer files requires approval", "expiresAt": "2025-01-01T12:08:00.000Z"},
+            ]}),
+        );
+        insta::assert_snapshot!(pending_approvals_table(&waiting).expect("a table"), @r#"
+
+        WAITING FOR APPROVAL
+        CALL    TOOL           ARGUMENTS                                           REASON                                    EXPIRES
+        call_1  execute        command="echo x >> count.txt"                       the agent's approval.tools lists execute  2025-01-01T12:08:00.000Z
+        call-2  files__delete  path="aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa…  McpServer files requires approval         2025-01-01T12:08:00.000Z
+        decide with `stigmer execution approve aex-w CALL…|--all` or `stigmer execution deny aex-w CALL…|--all [--message TEXT]`
+        "#);
+        let running = execution(
+            "aex-r",
+            "2025-01-01T11:58:00.000Z",
+            json!({"phase": "running"}),
+        );
+        assert_eq!(pending_approvals_table(&running), None);
     }
 }

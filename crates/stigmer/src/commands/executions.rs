@@ -3,20 +3,21 @@
 //! and cancel them, and follow their event logs with [`super::follow`].
 
 use super::execution_output::{
-    LIST_HINT, execution_failure, execution_kind, phase_of, resource_kind, sort_by_creation,
+    LIST_HINT, execution_failure, execution_kind, pending_approvals_table, phase_of, resource_kind,
+    sort_by_creation, sub_agents_table,
 };
 use super::follow::{CANCEL_WAIT, Follow, OnInterrupt, interrupts, replay_offline};
 use super::output::{decode, format_resources, read_offline};
 use crate::cli::{
     ExecutionGetArgs, ExecutionIdArgs, ExecutionKindArg, ExecutionListArgs, ExecutionWatchArgs,
-    RunArgs, SecretArg, is_variable_name,
+    OutputFormat, RunArgs, SecretArg, is_variable_name,
 };
 use crate::client::DaemonClient;
 use crate::failure::{EXIT_INVALID_INPUT, Failure, status_failure};
 use crate::printer::{Printer, print_data};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use stigmer_client::home::is_locked;
@@ -106,6 +107,10 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         json: args.json,
         on_interrupt: OnInterrupt::Cancel,
         started,
+        // Asked only when someone can answer: a terminal to type on and one to read on.
+        ask_approvals: kind == ExecutionKind::Agent
+            && std::io::stdin().is_terminal()
+            && std::io::stderr().is_terminal(),
     };
     follow.run(Some(client), interrupts).await
 }
@@ -442,6 +447,7 @@ pub async fn watch(args: ExecutionWatchArgs) -> Result<ExitCode, Failure> {
         json: args.json,
         on_interrupt: OnInterrupt::Detach,
         started,
+        ask_approvals: false,
     };
     follow.run(Some(client), interrupts()?).await
 }
@@ -500,8 +506,19 @@ pub async fn get(args: ExecutionGetArgs) -> Result<ExitCode, Failure> {
         read_offline_execution(&home, &args.id)?
     };
     let kind = execution.kind;
+    let (sub_agents, waiting) = match args.output {
+        OutputFormat::Table => (
+            sub_agents_table(&execution, chrono::Utc::now()),
+            pending_approvals_table(&execution),
+        ),
+        // JSON and YAML hold them in `status.subAgents` and `status.pendingApprovals`.
+        OutputFormat::Json | OutputFormat::Yaml => (None, None),
+    };
     if let Some(output) = format_resources(kind, &[execution], true, args.output)? {
         print_data(&output);
+    }
+    for table in [sub_agents, waiting].into_iter().flatten() {
+        print_data(&table);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,11 +3,18 @@
 //! after a break, re-reading the address and token a restart may change), shows it on the
 //! [`Screen`] with [`crate::render`], and turns how it ended into an exit code. Ctrl-C cancels
 //! (`run`) or detaches (`watch`). An execution that has ended is replayed from the store file when
-//! no daemon runs.
+//! no daemon runs. A tool call that waits for approval shows the commands that decide it; `run`
+//! on a terminal also asks inline ([`Prompter`]) while it keeps following.
+//!
+//! Nested executions are followed too ([`Nested`]): the agent execution of a workflow's `call:
+//! agent` task and the sub-agent of an agent's `task` call; their events are shown under the
+//! work that started them (with `--json`, a sub-agent's events as lines of their own naming
+//! their parent), and the event that ends that work waits for them.
 //!
 //! Following survives a restarting server: the log numbers its events, so after a broken stream
 //! the feed subscribes again after the last event it showed, and nothing is lost or shown twice.
 
+use super::approvals::{PromptInput, Prompter};
 use super::execution_output::{
     execution_failure, execution_kind, outcome_of, status_duration, workflow_status_of,
 };
@@ -16,11 +23,12 @@ use crate::client::DaemonClient;
 use crate::failure::{EXIT_INTERRUPTED, Failure};
 use crate::printer::{Printer, print_data, print_text};
 use crate::render::{Event, Outcome, Output, Renderer, Style, problem_text};
+use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use stigmer_client::feed::{EventFeed, EventSource, FeedError, FeedItem};
 use stigmer_config::{Component, StigmerHome};
-use stigmer_proto::execution::{ExecutionKind, ExecutionPhase};
+use stigmer_proto::execution::{EventParent, ExecutionKind, ExecutionPhase, ParentKind};
 use stigmer_proto::executions::v1::{
     CancelExecutionRequest, ExecutionEvent, GetExecutionRequest, SubscribeRequest,
 };
@@ -36,6 +44,9 @@ pub(super) const CANCEL_WAIT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Events read from the store at a time when replaying without a daemon.
 const REPLAY_PAGE: usize = 1000;
+/// How long the event that ends nested work (or the execution) waits for the nested
+/// execution's events still on their way.
+const NESTED_WAIT: Duration = Duration::from_secs(5);
 
 /// Shows the stored events of an execution that has ended, read from the store file (no daemon
 /// runs), and exits as [`Follow::run`] would.
@@ -56,13 +67,16 @@ pub(super) fn replay_offline(
             let full = page.len() == REPLAY_PAGE;
             for stored in page {
                 last = stored.seq;
-                screen.show(&Event::new(
+                let event = Event::new(
                     stored.execution_id,
                     stored.seq,
                     stored.ts,
                     &stored.kind,
                     stored.data,
-                ));
+                );
+                screen.show(&event);
+                replay_nested_offline(&store, &mut screen, &execution.metadata.name, &event)
+                    .map_err(store_failure)?;
                 if screen.renderer.outcome().is_some() {
                     break 'pages;
                 }
@@ -74,6 +88,60 @@ pub(super) fn replay_offline(
     }
     let execution_id = execution.metadata.name.clone();
     screen.finish(home, &execution_id, Some(execution), started, false)
+}
+
+/// Shows, right under the event that started it, the stored events of the nested execution an
+/// event of a replayed execution started (a sub-agent's run, a workflow's agent call): it
+/// ended before the replayed execution did, so its whole log is there.
+fn replay_nested_offline(
+    store: &SqliteStore,
+    screen: &mut Screen,
+    execution_id: &str,
+    event: &Event,
+) -> Result<(), stigmer_store::StoreError> {
+    use stigmer_proto::execution::ExecutionEvent as Typed;
+    let (nest, child) = match &event.event {
+        Typed::SubAgentStarted(started) => (
+            Nest::SubAgent(started.call_id.clone()),
+            started.execution_id.clone(),
+        ),
+        Typed::AgentCallStarted(call) if !screen.json => (
+            Nest::AgentCall(call.reference.clone()),
+            call.execution_id.clone(),
+        ),
+        _ => return Ok(()),
+    };
+    let mut last = 0;
+    loop {
+        let page = store.events_after(&child, last, REPLAY_PAGE)?;
+        let full = page.len() == REPLAY_PAGE;
+        for stored in page {
+            last = stored.seq;
+            let nested = Event::new(
+                stored.execution_id,
+                stored.seq,
+                stored.ts,
+                &stored.kind,
+                stored.data,
+            );
+            let outputs = match &nest {
+                Nest::SubAgent(call_id) if screen.json => {
+                    let parent = EventParent {
+                        kind: ParentKind::ToolCall,
+                        id: call_id.clone(),
+                    };
+                    print_data(&nested.nested_in(execution_id, &parent).to_json_line());
+                    continue;
+                }
+                Nest::SubAgent(call_id) => screen.renderer.render_sub_agent(call_id, &nested),
+                Nest::AgentCall(reference) => screen.renderer.render_agent_call(reference, &nested),
+            };
+            screen.write(outputs);
+        }
+        if !full {
+            return Ok(());
+        }
+    }
 }
 
 /// What Ctrl-C does while following.
@@ -101,14 +169,17 @@ pub(super) struct Follow<'a> {
     pub(super) on_interrupt: OnInterrupt,
     /// When the command started (the duration of last resort).
     pub(super) started: Instant,
+    /// Ask on the terminal about tool calls that wait for approval (`run` with a terminal).
+    pub(super) ask_approvals: bool,
 }
 
 enum Step {
     Feed(Result<FeedItem, FeedError>),
-    /// An event of the agent execution of a workflow's `call: agent` task (its reference).
-    AgentCall(String, ExecutionEvent),
+    /// What the follower of a nested execution sent.
+    Nested(NestedItem),
     Interrupted,
     CancelWaitOver,
+    Prompt(PromptInput),
 }
 
 impl Follow<'_> {
@@ -122,21 +193,22 @@ impl Follow<'_> {
         let id = self.execution_id.clone();
         let mut screen = Screen::new(self.json, self.kind);
         let source = DaemonSource {
-            home: self.home,
+            home: self.home.clone(),
             execution_id: id.clone(),
             first: client,
             current: None,
         };
         let mut feed = EventFeed::new(source, &id);
         let mut cancel_deadline: Option<tokio::time::Instant> = None;
-        // The agent executions of a workflow's `call: agent` tasks, followed to show their
-        // progress under their tasks (aborted when following ends).
-        let (calls_tx, mut calls_rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut calls = tokio::task::JoinSet::new();
+        let mut nested = Nested::new();
+        let mut prompter = self
+            .ask_approvals
+            .then(|| Prompter::new(self.home, &self.execution_id));
         loop {
             let step = tokio::select! {
                 item = feed.next() => Step::Feed(item),
-                Some((reference, event)) = calls_rx.recv() => Step::AgentCall(reference, event),
+                input = next_prompt(&mut prompter) => Step::Prompt(input),
+                Some(item) = nested.receiver.recv() => Step::Nested(item),
                 Some(()) = interrupts.recv() => Step::Interrupted,
                 () = sleep_until(cancel_deadline), if cancel_deadline.is_some() => {
                     Step::CancelWaitOver
@@ -146,29 +218,60 @@ impl Follow<'_> {
                 Step::Feed(item) => match item.map_err(feed_failure)? {
                     FeedItem::Event(event) => {
                         let event = Event::from_proto(event);
-                        screen.show(&event);
+                        // The nested work this event ends shows all of its own first.
+                        let asking = cancel_deadline.is_none();
+                        let ended = ends_nest(&event.event);
+                        if event.event.is_terminal() || ended.is_some() {
+                            let of = |nest: &Nest| ended.as_ref().is_none_or(|ended| nest == ended);
+                            self.catch_up(&mut screen, &mut prompter, &mut nested, asking, of)
+                                .await;
+                        }
+                        let outputs = screen.renderer.render(&event);
+                        let visible = self.json || !outputs.is_empty();
+                        // An open question moves below what is written.
+                        if let Some(prompter) = prompter.as_mut().filter(|_| visible) {
+                            prompter.hide_question();
+                        }
+                        screen.emit(&event, outputs);
                         if screen.renderer.outcome().is_some() {
                             break;
                         }
-                        if let stigmer_proto::execution::ExecutionEvent::AgentCallStarted(call) =
-                            &event.event
-                            && !self.json
+                        if let Some(prompter) = &mut prompter
+                            && cancel_deadline.is_none()
                         {
-                            calls.spawn(follow_agent_call(
-                                self.home.clone(),
-                                call.reference.clone(),
-                                call.execution_id.clone(),
-                                calls_tx.clone(),
-                            ));
+                            prompter.on_event(&event.execution_id, &event.event);
+                            if visible {
+                                prompter.show_question();
+                            }
+                        }
+                        match &event.event {
+                            // `--json` shows a workflow's own events only.
+                            stigmer_proto::execution::ExecutionEvent::AgentCallStarted(call)
+                                if !self.json =>
+                            {
+                                nested.follow(
+                                    self.home,
+                                    Nest::AgentCall(call.reference.clone()),
+                                    &call.execution_id,
+                                );
+                            }
+                            stigmer_proto::execution::ExecutionEvent::SubAgentStarted(started)
+                                if started.parent.is_none() =>
+                            {
+                                nested.follow(
+                                    self.home,
+                                    Nest::SubAgent(started.call_id.clone()),
+                                    &started.execution_id,
+                                );
+                            }
+                            _ => {}
                         }
                     }
                     FeedItem::Notice(text) => screen.note(&text),
                 },
-                Step::AgentCall(reference, event) => {
-                    let outputs = screen
-                        .renderer
-                        .render_agent_call(&reference, &Event::from_proto(event));
-                    screen.write(outputs);
+                Step::Nested(item) => {
+                    let asking = cancel_deadline.is_none();
+                    self.show_nested(&mut screen, &mut prompter, &mut nested, asking, item);
                 }
                 Step::Interrupted if cancel_deadline.is_some() => {
                     screen.note("stopped waiting for the execution to stop");
@@ -192,6 +295,11 @@ impl Follow<'_> {
                         cancel_deadline = Some(tokio::time::Instant::now() + CANCEL_WAIT);
                     }
                 },
+                Step::Prompt(input) => {
+                    if let Some(prompter) = &mut prompter {
+                        prompter.handle(input);
+                    }
+                }
                 Step::CancelWaitOver => {
                     screen.warning(&format!(
                         "execution {id} did not stop within {}s; see `stigmer execution get {id}`",
@@ -212,38 +320,165 @@ impl Follow<'_> {
     }
 }
 
-/// Sends the events of the agent execution of a workflow's `call: agent` task to `events` until
-/// it ends. Best effort: a broken stream ends it quietly (the task's output still has the
-/// answer).
-async fn follow_agent_call(
+impl Follow<'_> {
+    /// Shows what the follower of a nested execution sent, under the work that started it;
+    /// the prompter learns of a sub-agent's calls that wait while it is `asking` (not after
+    /// Ctrl-C).
+    fn show_nested(
+        &self,
+        screen: &mut Screen,
+        prompter: &mut Option<Prompter>,
+        nested: &mut Nested,
+        asking: bool,
+        (nest, execution_id, item): NestedItem,
+    ) {
+        let Some(event) = item else {
+            nested.following.remove(&(nest, execution_id));
+            return;
+        };
+        let event = Event::from_proto(event);
+        let outputs = match &nest {
+            Nest::AgentCall(reference) => screen.renderer.render_agent_call(reference, &event),
+            Nest::SubAgent(call_id) if self.json => {
+                let parent = EventParent {
+                    kind: ParentKind::ToolCall,
+                    id: call_id.clone(),
+                };
+                print_data(&event.nested_in(&self.execution_id, &parent).to_json_line());
+                return;
+            }
+            Nest::SubAgent(call_id) => screen.renderer.render_sub_agent(call_id, &event),
+        };
+        let Some(prompter) = prompter else {
+            screen.write(outputs);
+            return;
+        };
+        let visible = !outputs.is_empty();
+        if visible {
+            prompter.hide_question();
+        }
+        screen.write(outputs);
+        if asking && matches!(nest, Nest::SubAgent(_)) {
+            prompter.on_event(&event.execution_id, &event.event);
+        }
+        if visible {
+            prompter.show_question();
+        }
+    }
+
+    /// Shows what nested executions sent until none that `of` selects is followed any more
+    /// (each ends with its execution), or [`NESTED_WAIT`] passed.
+    async fn catch_up(
+        &self,
+        screen: &mut Screen,
+        prompter: &mut Option<Prompter>,
+        nested: &mut Nested,
+        asking: bool,
+        of: impl Fn(&Nest) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + NESTED_WAIT;
+        while nested.following.iter().any(|(nest, _)| of(nest)) {
+            match tokio::time::timeout_at(deadline, nested.receiver.recv()).await {
+                Ok(Some(item)) => self.show_nested(screen, prompter, nested, asking, item),
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Nested work of a followed execution whose own execution is followed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Nest {
+    /// A workflow's `call: agent` task (its reference).
+    AgentCall(String),
+    /// An agent's `task` call (its call id), which runs a sub-agent.
+    SubAgent(String),
+}
+
+/// The nested work an event of the followed execution ends, if any.
+fn ends_nest(event: &stigmer_proto::execution::ExecutionEvent) -> Option<Nest> {
+    use stigmer_proto::execution::ExecutionEvent as Typed;
+    match event {
+        Typed::ToolCallFinished(finished) if finished.parent.is_none() => {
+            Some(Nest::SubAgent(finished.call_id.clone()))
+        }
+        Typed::TaskCompleted(completed) => Some(Nest::AgentCall(completed.reference.clone())),
+        Typed::TaskFailed(failed) => Some(Nest::AgentCall(failed.reference.clone())),
+        _ => None,
+    }
+}
+
+/// What a nested execution's follower sends: its work, its execution, and an event of it, or
+/// `None` once following it ended.
+type NestedItem = (Nest, String, Option<ExecutionEvent>);
+
+/// The nested executions being followed, each by a task of its own that sends its events here
+/// (aborted when following ends).
+struct Nested {
+    sender: tokio::sync::mpsc::UnboundedSender<NestedItem>,
+    receiver: tokio::sync::mpsc::UnboundedReceiver<NestedItem>,
+    tasks: tokio::task::JoinSet<()>,
+    /// The nested executions whose follower did not end yet.
+    following: HashSet<(Nest, String)>,
+}
+
+impl Nested {
+    fn new() -> Nested {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        Nested {
+            sender,
+            receiver,
+            tasks: tokio::task::JoinSet::new(),
+            following: HashSet::new(),
+        }
+    }
+
+    fn follow(&mut self, home: &StigmerHome, nest: Nest, execution_id: &str) {
+        let key = (nest, execution_id.to_owned());
+        if self.following.insert(key.clone()) {
+            self.tasks
+                .spawn(follow_nested(home.clone(), key, self.sender.clone()));
+        }
+    }
+}
+
+/// Sends the events of a nested execution to `items` until it ends, then `None`. Best effort:
+/// a feed that is lost ends it quietly (the nested work's result still says how it went).
+async fn follow_nested(
     home: StigmerHome,
-    reference: String,
-    execution_id: String,
-    events: tokio::sync::mpsc::UnboundedSender<(String, ExecutionEvent)>,
+    (nest, execution_id): (Nest, String),
+    items: tokio::sync::mpsc::UnboundedSender<NestedItem>,
 ) {
-    let Ok(mut client) = DaemonClient::connect(&home).await else {
-        return;
+    let source = DaemonSource {
+        home,
+        execution_id: execution_id.clone(),
+        first: None,
+        current: None,
     };
-    let Ok(stream) = client
-        .executions()
-        .subscribe(SubscribeRequest {
-            execution_id,
-            after_seq: 0,
-        })
-        .await
-    else {
-        return;
-    };
-    let mut stream = stream.into_inner();
-    while let Ok(Some(event)) = stream.message().await {
-        let terminal = stigmer_proto::execution::ExecutionEvent::from_wire_json_lenient(
-            &event.kind,
-            &event.data_json,
-        )
-        .is_terminal();
-        if events.send((reference.clone(), event)).is_err() || terminal {
+    let mut feed = EventFeed::new(source, &execution_id);
+    while let Ok(item) = feed.next().await {
+        let FeedItem::Event(event) = item else {
+            continue;
+        };
+        let terminal = event.event().is_terminal();
+        if items
+            .send((nest.clone(), execution_id.clone(), Some(event)))
+            .is_err()
+        {
             return;
         }
+        if terminal {
+            break;
+        }
+    }
+    let _ = items.send((nest, execution_id, None));
+}
+
+/// The prompter's next input; pending without one.
+async fn next_prompt(prompter: &mut Option<Prompter>) -> PromptInput {
+    match prompter {
+        Some(prompter) => prompter.next().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -329,6 +564,11 @@ impl Screen {
     fn show(&mut self, event: &Event) {
         // Rendered in JSON mode too: the renderer keeps the counts and the outcome.
         let outputs = self.renderer.render(event);
+        self.emit(event, outputs);
+    }
+
+    /// Writes what an event rendered to (or the event as a JSON line).
+    fn emit(&self, event: &Event, outputs: Vec<Output>) {
         if self.json {
             print_data(&event.to_json_line());
         } else {
@@ -504,22 +744,22 @@ fn workflow_result(
 /// Subscriptions through the daemon of a home. The first uses the client the command already
 /// has; each later one (after a break) connects again, re-reading the daemon's address and
 /// token, which a restart may have changed.
-struct DaemonSource<'a> {
-    home: &'a StigmerHome,
+struct DaemonSource {
+    home: StigmerHome,
     execution_id: String,
     first: Option<DaemonClient>,
     /// The client of the current subscription, kept while its stream is read.
     current: Option<DaemonClient>,
 }
 
-impl EventSource for DaemonSource<'_> {
+impl EventSource for DaemonSource {
     type Stream = Streaming<ExecutionEvent>;
 
     async fn subscribe(&mut self, after_seq: u64) -> Result<Self::Stream, Status> {
         self.current = None;
         let mut client = match self.first.take() {
             Some(client) => client,
-            None => DaemonClient::connect(self.home)
+            None => DaemonClient::connect(&self.home)
                 .await
                 .map_err(Status::unavailable)?,
         };
@@ -663,6 +903,32 @@ mod tests {
             interrupted.exit.expect("interrupted"),
             ExitCode::from(EXIT_INTERRUPTED)
         );
+    }
+
+    #[test]
+    fn nested_work_ends_with_its_call_or_its_task() {
+        use stigmer_proto::execution::ExecutionEvent as Typed;
+        let event = |kind: &str, data: serde_json::Value| {
+            Typed::from_wire(kind, &data).expect("test data fits its kind")
+        };
+        let finished = event(
+            "tool_call_finished",
+            serde_json::json!({"turn": 1, "call_id": "c1", "name": "task", "result": "42", "is_error": false}),
+        );
+        assert_eq!(ends_nest(&finished), Some(Nest::SubAgent("c1".into())));
+        let completed = event(
+            "task_completed",
+            serde_json::json!({"reference": "/do/0/ask", "name": "ask", "output": {}}),
+        );
+        assert_eq!(
+            ends_nest(&completed),
+            Some(Nest::AgentCall("/do/0/ask".into()))
+        );
+        let started = event(
+            "tool_call_started",
+            serde_json::json!({"turn": 1, "call_id": "c1", "name": "task", "arguments": {}}),
+        );
+        assert_eq!(ends_nest(&started), None);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! One module per command group; [`dispatch`] maps parsed arguments to them. The modules never
 //! import from this one: what they share lives in modules of its own (`invocation`, `output`,
-//! `table`, `execution_output`, `follow`), so no module imports from one that imports from it.
+//! `table`, `execution_output`, `approvals`, `follow`), so no module imports from one that
+//! imports from it.
 
+mod approvals;
 mod execution_output;
 mod executions;
 mod follow;
@@ -46,6 +48,8 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Execution(ExecutionCommand::Get(args)) => executions::get(args).await,
         Command::Execution(ExecutionCommand::Cancel(args)) => executions::cancel(args).await,
         Command::Execution(ExecutionCommand::Watch(args)) => executions::watch(args).await,
+        Command::Execution(ExecutionCommand::Approve(args)) => approvals::approve(args).await,
+        Command::Execution(ExecutionCommand::Deny(args)) => approvals::deny(args).await,
         Command::Image(ImageCommand::Build(args)) => image::build(args).await,
         Command::Internal(InternalCommand::Daemon) => internal::daemon().await,
         Command::Internal(InternalCommand::AgentRunner) => {

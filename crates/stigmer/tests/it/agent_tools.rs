@@ -66,7 +66,7 @@ fn stack_with(provider: &str, script: Vec<Turn>, manifest: &str, skills: &[(&str
 
 /// An McpServer running server-everything over stdio, marked so that its processes can be
 /// found by their environment.
-fn everything_stdio(name: &str, marker: &str, extra_env: &str) -> String {
+pub(crate) fn everything_stdio(name: &str, marker: &str, extra_env: &str) -> String {
     format!(
         "apiVersion: agentic.stigmer.ai/v1\nkind: McpServer\nmetadata:\n  name: {name}\nspec:\n  stdio:\n    command: node\n    args: [{script}, stdio]\n    env:\n      STIGMER_TEST_MARKER: {marker}\n{extra_env}---\n",
         script = everything_script().display()
@@ -74,7 +74,7 @@ fn everything_stdio(name: &str, marker: &str, extra_env: &str) -> String {
 }
 
 /// Processes whose environment holds `STIGMER_TEST_MARKER=<marker>`.
-fn marked_processes(marker: &str) -> Vec<u32> {
+pub(crate) fn marked_processes(marker: &str) -> Vec<u32> {
     let wanted = format!("STIGMER_TEST_MARKER={marker}");
     std::fs::read_dir("/proc")
         .unwrap()
@@ -102,7 +102,7 @@ fn processes_running(argv: &[&str]) -> Vec<u32> {
         .collect()
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!(
         "{prefix}-{}-{}",
         std::process::id(),

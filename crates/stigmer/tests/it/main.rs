@@ -1,7 +1,9 @@
 //! Integration tests of the real `stigmer` binary against the real Temporal dev server.
 //! Each test has its own `STIGMER_HOME` with free ports, and stops what it started on drop.
 
+mod agent_guards;
 mod agent_tools;
+mod approvals;
 mod containers;
 mod contract;
 mod lifecycle;
@@ -9,6 +11,7 @@ mod logs;
 mod resources;
 mod runs;
 mod server_limits;
+mod sub_agents;
 mod tools;
 mod workflow_children;
 mod workflow_examples;

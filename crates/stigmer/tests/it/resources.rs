@@ -62,6 +62,7 @@ fn every_kind_round_trips_through_apply_get_and_delete() {
             ("Agent", "file-helper", "created"),
             ("Agent", "hello", "created"),
             ("Agent", "reviewer", "created"),
+            ("Agent", "team-lead", "created"),
             ("Agent", "writer", "created"),
             ("Environment", "dev", "created"),
             ("McpServer", "files", "created"),
@@ -102,7 +103,7 @@ fn every_kind_round_trips_through_apply_get_and_delete() {
     }
     let list = home.run(&["get", "ag", "-o", "json"]);
     let list: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-    assert_eq!(list["items"].as_array().unwrap().len(), 4);
+    assert_eq!(list["items"].as_array().unwrap().len(), 5);
     let table = home.run(&["get", "agents"]);
     assert!(table.stdout.starts_with("NAME"), "{table}");
     assert!(table.stdout.contains("file-helper"), "{table}");
@@ -218,7 +219,7 @@ fn resources_survive_a_restart_and_a_kill_of_the_daemon() {
     let offline = home.run(&["get", "agents", "-o", "json"]);
     let offline: serde_json::Value =
         serde_json::from_str(&offline.stdout).unwrap_or_else(|error| panic!("{error}: {offline}"));
-    assert_eq!(offline["items"].as_array().unwrap().len(), 4);
+    assert_eq!(offline["items"].as_array().unwrap().len(), 5);
     home.start();
     let again = home.run(&["apply", "-f", &examples(), "--json"]);
     assert!(
