@@ -16,6 +16,7 @@ use crate::steps::{
     ToolInput, TurnInput, TurnOutcome, default_approval_timeout,
 };
 use crate::subagents::{self, SubAgentOutcome, TaskCall};
+use crate::telemetry;
 use crate::toolbox::{self, ToolEnvironment, Toolbox, Toolboxes};
 use crate::turn::{self, StepError, StepId};
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ use stigmer_proto::execution::{
     SubAgentStarted, ToolCallFinished, ToolCallStarted,
 };
 use stigmer_resources::{AgentSpec, Provider};
+use stigmer_telemetry::spans::ToolType;
 use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -446,7 +448,18 @@ impl AgentActivities {
                 &tools,
             )
             .await?;
-        let result = match turn::model_turn(&client, &messages, &tools, step, &sink).await {
+        let started = std::time::SystemTime::now();
+        let result = turn::model_turn(&client, &messages, &tools, step, &sink).await;
+        telemetry::chat(
+            &input.execution_id,
+            &config,
+            step,
+            started,
+            &messages,
+            &result,
+            &sink.redactor,
+        );
+        let result = match result {
             Ok(result) => result,
             Err(StepError::Llm(LlmError::Fatal { message }))
                 if config.provider == LlmProvider::Ollama =>
@@ -1157,6 +1170,12 @@ impl AgentActivities {
                 .await
                 .map_err(api_error)?;
         }
+        let tool_type = if toolbox.runs(&call.name) && call.name != toolbox::SHELL_TOOL {
+            ToolType::Extension
+        } else {
+            ToolType::Function
+        };
+        let started = std::time::SystemTime::now();
         let output = turn::tool_call_with(call, step, &sink, |progress| async move {
             if toolbox.runs(&call.name) {
                 let report = move |update: stigmer_mcp::Progress| {
@@ -1176,8 +1195,20 @@ impl AgentActivities {
                 .into()
             }
         })
-        .await
-        .map_err(|error| step_error(&sink, error))?;
+        .await;
+        telemetry::tool(
+            context.execution_id(),
+            call,
+            tool_type,
+            step,
+            started,
+            output
+                .as_ref()
+                .ok()
+                .map(|output| (output.output.content.as_str(), output.output.is_error)),
+            &sink.redactor,
+        );
+        let output = output.map_err(|error| step_error(&sink, error))?;
         let is_error = output.output.is_error;
         let result = loops::annotate(stored(output.output.content, output.images), repeat);
         self.api

@@ -176,6 +176,7 @@ mod tests {
             llm_base_url: "http://127.0.0.1:1".into(),
             openai_api_key: None,
             anthropic_api_key: None,
+            telemetry: Default::default(),
         };
         (Api::new(&spec).unwrap(), server)
     }

@@ -15,6 +15,7 @@ pub mod loops;
 pub mod skills;
 pub mod steps;
 pub mod subagents;
+pub mod telemetry;
 pub mod toolbox;
 pub mod turn;
 pub mod workflow;
@@ -36,5 +37,16 @@ pub async fn run(
         agent::AgentActivities::new(spec.clone())
             .map_err(|error| WorkerError::Setup(error.to_string()))?,
     );
-    worker::run(&spec, options, shutdown).await
+    // Spans of model calls and tool calls, when an endpoint is configured; flushed (within a
+    // bound) when the worker stops.
+    let telemetry = stigmer_telemetry::init(
+        &spec.telemetry,
+        "stigmer-agent-runner",
+        &spec.worker_identity,
+    );
+    let outcome = worker::run(&spec, options, shutdown).await;
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
+    outcome
 }

@@ -136,6 +136,8 @@ pub async fn model_turn(
                 turn: step.turn,
                 input_tokens: result.usage.input_tokens,
                 output_tokens: result.usage.output_tokens,
+                model: Some(client.config().model.clone()),
+                provider: Some(client.config().provider.as_str().to_owned()),
                 parent: None,
             }
             .into(),

@@ -33,6 +33,18 @@ impl EnvVars {
     pub const ANTHROPIC_API_KEY: &'static str = "ANTHROPIC_API_KEY";
     /// A `tracing` filter directive that overrides `logs.level` for every component.
     pub const STIGMER_LOG: &'static str = "STIGMER_LOG";
+    /// The OTLP endpoint traces are exported to (`telemetry.otlp_endpoint`); unset, nothing is
+    /// exported.
+    pub const OTEL_EXPORTER_OTLP_ENDPOINT: &'static str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    /// `http/protobuf` (default) or `grpc` (`telemetry.protocol`).
+    pub const OTEL_EXPORTER_OTLP_PROTOCOL: &'static str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+    /// Replaces the components' service names (`stigmer-server`, `stigmer-agent-runner`, …).
+    pub const OTEL_SERVICE_NAME: &'static str = "OTEL_SERVICE_NAME";
+    /// `key=value,…` added to every component's resource.
+    pub const OTEL_RESOURCE_ATTRIBUTES: &'static str = "OTEL_RESOURCE_ATTRIBUTES";
+    /// `true` puts prompts, answers and tool contents on spans (`telemetry.capture_content`).
+    pub const OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: &'static str =
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT";
     /// Disables colour in human output (<https://no-color.org>).
     pub const NO_COLOR: &'static str = "NO_COLOR";
 }

@@ -9,6 +9,7 @@
 
 use crate::llm::LlmProvider;
 use crate::secret::Secret;
+use crate::telemetry::{OtlpProtocol, TelemetrySettings, parse_bool, valid_endpoint};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -69,6 +70,8 @@ pub struct RunnerLaunchSpec {
     pub llm_base_url: String,
     pub openai_api_key: Option<Secret>,
     pub anthropic_api_key: Option<Secret>,
+    /// Where the runner exports its spans (no endpoint: nowhere).
+    pub telemetry: TelemetrySettings,
 }
 
 const ROLE: &str = "STIGMER_RUNNER_ROLE";
@@ -86,6 +89,11 @@ const LLM_MODEL: &str = "STIGMER_LLM_MODEL";
 const LLM_BASE_URL: &str = "STIGMER_LLM_BASE_URL";
 const OPENAI_API_KEY: &str = "STIGMER_OPENAI_API_KEY";
 const ANTHROPIC_API_KEY: &str = "STIGMER_ANTHROPIC_API_KEY";
+const OTLP_ENDPOINT: &str = "STIGMER_OTLP_ENDPOINT";
+const OTLP_PROTOCOL: &str = "STIGMER_OTLP_PROTOCOL";
+const OTEL_CAPTURE_CONTENT: &str = "STIGMER_OTEL_CAPTURE_CONTENT";
+const OTEL_SERVICE_NAME: &str = "STIGMER_OTEL_SERVICE_NAME";
+const OTEL_RESOURCE_ATTRIBUTES: &str = "STIGMER_OTEL_RESOURCE_ATTRIBUTES";
 
 impl RunnerLaunchSpec {
     /// The variables every launch sets.
@@ -105,8 +113,17 @@ impl RunnerLaunchSpec {
         LLM_BASE_URL,
     ];
 
-    /// Variables set only when there is a value (API keys).
-    pub const OPTIONAL: [&'static str; 2] = [OPENAI_API_KEY, ANTHROPIC_API_KEY];
+    /// Variables set only when there is a value (API keys, telemetry); an absent one is the
+    /// default (no key, no export, `http/protobuf`, no content).
+    pub const OPTIONAL: [&'static str; 7] = [
+        OPENAI_API_KEY,
+        ANTHROPIC_API_KEY,
+        OTLP_ENDPOINT,
+        OTLP_PROTOCOL,
+        OTEL_CAPTURE_CONTENT,
+        OTEL_SERVICE_NAME,
+        OTEL_RESOURCE_ATTRIBUTES,
+    ];
 
     /// Every variable of the contract; a runner accepts no other `STIGMER_*` variable.
     pub fn variables() -> impl Iterator<Item = &'static str> {
@@ -130,16 +147,44 @@ impl RunnerLaunchSpec {
             (LLM_MODEL, self.llm_model.clone()),
             (LLM_BASE_URL, self.llm_base_url.clone()),
         ];
+        let telemetry = &self.telemetry;
         let optional = [
-            (OPENAI_API_KEY, self.openai_api_key.as_ref()),
-            (ANTHROPIC_API_KEY, self.anthropic_api_key.as_ref()),
+            (
+                OPENAI_API_KEY,
+                self.openai_api_key
+                    .as_ref()
+                    .map(|key| key.expose().to_owned()),
+            ),
+            (
+                ANTHROPIC_API_KEY,
+                self.anthropic_api_key
+                    .as_ref()
+                    .map(|key| key.expose().to_owned()),
+            ),
+            (OTLP_ENDPOINT, telemetry.otlp_endpoint.clone()),
+            (
+                OTLP_PROTOCOL,
+                (telemetry.protocol != OtlpProtocol::default())
+                    .then(|| telemetry.protocol.as_str().to_owned()),
+            ),
+            (
+                OTEL_CAPTURE_CONTENT,
+                telemetry.capture_content.then(|| "true".to_owned()),
+            ),
+            (OTEL_SERVICE_NAME, telemetry.service_name.clone()),
+            (
+                OTEL_RESOURCE_ATTRIBUTES,
+                telemetry.resource_attributes.clone(),
+            ),
         ];
         pairs
             .into_iter()
             .map(|(name, value)| (name.to_owned(), value))
-            .chain(optional.into_iter().filter_map(|(name, value)| {
-                value.map(|secret| (name.to_owned(), secret.expose().to_owned()))
-            }))
+            .chain(
+                optional
+                    .into_iter()
+                    .filter_map(|(name, value)| value.map(|value| (name.to_owned(), value))),
+            )
             .collect()
     }
 
@@ -210,14 +255,43 @@ impl RunnerLaunchSpec {
         })?;
         let llm_model = take(LLM_MODEL)?;
         let llm_base_url = take(LLM_BASE_URL)?;
-        let mut optional = |name: &'static str| {
-            stigmer_vars
-                .remove(name)
-                .filter(|value| !value.is_empty())
-                .map(Secret::new)
+        let mut optional =
+            |name: &'static str| stigmer_vars.remove(name).filter(|value| !value.is_empty());
+        let openai_api_key = optional(OPENAI_API_KEY).map(Secret::new);
+        let anthropic_api_key = optional(ANTHROPIC_API_KEY).map(Secret::new);
+        let otlp_endpoint = match optional(OTLP_ENDPOINT) {
+            Some(endpoint) if !valid_endpoint(&endpoint) => {
+                return Err(LaunchSpecError::Invalid {
+                    name: OTLP_ENDPOINT,
+                    value: endpoint,
+                    expected: "an http:// or https:// URL",
+                });
+            }
+            endpoint => endpoint,
         };
-        let openai_api_key = optional(OPENAI_API_KEY);
-        let anthropic_api_key = optional(ANTHROPIC_API_KEY);
+        let protocol = match optional(OTLP_PROTOCOL) {
+            None => OtlpProtocol::default(),
+            Some(text) => OtlpProtocol::parse(&text).ok_or(LaunchSpecError::Invalid {
+                name: OTLP_PROTOCOL,
+                value: text,
+                expected: "`http/protobuf` or `grpc`",
+            })?,
+        };
+        let capture_content = match optional(OTEL_CAPTURE_CONTENT) {
+            None => false,
+            Some(text) => parse_bool(&text).ok_or(LaunchSpecError::Invalid {
+                name: OTEL_CAPTURE_CONTENT,
+                value: text,
+                expected: "`true` or `false`",
+            })?,
+        };
+        let telemetry = TelemetrySettings {
+            otlp_endpoint,
+            protocol,
+            capture_content,
+            service_name: optional(OTEL_SERVICE_NAME),
+            resource_attributes: optional(OTEL_RESOURCE_ATTRIBUTES),
+        };
         Ok(RunnerLaunchSpec {
             role,
             home,
@@ -234,6 +308,7 @@ impl RunnerLaunchSpec {
             llm_base_url,
             openai_api_key,
             anthropic_api_key,
+            telemetry,
         })
     }
 }
@@ -257,6 +332,7 @@ impl fmt::Debug for RunnerLaunchSpec {
             .field("llm_base_url", &self.llm_base_url)
             .field("openai_api_key", &self.openai_api_key)
             .field("anthropic_api_key", &self.anthropic_api_key)
+            .field("telemetry", &self.telemetry)
             .finish()
     }
 }
@@ -323,6 +399,13 @@ mod tests {
             llm_base_url: "http://localhost:11434".into(),
             openai_api_key: Some(Secret::new("sk-openai-value")),
             anthropic_api_key: None,
+            telemetry: TelemetrySettings {
+                otlp_endpoint: Some("http://127.0.0.1:4317".into()),
+                protocol: OtlpProtocol::Grpc,
+                capture_content: true,
+                service_name: Some("agents".into()),
+                resource_attributes: Some("deployment.environment=dev,team=a".into()),
+            },
         }
     }
 
@@ -332,17 +415,40 @@ mod tests {
         let env = spec.to_env();
         let names: Vec<&str> = env.iter().map(|(name, _)| name.as_str()).collect();
         let mut expected: Vec<&str> = RunnerLaunchSpec::REQUIRED.to_vec();
-        expected.push("STIGMER_OPENAI_API_KEY");
+        expected.extend([
+            "STIGMER_OPENAI_API_KEY",
+            "STIGMER_OTLP_ENDPOINT",
+            "STIGMER_OTLP_PROTOCOL",
+            "STIGMER_OTEL_CAPTURE_CONTENT",
+            "STIGMER_OTEL_SERVICE_NAME",
+            "STIGMER_OTEL_RESOURCE_ATTRIBUTES",
+        ]);
         assert_eq!(names, expected);
+        // Every variable of the contract is written by some spec.
+        let every = RunnerLaunchSpec {
+            anthropic_api_key: Some(Secret::new("sk-ant")),
+            ..spec.clone()
+        };
+        let mut written: Vec<String> = every.to_env().into_iter().map(|(name, _)| name).collect();
+        let mut declared: Vec<String> = RunnerLaunchSpec::variables().map(str::to_owned).collect();
+        written.sort();
+        declared.sort();
+        assert_eq!(written, declared);
+        assert_eq!(RunnerLaunchSpec::from_env(every.to_env()).unwrap(), every);
         // Unrelated variables (PATH, HOME) are ignored.
         let mut with_noise = env.clone();
         with_noise.push(("PATH".into(), "/usr/bin".into()));
         assert_eq!(RunnerLaunchSpec::from_env(with_noise).unwrap(), spec);
-        // Optional keys may be absent.
+        // Optional keys may be absent; without telemetry nothing of it is written.
         let without_keys = RunnerLaunchSpec {
             openai_api_key: None,
+            telemetry: TelemetrySettings::default(),
             ..spec
         };
+        assert_eq!(
+            without_keys.to_env().len(),
+            RunnerLaunchSpec::REQUIRED.len()
+        );
         assert_eq!(
             RunnerLaunchSpec::from_env(without_keys.to_env()).unwrap(),
             without_keys
@@ -409,6 +515,27 @@ mod tests {
             RunnerLaunchSpec::from_env(replace(API_ENDPOINT, "localhost:50051")),
             Err(LaunchSpecError::Invalid {
                 name: API_ENDPOINT,
+                ..
+            })
+        ));
+        assert!(matches!(
+            RunnerLaunchSpec::from_env(replace(OTLP_ENDPOINT, "collector:4317")),
+            Err(LaunchSpecError::Invalid {
+                name: OTLP_ENDPOINT,
+                ..
+            })
+        ));
+        assert!(matches!(
+            RunnerLaunchSpec::from_env(replace(OTLP_PROTOCOL, "http/json")),
+            Err(LaunchSpecError::Invalid {
+                name: OTLP_PROTOCOL,
+                ..
+            })
+        ));
+        assert!(matches!(
+            RunnerLaunchSpec::from_env(replace(OTEL_CAPTURE_CONTENT, "maybe")),
+            Err(LaunchSpecError::Invalid {
+                name: OTEL_CAPTURE_CONTENT,
                 ..
             })
         ));

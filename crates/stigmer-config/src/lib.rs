@@ -5,6 +5,7 @@
 //!   defaults < file < environment < flags, exactly once, by the CLI.
 //! - [`RunnerLaunchSpec`]: the typed contract between the supervisor and the runners. It is the
 //!   only way a runner receives configuration.
+//! - [`TelemetrySettings`]: where traces go (OpenTelemetry), off unless an endpoint is set.
 //! - [`Secret`]: a string that never prints itself.
 
 mod env_vars;
@@ -13,6 +14,7 @@ mod launch;
 mod llm;
 mod secret;
 mod settings;
+mod telemetry;
 
 pub use env_vars::EnvVars;
 pub use home::{Component, StigmerHome};
@@ -24,6 +26,7 @@ pub use settings::{
     ServerSettings, Settings, SupervisorSettings, TemporalMode, TemporalSettings,
     find_temporal_binary,
 };
+pub use telemetry::{OtlpProtocol, TelemetrySettings};
 
 /// Temporal task queue polled by the agent runner.
 pub const AGENT_TASK_QUEUE: &str = "agent_execution_runner";

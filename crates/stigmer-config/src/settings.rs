@@ -8,6 +8,7 @@ use crate::env_vars::EnvVars;
 use crate::home::StigmerHome;
 use crate::llm::LlmProvider;
 use crate::secret::Secret;
+use crate::telemetry::{OtlpProtocol, TelemetrySettings, parse_bool, valid_endpoint};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,19 @@ pub struct ConfigFile {
     pub llm: LlmFile,
     #[serde(default)]
     pub agent_runner: AgentRunnerFile,
+    #[serde(default)]
+    pub telemetry: TelemetryFile,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryFile {
+    /// The OTLP endpoint traces are exported to; `OTEL_EXPORTER_OTLP_ENDPOINT` wins.
+    pub otlp_endpoint: Option<String>,
+    /// `http/protobuf` (default) or `grpc`; `OTEL_EXPORTER_OTLP_PROTOCOL` wins.
+    pub protocol: Option<String>,
+    /// Put prompts, answers and tool arguments and results on spans (secrets masked).
+    pub capture_content: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -171,6 +185,8 @@ pub struct Settings {
     pub llm: LlmSettings,
     #[serde(default)]
     pub agent_runner: AgentRunnerSettings,
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
 }
 
 /// How the agent-runner runs.
@@ -539,6 +555,7 @@ impl Settings {
                 .filter(|base| !base.trim().is_empty()),
             network,
         };
+        let telemetry = resolve_telemetry(&file.telemetry, env)?;
         Ok(Settings {
             home,
             server: ServerSettings { port: server_port },
@@ -547,8 +564,68 @@ impl Settings {
             logs,
             llm,
             agent_runner,
+            telemetry,
         })
     }
+}
+
+/// Where traces go: the standard `OTEL_*` variables over `telemetry:` in the file, like the other
+/// settings (environment over file). Without an endpoint the rest is kept but unused.
+fn resolve_telemetry(
+    file: &TelemetryFile,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<TelemetrySettings, ConfigError> {
+    let non_empty = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+    let otlp_endpoint = match non_empty(EnvVars::OTEL_EXPORTER_OTLP_ENDPOINT) {
+        Some(endpoint) if !valid_endpoint(endpoint.trim()) => {
+            return Err(ConfigError::InvalidEnv {
+                name: EnvVars::OTEL_EXPORTER_OTLP_ENDPOINT,
+                value: endpoint,
+                expected: "an http:// or https:// URL",
+            });
+        }
+        Some(endpoint) => Some(endpoint),
+        None => match file.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()) {
+            Some(endpoint) if !valid_endpoint(endpoint.trim()) => {
+                return Err(ConfigError::Invalid {
+                    key: "telemetry.otlp_endpoint",
+                    message: format!("{endpoint:?} is not an http:// or https:// URL"),
+                });
+            }
+            other => other,
+        },
+    }
+    .map(|endpoint| endpoint.trim().trim_end_matches('/').to_owned());
+    let protocol = match non_empty(EnvVars::OTEL_EXPORTER_OTLP_PROTOCOL) {
+        Some(text) => OtlpProtocol::parse(&text).ok_or(ConfigError::InvalidEnv {
+            name: EnvVars::OTEL_EXPORTER_OTLP_PROTOCOL,
+            value: text,
+            expected: "`http/protobuf` or `grpc`",
+        })?,
+        None => match &file.protocol {
+            Some(text) => OtlpProtocol::parse(text).ok_or_else(|| ConfigError::Invalid {
+                key: "telemetry.protocol",
+                message: format!("unknown protocol {text:?}: expected http/protobuf or grpc"),
+            })?,
+            None => OtlpProtocol::default(),
+        },
+    };
+    let capture_content =
+        match non_empty(EnvVars::OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT) {
+            Some(text) => parse_bool(&text).ok_or(ConfigError::InvalidEnv {
+                name: EnvVars::OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT,
+                value: text,
+                expected: "`true` or `false`",
+            })?,
+            None => file.capture_content.unwrap_or(false),
+        };
+    Ok(TelemetrySettings {
+        otlp_endpoint,
+        protocol,
+        capture_content,
+        service_name: non_empty(EnvVars::OTEL_SERVICE_NAME).map(|name| name.trim().to_owned()),
+        resource_attributes: non_empty(EnvVars::OTEL_RESOURCE_ATTRIBUTES),
+    })
 }
 
 /// The stack's default model. Unlike the other settings, `config.yaml` wins over the
@@ -903,6 +980,71 @@ mod tests {
         ));
         let (error, _dir) = resolve("", &[("STIGMER_LLM_PROVIDER", "x")], Overrides::default());
         assert!(matches!(error, Err(ConfigError::InvalidEnv { .. })));
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_the_environment_wins_over_the_file() {
+        let (settings, _dir) = resolve("", &[], Overrides::default());
+        let telemetry = settings.unwrap().telemetry;
+        assert_eq!(telemetry, TelemetrySettings::default());
+        assert!(!telemetry.enabled());
+
+        let yaml = "telemetry:\n  otlp_endpoint: http://collector:4317/\n  protocol: grpc\n  capture_content: true\n";
+        let (settings, _dir) = resolve(yaml, &[], Overrides::default());
+        let telemetry = settings.unwrap().telemetry;
+        assert_eq!(
+            telemetry.otlp_endpoint.as_deref(),
+            Some("http://collector:4317")
+        );
+        assert_eq!(telemetry.protocol, OtlpProtocol::Grpc);
+        assert!(telemetry.capture_content);
+
+        let env = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            (
+                "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+                "false",
+            ),
+            ("OTEL_SERVICE_NAME", "agents"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=dev"),
+        ];
+        let (settings, _dir) = resolve(yaml, &env, Overrides::default());
+        let telemetry = settings.unwrap().telemetry;
+        assert_eq!(
+            telemetry,
+            TelemetrySettings {
+                otlp_endpoint: Some("http://127.0.0.1:4318".into()),
+                protocol: OtlpProtocol::HttpProtobuf,
+                capture_content: false,
+                service_name: Some("agents".into()),
+                resource_attributes: Some("deployment.environment=dev".into()),
+            }
+        );
+
+        let (error, _dir) = resolve(
+            "telemetry:\n  otlp_endpoint: collector:4317\n",
+            &[],
+            Overrides::default(),
+        );
+        assert!(matches!(
+            error,
+            Err(ConfigError::Invalid {
+                key: "telemetry.otlp_endpoint",
+                ..
+            })
+        ));
+        let (error, _dir) = resolve(
+            "",
+            &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
+            Overrides::default(),
+        );
+        assert_eq!(
+            error.unwrap_err().to_string(),
+            "environment variable OTEL_EXPORTER_OTLP_PROTOCOL=\"http/json\" is invalid: expected `http/protobuf` or `grpc`"
+        );
+        let (error, _dir) = resolve("telemetry:\n  exporter: x\n", &[], Overrides::default());
+        assert!(error.unwrap_err().to_string().contains("exporter"));
     }
 
     #[test]

@@ -169,6 +169,7 @@ fn factory(
     let namespace = settings.temporal.namespace.clone();
     let log_filter = settings.logs.level.clone();
     let llm = settings.llm.clone();
+    let telemetry = settings.telemetry.clone();
     let daemon_pid = std::process::id();
     let epoch_ms = chrono::Utc::now().timestamp_millis();
     Box::new(move |generation| {
@@ -191,6 +192,7 @@ fn factory(
             llm_base_url: llm.base_url.clone(),
             openai_api_key: llm.openai_api_key.clone(),
             anthropic_api_key: llm.anthropic_api_key.clone(),
+            telemetry: telemetry.clone(),
         };
         let spawn = match &container {
             Some(plan) => plan.spawn(&spec, daemon_pid, generation),
@@ -263,6 +265,11 @@ impl ContainerPlan {
         spec.temporal_address = for_container(&spec.temporal_address, os, self.network);
         spec.api_endpoint = for_container(&spec.api_endpoint, os, self.network);
         spec.llm_base_url = for_container(&spec.llm_base_url, os, self.network);
+        spec.telemetry.otlp_endpoint = spec
+            .telemetry
+            .otlp_endpoint
+            .as_deref()
+            .map(|endpoint| for_container(endpoint, os, self.network));
         let workspace = self.workspace.display().to_string();
         Spawn::Container {
             engine: self.engine.clone(),

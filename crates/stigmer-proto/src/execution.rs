@@ -165,6 +165,12 @@ pub struct Usage {
     pub turn: u32,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// The model that answered (as configured for the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Its provider: `ollama`, `openai` or `anthropic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<EventParent>,
 }
@@ -768,6 +774,33 @@ pub struct AgentExecutionStatus {
     /// The sub-agent runs its `task` calls started, in the order they started.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sub_agents: Vec<SubAgentRun>,
+    /// What its model turns used so far (`usage` and `message_completed` events folded as they
+    /// are appended), so a list of executions needs no event log.
+    #[serde(default, skip_serializing_if = "RunTotals::is_empty")]
+    pub totals: RunTotals,
+}
+
+/// What an agent execution's model turns used so far, as its status shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RunTotals {
+    /// Model turns that completed.
+    pub turns: u32,
+    /// Tool calls the model asked for.
+    pub tool_calls: u32,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// The model of the last turn.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+}
+
+impl RunTotals {
+    pub fn is_empty(&self) -> bool {
+        *self == RunTotals::default()
+    }
 }
 
 /// A sub-agent run of an agent execution, as its status lists it.
@@ -832,6 +865,7 @@ impl AgentExecutionStatus {
             finished_at: status["finishedAt"].as_str().map(str::to_owned),
             pending_approvals: Vec::new(),
             sub_agents: Vec::new(),
+            totals: RunTotals::default(),
         })
     }
 
@@ -1047,6 +1081,8 @@ mod tests {
                 turn: 1,
                 input_tokens: 1200,
                 output_tokens: 30,
+                model: Some("qwen3:8b".into()),
+                provider: Some("ollama".into()),
                 parent: parent(),
             }
             .into(),

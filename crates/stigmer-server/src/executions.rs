@@ -25,8 +25,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use stigmer_proto::execution::{
     AgentExecutionSpec, AgentExecutionStatus, ExecutionEvent as TypedEvent, ExecutionKind,
-    ExecutionParent, ExecutionPhase, PhaseChanged, WorkflowExecutionSpec, WorkflowExecutionStatus,
-    WorkflowRunInput,
+    ExecutionParent, ExecutionPhase, PhaseChanged, RunTotals, WorkflowExecutionSpec,
+    WorkflowExecutionStatus, WorkflowRunInput,
 };
 use stigmer_proto::executions::v1::MessagePlace as ProtoMessagePlace;
 use stigmer_proto::executions::v1::execution_service_server::ExecutionService;
@@ -51,6 +51,7 @@ use stigmer_store::{MessagePlace, NewEvent, Store, StoredEvent, StoredMessage};
 use tonic::{Request, Response, Status};
 
 /// The execution API over a store and Temporal.
+#[derive(Clone)]
 pub struct ExecutionApi {
     store: Arc<dyn Store>,
     hub: Arc<EventHub>,
@@ -70,6 +71,11 @@ impl ExecutionApi {
             secrets: Arc::new(Secrets::default()),
             limits: Arc::new(SubscriptionLimits::default()),
         }
+    }
+
+    /// The announcements of stored events (the HTTP API's streams listen to it).
+    pub(crate) fn hub(&self) -> &EventHub {
+        &self.hub
     }
 
     /// Watches the executions a previous server left unfinished, once Temporal answers, so
@@ -407,8 +413,9 @@ fn append_parts(
     Ok(seqs)
 }
 
-/// Folds the approvals and the sub-agent starts among events just stored into the agent
-/// execution's status (`pendingApprovals`, `subAgents`), writing it only when it changed.
+/// Folds the approvals, the sub-agent starts and the model turns among events just stored into
+/// the agent execution's status (`pendingApprovals`, `subAgents`, `totals`), writing it only
+/// when it changed.
 fn fold_into_status(
     store: &dyn Store,
     execution_id: &str,
@@ -423,6 +430,8 @@ fn fold_into_status(
                 TypedEvent::ApprovalRequested(_)
                     | TypedEvent::ApprovalDecided(_)
                     | TypedEvent::SubAgentStarted(_)
+                    | TypedEvent::Usage(_)
+                    | TypedEvent::MessageCompleted(_)
             )
         })
         .collect();
@@ -438,6 +447,7 @@ fn fold_into_status(
     for event in &approvals {
         changed |= fold_approval(&mut status, event);
         changed |= sub_agents::fold_started(&mut status, event, &now);
+        changed |= fold_totals(&mut status.totals, event);
     }
     if changed {
         execution.status = Some(status.to_value());
@@ -445,6 +455,31 @@ fn fold_into_status(
         store.put_all(&[execution])?;
     }
     Ok(())
+}
+
+/// Counts a model turn's tokens and tool calls into the execution's totals; true when they
+/// changed. A sub-agent's events (those with a parent) count in the sub-agent's own run.
+fn fold_totals(totals: &mut RunTotals, event: &TypedEvent) -> bool {
+    if event.parent().is_some() {
+        return false;
+    }
+    match event {
+        TypedEvent::Usage(usage) => {
+            totals.input_tokens += usage.input_tokens;
+            totals.output_tokens += usage.output_tokens;
+            if usage.model.is_some() {
+                totals.model.clone_from(&usage.model);
+                totals.provider.clone_from(&usage.provider);
+            }
+            true
+        }
+        TypedEvent::MessageCompleted(completed) => {
+            totals.turns = totals.turns.max(completed.turn);
+            totals.tool_calls += completed.tool_calls.len() as u32;
+            true
+        }
+        _ => false,
+    }
 }
 
 /// An Environment a run names, or NOT_FOUND with a suggestion.

@@ -1,22 +1,27 @@
-//! The API server: tonic gRPC services, hosted in-process by the daemon.
+//! The API server: tonic gRPC services, hosted in-process by the daemon, and on the same port
+//! the HTTP API (JSON and Server-Sent Events) with the dashboard (`http/`).
 //!
 //! [`serve`] takes an already bound listener and a shutdown future, so tests start it on port 0
 //! without sleeps. Every service except gRPC health and reflection requires the per-home API
-//! token (`authorization: Bearer <token>`), so other local users cannot drive this user's stack.
+//! token (`authorization: Bearer <token>`), so other local users cannot drive this user's stack;
+//! the HTTP routes take the token or the session cookie it is exchanged for (`http/auth.rs`).
 
 mod approvals;
 mod blocking;
 mod error;
 mod executions;
+mod http;
 mod hub;
 mod lifecycle;
 mod resources;
 mod secrets;
 mod sub_agents;
 mod subscribe;
+mod telemetry;
 
 pub use error::ServerError;
 pub use executions::ExecutionApi;
+pub use http::{Filter as ExecutionFilter, Page as ExecutionPage, Summary as ExecutionSummary};
 pub use hub::{EventHub, is_terminal};
 pub use lifecycle::{AGENT_WORKFLOW, TemporalTarget};
 pub use resources::ResourceApi;
@@ -73,6 +78,7 @@ pub async fn serve(
         store,
         temporal,
     } = context;
+    let namespace = temporal.as_ref().map(|target| target.namespace.clone());
     let executions = ExecutionApi::new(store.clone(), temporal);
     executions.resume_watches();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -98,10 +104,19 @@ pub async fn serve(
             None => Err(ServerError::MissingToken.into()),
         }
     };
-    if let Ok(address) = listener.local_addr() {
+    let address = listener.local_addr().ok();
+    if let Some(address) = address {
         tracing::info!(address = %address, "API server serving.");
     }
-    tonic::transport::Server::builder()
+    let http = http::router(http::HttpContext::new(
+        executions.clone(),
+        store.clone(),
+        daemon.clone(),
+        namespace,
+        &api_token,
+        address.map(|address| address.port()).unwrap_or_default(),
+    ));
+    let grpc = tonic::service::Routes::builder()
         .add_service(health_service)
         .add_service(reflection)
         // Every service takes and sends messages up to the limit the clients use.
@@ -123,6 +138,13 @@ pub async fn serve(
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             authenticate,
         ))
+        .clone()
+        .routes();
+    // gRPC and the HTTP API on one listener: HTTP/2 for gRPC, HTTP/1.1 for browsers.
+    let routes = tonic::service::Routes::from(grpc.into_axum_router().merge(http));
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(
             // No Nagle delay: a streamed event (or a window's worth of one) goes out at once
             // instead of waiting for the client's delayed acknowledgement.

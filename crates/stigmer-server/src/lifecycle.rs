@@ -281,6 +281,8 @@ fn record_phase_keyed(
     store.put_all(&[execution.clone()])?;
     // A sub-agent run that ended: its parent's status says how, with its answer.
     crate::sub_agents::record_end(store, &execution, phase, reason, &now)?;
+    // Its trace's root span (and a workflow's task spans), when traces are exported.
+    crate::telemetry::execution_ended(store, &execution, phase, reason, &now);
     for event in stored {
         hub.publish(event);
     }

@@ -409,7 +409,33 @@ impl WorkflowActivities {
         let mut input = input;
         let events = std::mem::take(&mut input.events);
         self.append(&input.execution_id, events).await?;
-        with_heartbeats(&ctx, self.http_attempt(input)).await
+        let started = std::time::SystemTime::now();
+        let attempt = ctx.info().attempt;
+        let span_input = stigmer_telemetry::enabled().then(|| input.clone());
+        let outcome = with_heartbeats(&ctx, self.http_attempt(input)).await;
+        if let Some(input) = span_input {
+            let error = match &outcome {
+                Ok(Outcome {
+                    error: Some(problem),
+                    ..
+                }) => Some((problem.kind.as_str(), problem.status)),
+                Ok(_) => None,
+                Err(_) => Some(("activity", 0)),
+            };
+            stigmer_telemetry::export(stigmer_telemetry::spans::http_call(
+                &stigmer_telemetry::spans::HttpRun {
+                    execution_id: &input.execution_id,
+                    key: &input.key,
+                    method: &input.call.method,
+                    uri: &input.call.uri,
+                    attempt,
+                    start: started,
+                    end: std::time::SystemTime::now(),
+                    error,
+                },
+            ));
+        }
+        outcome
     }
 
     /// `call: agent`, first step: creates the agent's execution under this workflow's task

@@ -28,5 +28,17 @@ pub async fn run(
         activities::WorkflowActivities::new(&spec)
             .map_err(|error| WorkerError::Setup(error.to_string()))?,
     );
-    worker::run(&spec, options, shutdown).await
+    // Spans of HTTP calls, when an endpoint is configured (the task spans come from the API
+    // server, which reads them from the event log); flushed within a bound when the worker
+    // stops.
+    let telemetry = stigmer_telemetry::init(
+        &spec.telemetry,
+        "stigmer-workflow-runner",
+        &spec.worker_identity,
+    );
+    let outcome = worker::run(&spec, options, shutdown).await;
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
+    outcome
 }

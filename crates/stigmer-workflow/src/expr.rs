@@ -772,7 +772,9 @@ mod tests {
         }
     }
 
-    /// Asserts a runaway expression fails quickly with a budget error.
+    /// Asserts a runaway expression fails with a budget error. The budget counts steps, not
+    /// time, so the bound on time only catches one that never ends (generous: a debug build on
+    /// a loaded machine is slow).
     fn runaway(text: &str) {
         let started = Instant::now();
         let message = eval_err(text, json!(null));
@@ -781,7 +783,7 @@ mod tests {
             message.contains("budget") || message.contains("larger than"),
             "{text}: {message}"
         );
-        assert!(took < Duration::from_secs(2), "{text} took {took:?}");
+        assert!(took < Duration::from_secs(30), "{text} took {took:?}");
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub enum Command {
     /// Run an agent (send it a message and follow its answer, tool calls and todos) or a
     /// workflow (give it --input and follow its tasks to its output).
     Run(RunArgs),
+    /// Open the web dashboard (starts the stack when it is not running): prints its address,
+    /// with a one-time sign-in token, and opens it in a browser on a desktop.
+    Dashboard(DashboardArgs),
     /// List, show, cancel and watch agent and workflow executions.
     #[command(subcommand, alias = "executions", alias = "ex")]
     Execution(ExecutionCommand),
@@ -414,4 +417,11 @@ pub struct DeleteArgs {
     /// Delete even when other resources refer to it.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Default, Args)]
+pub struct DashboardArgs {
+    /// Only print the address (on stdout, nothing else); do not open a browser.
+    #[arg(long)]
+    pub no_open: bool,
 }

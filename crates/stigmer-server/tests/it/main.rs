@@ -11,6 +11,7 @@ use stigmer_proto::executions::v1::{AppendEventsRequest, NewEvent, SubscribeRequ
 use stigmer_server::{DaemonControl, ServerContext, serve};
 
 mod approvals;
+mod http;
 mod run_context;
 mod workflows;
 

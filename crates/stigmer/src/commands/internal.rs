@@ -62,13 +62,29 @@ pub async fn run_daemon(settings: Settings) -> Result<ExitCode, Failure> {
         .route(
             "stigmer_store",
             Component::Server.name(),
+            LogSink::File(server_log.clone()),
+        )
+        .route(
+            "stigmer_telemetry",
+            Component::Server.name(),
             LogSink::File(server_log),
         );
     if let Err(error) = stigmer_logs::init_layer(&filter, layer) {
         return Err(Failure::new(format!("cannot set up logging: {error}")));
     }
     log_panics();
-    match stigmer_daemon::run(settings, termination()).await {
+    // The API server's spans (an execution's root span, a workflow's task spans), when an
+    // endpoint is configured; flushed within a bound when the daemon stops.
+    let telemetry = stigmer_telemetry::init(
+        &settings.telemetry,
+        "stigmer-server",
+        &format!("server@{}", std::process::id()),
+    );
+    let outcome = stigmer_daemon::run(settings, termination()).await;
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
+    match outcome {
         Ok(()) => Ok(ExitCode::SUCCESS),
         // Losing a start race to another daemon of the same home is expected (concurrent
         // `start`s), not a failure of the running one.

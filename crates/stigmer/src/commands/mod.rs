@@ -4,6 +4,7 @@
 //! imports from it.
 
 mod approvals;
+mod dashboard;
 mod execution_output;
 mod executions;
 mod follow;
@@ -44,6 +45,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Get(args) => resources::get(args).await,
         Command::Delete(args) => resources::delete(args).await,
         Command::Run(args) => executions::run(args).await,
+        Command::Dashboard(args) => dashboard::open(args).await,
         Command::Execution(ExecutionCommand::List(args)) => executions::list(args).await,
         Command::Execution(ExecutionCommand::Get(args)) => executions::get(args).await,
         Command::Execution(ExecutionCommand::Cancel(args)) => executions::cancel(args).await,
