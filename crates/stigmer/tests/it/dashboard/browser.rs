@@ -34,24 +34,21 @@ pub fn browser_available() -> bool {
     false
 }
 
-/// The sign-in link of the home's dashboard: what `stigmer dashboard --no-open` prints, or,
-/// from a build without that command, the same link made from the state file and the token.
+/// The sign-in link of the home's dashboard: what `stigmer dashboard --no-open` prints on
+/// stdout, which must be that one line and nothing else (made here from the state file and the
+/// token, to check it is this home's).
 pub fn dashboard_link(home: &TestHome) -> String {
     let printed = home.run(&["dashboard", "--no-open"]);
-    if printed.code == 0 {
-        let link = printed.stdout.trim().to_owned();
-        assert!(link.starts_with("http://127.0.0.1:"), "{printed}");
-        return link;
-    }
-    // 2 is clap's "no such subcommand"; anything else is the command failing.
-    assert_eq!(printed.code, 2, "stigmer dashboard failed:\n{printed}");
+    assert_eq!(printed.code, 0, "stigmer dashboard failed:\n{printed}");
     let state = home.state().expect("the daemon recorded no state");
     let address = state["server_address"]
         .as_str()
         .expect("no server_address in run/state.json");
     let token = std::fs::read_to_string(home.path().join("run/api-token"))
         .expect("cannot read run/api-token");
-    format!("http://{address}/?token={}", token.trim())
+    let link = format!("http://{address}/?token={}", token.trim());
+    assert_eq!(printed.stdout, format!("{link}\n"), "{printed}");
+    link
 }
 
 /// Chromium under its own ChromeDriver, with a fresh profile; a blocking facade over the
